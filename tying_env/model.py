@@ -1,0 +1,224 @@
+"""The tied transformer: a Hugging Face GPT-2 whose block list follows a tie map.
+
+Only *root* positions own a ``GPT2Block``. A tied position holds a
+``TiedBlock``, a parameter-free stand-in that runs its root's block:
+
+- ``copy`` mode (the published behaviour): the root's weights are used
+  *detached*, so activations carry gradient through the position to earlier
+  layers but no weight gradient from it reaches the root;
+- ``share`` mode (ALBERT): the root's block is simply called again, so every
+  position of a root adds its gradient to it.
+
+Tied blocks therefore have no parameters, gradients or optimizer state: tying a
+root frees its memory for real. This module knows nothing about Gymnasium.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tying_env import ties as tm
+from tying_env.ties import TieMap, Transition
+
+TIE_MODES = ("copy", "share")
+
+
+class TiedBlock(nn.Module):
+    """Runs the block of another position (its root) without owning parameters."""
+
+    def __init__(self, root: nn.Module, mode: str):
+        super().__init__()
+        # Kept in a tuple so that PyTorch does not register the root as a child:
+        # its parameters must be counted (and saved) once, at the root's position.
+        self._root = (root,)
+        self.mode = mode
+
+    @property
+    def root(self) -> nn.Module:
+        return self._root[0]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.mode == "share":
+            return self.root(*args, **kwargs)
+        frozen = {name: p.detach() for name, p in self.root.named_parameters()}
+        return functional_call(self.root, frozen, args, kwargs)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+def gpt2_config(n_layer: int, n_embd: int, n_head: int, seq_len: int, vocab_size: int,
+                dropout: float = 0.0, activation: str = "gelu") -> GPT2Config:
+    """A GPT-2 config trained from scratch, input embeddings tied to the LM head."""
+    return GPT2Config(
+        vocab_size=vocab_size, n_positions=seq_len, n_embd=n_embd, n_layer=n_layer,
+        n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        activation_function=activation, tie_word_embeddings=True, use_cache=False,
+        bos_token_id=0, eos_token_id=0,
+    )
+
+
+@dataclass(frozen=True)
+class MemoryBytes:
+    """Bytes held by parameters, their gradients and the optimizer state."""
+
+    params: int
+    grads: int
+    optimizer: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(params=self.params, grads=self.grads, optimizer=self.optimizer,
+                    total=self.total)
+
+
+class TiedGPT2(nn.Module):
+    """GPT-2 language model whose blocks are tied according to a tie map."""
+
+    def __init__(self, config: GPT2Config, tie_mode: str = "copy",
+                 ties: Sequence[int] | None = None):
+        super().__init__()
+        if tie_mode not in TIE_MODES:
+            raise ValueError(f"tie_mode={tie_mode!r} is unknown; allowed: {', '.join(TIE_MODES)}")
+        self.config = config
+        self.tie_mode = tie_mode
+        self.lm = GPT2LMHeadModel(config)
+        self._owned: dict[int, nn.Module] = dict(enumerate(self.lm.transformer.h))
+        self._ties: TieMap = tm.untied(config.n_layer)
+        if ties is not None:
+            self.set_ties(ties)
+
+    # ------------------------------------------------------------------ tie map
+    @property
+    def n_layer(self) -> int:
+        return self.config.n_layer
+
+    @property
+    def ties(self) -> TieMap:
+        return self._ties
+
+    def block(self, position: int) -> nn.Module:
+        """The block (module with weights) that ``position`` runs."""
+        return self._owned[self._ties[position]]
+
+    def apply_transition(self, transition: Transition) -> Transition:
+        """Carry out a transition computed by :mod:`tying_env.ties` on this model's map."""
+        if transition.before != self._ties:
+            raise ValueError(f"transition starts from {list(transition.before)}, "
+                             f"but the model's tie map is {list(self._ties)}")
+        if not transition.changed:
+            return transition
+        after = transition.after
+        owned = dict(self._owned)
+        if transition.promoted is not None:  # dependents keep the weights they ran
+            old, heir = transition.promoted
+            owned[heir] = owned.pop(old)
+        elif transition.cloned is not None:  # own storage, fresh optimizer state
+            position, source = transition.cloned
+            owned[position] = copy.deepcopy(owned[source]).requires_grad_(True)
+        else:  # a root nobody else ran became tied: its weights are freed
+            for r in set(owned) - set(tm.roots(after)):
+                del owned[r]
+        self._owned = owned
+        self._ties = after
+        self._rebuild()
+        return transition
+
+    def tie(self, i: int, j: int) -> Transition:
+        return self.apply_transition(tm.tie(self._ties, i, j))
+
+    def untie(self, i: int) -> Transition:
+        return self.apply_transition(tm.untie(self._ties, i))
+
+    def choose(self, i: int, choice: int) -> Transition:
+        """The published action convention: ``choice < i`` copies it, else independent."""
+        return self.apply_transition(tm.apply_choice(self._ties, i, choice))
+
+    def set_ties(self, target: Sequence[int]) -> None:
+        """Reach ``target`` by a sequence of decisions (layers 1..L-1 in order)."""
+        target = tm.validate(target)
+        if len(target) != self.n_layer:
+            raise ValueError(f"tie map {list(target)} has {len(target)} positions, "
+                             f"the model has {self.n_layer} layers")
+        for i in range(1, self.n_layer):
+            self.choose(i, target[i])
+        if self._ties != target:  # a later decision promoted an earlier root's dependents
+            raise AssertionError(f"reached {list(self._ties)}, wanted {list(target)}")
+
+    def _rebuild(self) -> None:
+        blocks = []
+        for i, r in enumerate(self._ties):
+            if r == i:
+                block = self._owned[i]
+                block.attn.layer_idx = i
+                blocks.append(block)
+            else:
+                blocks.append(TiedBlock(self._owned[r], self.tie_mode))
+        self.lm.transformer.h = nn.ModuleList(blocks)
+
+    # ----------------------------------------------------------------- compute
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, seq, vocab)."""
+        return self.lm(input_ids=input_ids).logits
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of targets ``y`` given inputs ``x``."""
+        logits = self(x)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+    # -------------------------------------------------------------- accounting
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Unique trainable tensors, in a stable order (embeddings, roots, final norm)."""
+        return [p for p in self.lm.parameters() if p.requires_grad]
+
+    def block_numel(self) -> int:
+        return sum(p.numel() for p in next(iter(self._owned.values())).parameters())
+
+    def param_counts(self) -> tuple[int, int]:
+        """(trainable, total): unique trainable elements, and those of the untied model."""
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        shared = trainable - len(self._owned) * self.block_numel()
+        return trainable, shared + self.n_layer * self.block_numel()
+
+    def memory_bytes(self, optimizer: torch.optim.Optimizer | None = None) -> MemoryBytes:
+        """Walk the real tensors: parameters, existing gradients, optimizer state."""
+        params = list(self.lm.parameters())
+        grads = sum(p.grad.nbytes for p in params if p.grad is not None)
+        opt = 0
+        if optimizer is not None:
+            for state in optimizer.state.values():
+                opt += sum(v.nbytes for v in state.values() if torch.is_tensor(v))
+        return MemoryBytes(sum(p.nbytes for p in params), grads, opt)
+
+    # ------------------------------------------------------------------ export
+    def expanded_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict of a plain ``GPT2LMHeadModel`` running the same weights (untied)."""
+        state = {}
+        for key, value in self.lm.state_dict().items():
+            parts = key.split(".")
+            if key.startswith("transformer.h."):
+                root = int(parts[2])
+                rest = ".".join(parts[3:])
+                for i in (k for k, r in enumerate(self._ties) if r == root):
+                    state[f"transformer.h.{i}.{rest}"] = value.detach().clone()
+            else:
+                state[key] = value.detach().clone()
+        return state
+
+    def to_hf(self) -> GPT2LMHeadModel:
+        """A standalone, untied ``GPT2LMHeadModel`` giving the same logits."""
+        model = GPT2LMHeadModel(self.config)
+        model.load_state_dict(self.expanded_state_dict())
+        return model.eval()

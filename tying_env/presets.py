@@ -1,0 +1,153 @@
+"""Named model/run shapes and the validated settings of one environment.
+
+``make_config(preset, **overrides)`` starts from a preset and applies explicit
+arguments on top; every value is checked up front so that a mistake is
+reported with the argument's name, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+DATASETS = ("synthetic", "wikitext-2", "wikitext-103", "text")
+TIE_MODES = ("copy", "share")
+INITIAL_TIES = ("first", "none")
+REWARDS = ("log_ppl_delta", "ppl_delta", "paper")
+ACTION_MODES = ("layer", "vector")
+DEVICES = ("auto", "cpu", "cuda")
+ACTIVATIONS = ("gelu", "gelu_new")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Every setting of one environment (model shape, data, inner training, RL protocol)."""
+
+    preset: str = "tiny"
+    # model shape
+    n_layer: int = 6
+    n_embd: int = 64
+    n_head: int = 4
+    seq_len: int = 64
+    vocab_size: int = 64
+    dropout: float = 0.2
+    activation: str = "gelu"
+    # data
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    tokenizer: str | None = None
+    # inner training
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    cosine_schedule: bool = False
+    steps_per_decision: int = 4
+    # tying and the RL protocol
+    tie_mode: str = "copy"
+    initial_ties: str = "first"
+    max_sweeps: int = 10
+    reward: str = "log_ppl_delta"
+    param_penalty: float = 0.0
+    eval_batches: int = 4
+    action_mode: str = "layer"
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # a whole sweep in a few seconds on 2 CPU cores, on the synthetic corpus
+    "tiny": dict(n_layer=6, n_embd=64, n_head=4, seq_len=64, vocab_size=64, batch_size=16,
+                 lr=1e-3, dataset="synthetic", max_sweeps=10),
+    # CPU-sized 12-layer GPT-2 (the benchmarks' reference shape)
+    "small": dict(n_layer=12, n_embd=128, n_head=4, seq_len=128, vocab_size=8192, batch_size=8,
+                  lr=1e-3, dataset="wikitext-2", max_sweeps=20),
+    # the 124M GPT-2 shape
+    "gpt2": dict(n_layer=12, n_embd=768, n_head=12, seq_len=1024, vocab_size=50257,
+                 batch_size=8, lr=1e-4, dataset="wikitext-2", max_sweeps=100),
+    # the published run's shape
+    "paper": dict(n_layer=12, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
+                  batch_size=8, lr=1e-4, dataset="wikitext-2", max_sweeps=100),
+}
+
+_FIELD_TYPES = {f.name: f.type for f in fields(EnvConfig)}
+
+
+def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
+    """The preset's settings with ``overrides`` applied, validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - set(_FIELD_TYPES) - {"preset"})
+    if unknown:
+        raise TypeError(
+            f"unknown environment argument(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(_FIELD_TYPES))}"
+        )
+    given = {k: v for k, v in overrides.items() if v is not None or k in ("data_dir", "tokenizer")}
+    cfg = replace(EnvConfig(), preset=preset, **PRESETS[preset], **given)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: EnvConfig) -> None:
+    """Raise ValueError/TypeError naming the first bad setting."""
+    ints = dict(n_layer=1, n_embd=1, n_head=1, seq_len=2, vocab_size=2, batch_size=1,
+                warmup_steps=0, steps_per_decision=1, max_sweeps=1, eval_batches=1)
+    for name, low in ints.items():
+        _check_int(name, getattr(cfg, name), low)
+    floats = dict(dropout=(0.0, 1.0, True), lr=(0.0, float("inf"), False),
+                  weight_decay=(0.0, float("inf"), True), grad_clip=(0.0, float("inf"), False),
+                  param_penalty=(0.0, float("inf"), True))
+    for name, (low, high, low_ok) in floats.items():
+        _check_float(name, getattr(cfg, name), low, high, low_ok)
+    if cfg.dropout >= 1.0:
+        raise ValueError(f"dropout={cfg.dropout!r} must be in [0, 1)")
+    if cfg.n_embd % cfg.n_head:
+        raise ValueError(
+            f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head} "
+            f"(each head gets n_embd / n_head channels)"
+        )
+    if cfg.n_layer < 2:
+        raise ValueError(f"n_layer={cfg.n_layer} must be >= 2: layer 0 is never tied, so "
+                         "one layer leaves no decision to make")
+    choices = dict(dataset=DATASETS, tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
+                   reward=REWARDS, action_mode=ACTION_MODES, device=DEVICES,
+                   activation=ACTIVATIONS)
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}")
+    if not isinstance(cfg.cosine_schedule, bool):
+        raise TypeError(f"cosine_schedule={cfg.cosine_schedule!r} must be a bool")
+    for name in ("data_dir", "tokenizer"):
+        value = getattr(cfg, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name}={value!r} must be a string or None")
+    if cfg.dataset == "text" and cfg.data_dir is None:
+        raise ValueError("dataset='text' needs data_dir=FOLDER holding train.txt, valid.txt, "
+                         "test.txt")
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' is not available on this machine; allowed here: "
+                             "'auto', 'cpu'")
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}={value!r} must be an int >= {low}")
+    if value < low:
+        raise ValueError(f"{name}={value!r} must be an int >= {low}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float, low_ok: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r} must be a number")
+    ok = (value >= low if low_ok else value > low) and value <= high
+    if not ok or value != value:
+        bound = ">=" if low_ok else ">"
+        raise ValueError(f"{name}={value!r} must be a finite number {bound} {low}")
