@@ -60,12 +60,16 @@ class LayerTyingEnv(gym.Env):
 
     ## Rewards
 
-    | ``reward``                  | per step                                                |
-    |-----------------------------|---------------------------------------------------------|
-    | ``"log_ppl_delta"`` (default) | ``log(ppl_before / ppl_after)`` on the validation subset; the return telescopes to ``log(ppl_start / ppl_end)`` |
-    | ``"ppl_delta"``             | ``ppl_before - ppl_after``                              |
-    | ``"paper"``                 | minus the perplexity of one training batch after the steps (the published reward) |
+    | ``reward``                    | per step                                      |
+    |-------------------------------|-----------------------------------------------|
+    | ``"log_ppl_delta"`` (default) | ``log(ppl_before / ppl_after)`` on the fixed  |
+    |                               | validation subset                             |
+    | ``"ppl_delta"``               | ``ppl_before - ppl_after``                    |
+    | ``"paper"``                   | minus the perplexity of one training batch    |
+    |                               | after the steps (the published reward)        |
 
+    With the default reward an episode's return telescopes to
+    ``log(ppl_start / ppl_end)``: maximising it minimises the final perplexity.
     ``param_penalty * trainable_fraction`` is subtracted from every reward.
 
     ## Starting state
@@ -351,7 +355,7 @@ def _spread_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
 def _as_action(action: Any, space: spaces.Space) -> Any:
     if isinstance(space, spaces.Discrete):
         if isinstance(action, (bool, np.bool_)):
-            return action  # not an int: contains() refuses it
+            return None  # a bool is not a layer choice
         if isinstance(action, np.ndarray) and action.shape in ((), (1,)):
             return np.int64(action.reshape(()))
         if isinstance(action, (int, np.integer)):

@@ -87,7 +87,7 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
             f"allowed: {', '.join(sorted(_FIELD_TYPES))}"
         )
     given = {k: v for k, v in overrides.items() if v is not None or k in ("data_dir", "tokenizer")}
-    cfg = replace(EnvConfig(), preset=preset, **PRESETS[preset], **given)
+    cfg = replace(EnvConfig(), preset=preset, **{**PRESETS[preset], **given})
     validate(cfg)
     return cfg
 

@@ -1,0 +1,23 @@
+"""Shared fixtures: one on-disk cache per test session, the offline WikiText-2 folder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tying_env.corpus import default_shared_data_dir, offline_wikitext2
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def wikitext_dir(tmp_path_factory) -> Path:
+    shared = default_shared_data_dir()
+    if not (shared / "wikitext-2" / "valid.txt").exists():
+        pytest.skip(f"offline WikiText-2 needs {shared}/wikitext-2 (see shared/data/README.md)")
+    return offline_wikitext2(tmp_path_factory.mktemp("wikitext2"))
