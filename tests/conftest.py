@@ -7,7 +7,7 @@ import torch
 
 from tying_env.corpus import default_shared_data_dir, offline_wikitext2
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # robust when other jobs share the cores
 
 
 @pytest.fixture(scope="session")

@@ -246,18 +246,20 @@ class LayerTyingEnv(gym.Env):
             count += y.numel()
         return total / count
 
-    def evaluate_split(self, split: str = "valid") -> float:
-        """Perplexity of the current model on a whole split (non-overlapping windows)."""
+    def split_windows(self, split: str = "valid") -> np.ndarray:
+        """A whole split cut into non-overlapping windows [N, seq_len + 1] (last token shared)."""
         if split not in ("train", "valid", "test"):
             raise ValueError(f"split={split!r} is unknown; allowed: train, valid, test")
         tokens = getattr(self.corpus, split)
-        n = (len(tokens) - 1) // self.cfg.seq_len
+        seq_len = self.cfg.seq_len
+        n = (len(tokens) - 1) // seq_len
         if n < 1:
             raise ValueError(f"the {split} split has {len(tokens)} tokens, fewer than one window")
-        starts = np.arange(n) * self.cfg.seq_len
-        windows = np.asarray(tokens[: n * self.cfg.seq_len + 1])
-        windows = np.stack([windows[s:s + self.cfg.seq_len + 1] for s in starts])
-        return math.exp(self.evaluate_loss(windows))
+        return np.asarray(tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)])
+
+    def evaluate_split(self, split: str = "valid") -> float:
+        """Perplexity of the current model on a whole split (non-overlapping windows)."""
+        return math.exp(self.evaluate_loss(self.split_windows(split)))
 
     def _reward(self, prev_loss: float, val_loss: float) -> float:
         cfg = self.cfg

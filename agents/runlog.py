@@ -1,0 +1,176 @@
+"""Recording one episode of a layer-tying environment, whatever agent drives it.
+
+:class:`RunLog` is a ``gym.Wrapper`` meant to sit between the environment and
+the :class:`~agents.base.OneEpisode` guard, so every agent (SB3 ones included)
+is recorded the same way. Per decision it writes one JSON line to
+``log.jsonl``, adds TensorBoard scalars under ``tb/``, and advances a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from tqdm.auto import tqdm
+
+from tying_env.export import to_jsonable
+
+SCALAR_TYPES = (bool, int, float, str, np.bool_, np.integer, np.floating)
+
+
+def action_value(action: Any, space: spaces.Space) -> int | list[int]:
+    """The action as plain JSON: an int for ``Discrete``, a list of ints otherwise."""
+    arr = np.asarray(action)
+    if isinstance(space, spaces.Discrete):
+        return int(arr.reshape(-1)[0]) if arr.size == 1 else arr.astype(int).tolist()
+    return arr.astype(int).tolist()
+
+
+class RunLog(gym.Wrapper):
+    """Log every decision of one episode to ``out_dir`` (``log.jsonl``, ``tb/``) and a bar.
+
+    One line of ``log.jsonl`` per ``step``:
+
+    - ``decision`` (1-based count), ``sweep`` and ``layer`` *of the decision made*
+      (``layer`` is ``None`` in vector mode), ``action``, ``reward``,
+      ``terminated``, ``truncated``, ``wall_s`` (seconds since ``reset``),
+      ``timestamp`` (Unix time);
+    - every scalar key of ``info`` after the step (``val_ppl``, ``train_loss``,
+      ``trainable_fraction``, ``train_steps``, ``diverged``, ...; non-finite
+      numbers are written as ``null``), plus ``tie_map`` and ``memory_bytes``.
+
+    ``records`` keeps the same dicts in memory; ``start`` is the reset ``info``.
+    Call :meth:`finish` to flush and close the files without closing the
+    environment (whose model the caller may still want to evaluate).
+    """
+
+    def __init__(self, env: gym.Env, out_dir: str | Path, *, progress: bool = True,
+                 tensorboard: bool = True, desc: str | None = None):
+        super().__init__(env)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out_dir / "log.jsonl"
+        self.records: list[dict[str, Any]] = []
+        self.start: dict[str, Any] | None = None
+        self._progress = progress
+        self._tensorboard = tensorboard
+        self._desc = desc
+        self._file: IO[str] | None = None
+        self._writer: Any = None
+        self._bar: tqdm | None = None
+        self._t0 = 0.0
+        self._prev: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.finish()
+        self.records = []
+        self.start = _scalars(info)
+        self._prev = info
+        self._t0 = time.perf_counter()
+        self._file = self.log_path.open("w", encoding="utf-8")
+        if self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.out_dir / "tb"))
+            self._add_scalars(self.start, step=0)
+        total = getattr(self.env.unwrapped, "budget", None)
+        self._bar = tqdm(total=total, desc=self._desc, unit="decision",
+                         disable=not self._progress, dynamic_ncols=True)
+        self._bar.set_postfix(self._postfix(info), refresh=False)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        layer_mode = isinstance(self.env.action_space, spaces.Discrete)
+        record: dict[str, Any] = {
+            "decision": int(info.get("decision", len(self.records) + 1)),
+            "sweep": self._prev.get("sweep"),
+            "layer": self._prev.get("layer") if layer_mode else None,
+            "action": action_value(action, self.env.action_space),
+            "reward": float(reward),
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "wall_s": time.perf_counter() - self._t0,
+            "timestamp": time.time(),
+        }
+        for key, value in _scalars(info).items():
+            record.setdefault(key, value)
+        record = to_jsonable(record)
+        self.records.append(record)
+        self._prev = info
+        if self._file is not None:
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            self._file.flush()
+        self._add_scalars(record, step=record["decision"])
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix(info), refresh=False)
+            self._bar.update(1)
+        return obs, reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        return self.env.unwrapped.action_masks()
+
+    def close(self) -> None:
+        self.finish()
+        super().close()
+
+    def finish(self) -> None:
+        """Close the log file, the TensorBoard writer and the bar (not the environment)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def wall_seconds(self) -> float:
+        """Seconds from ``reset`` to the last recorded decision."""
+        return self.records[-1]["wall_s"] if self.records else 0.0
+
+    def _add_scalars(self, record: dict[str, Any], step: int) -> None:
+        if self._writer is None:
+            return
+        for key, value in record.items():
+            if key in ("decision", "timestamp"):
+                continue
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    self._add_scalar(f"{key}/{sub}", v, step)
+            elif key == "tie_map":
+                for i, root in enumerate(value):
+                    self._add_scalar(f"tie_map/layer_{i}", root, step)
+            else:
+                self._add_scalar(key, value, step)
+
+    def _add_scalar(self, tag: str, value: Any, step: int) -> None:
+        if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
+            self._writer.add_scalar(tag, float(value), global_step=step)
+
+    @staticmethod
+    def _postfix(info: dict[str, Any]) -> dict[str, str]:
+        return {
+            "sweep": str(info.get("sweep", "?")),
+            "layer": str(info.get("layer", "?")),
+            "val_ppl": f"{info.get('val_ppl', float('nan')):.3f}",
+            "trainable": f"{info.get('trainable_fraction', float('nan')):.3f}",
+        }
+
+
+def _scalars(info: dict[str, Any]) -> dict[str, Any]:
+    """Scalar entries of ``info`` plus ``tie_map`` and ``memory_bytes``, JSON-ready."""
+    keep = {k: v for k, v in info.items()
+            if isinstance(v, SCALAR_TYPES) or k in ("tie_map", "memory_bytes")}
+    return to_jsonable(keep)
