@@ -81,7 +81,7 @@ class Agent(ABC):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         raise NotImplementedError(f"{type(self).__name__} implements neither act() nor run()")
 
-    def observe(self, obs: np.ndarray, action: Any, reward: float, next_obs: np.ndarray,
+    def observe(self, obs: np.ndarray, action: Any, reward: float, next_obs: np.ndarray,  # noqa: B027
                 terminated: bool, truncated: bool, info: dict[str, Any]) -> None:
         """Learn from one transition (static agents ignore it)."""
 
@@ -89,7 +89,7 @@ class Agent(ABC):
     def save(self, path: str | Path) -> None:
         """Save the agent's learned state under the folder ``path``."""
 
-    def load(self, path: str | Path) -> None:
+    def load(self, path: str | Path) -> None:  # noqa: B027
         """Load state written by :meth:`save` into this agent (static agents: nothing)."""
 
 

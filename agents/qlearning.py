@@ -1,0 +1,386 @@
+"""The paper's Q-learner (Hay & Wolf, ICLR 2024), and a repaired variant.
+
+``qlearning`` reproduces the published driver in every listed detail
+(DESIGN.md section 2):
+
+- the Q-network is an MLP: input the tie map as raw integers (``obs[:L]``),
+  one hidden layer of 128 units, ReLU, ``L(L+1)/2`` outputs;
+- layer ``i`` owns the outputs ``[i(i+1)/2, i(i+1)/2 + i + 1)``: index ``j < i``
+  means "copy layer j", index ``i`` means "train independently" (the agent
+  returns action ``i``, which the environment reads as independent);
+- epsilon-greedy: epsilon starts at 1.0, is multiplied by 0.95 after every
+  sweep, floor 0.01; a random action is uniform over the ``i + 1`` choices;
+- one TD step per decision, no replay buffer, no target network:
+  ``target = clip(r, -10, 10) + 0.99 * max Q(next state)[slice of the SAME layer]``,
+  MSE loss on the chosen output, AdamW (lr 1e-3, weight decay 0.01);
+- the published code bootstraps even from the last transition of an episode
+  (``bootstrap_at_end=True``, the default here); set it to False to use the
+  clipped reward alone as the target when the episode ends.
+
+``qlearning-plus`` is NOT the paper's algorithm: a DQN-style repair with a
+replay buffer, a hard-updated target network, and a target that bootstraps
+from the NEXT decision's layer (the layer the next state is about), with no
+bootstrap after a diverged (terminated) run. It uses the same network,
+output layout, exploration schedule and action set (it masks nothing extra).
+
+Both only play layer mode (``action_mode="layer"``). The layer being decided
+is read from the observation's one-hot (``obs[L:2L]``), the sweep count from
+``info["sweep"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from agents.base import Agent, register
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+# ------------------------------------------------------------------ the pure pieces
+def n_outputs(n_layer: int) -> int:
+    """Size of the Q-network's output: ``L(L+1)/2``."""
+    return n_layer * (n_layer + 1) // 2
+
+
+def slice_of(i: int) -> slice:
+    """The outputs owned by layer ``i``: ``[i(i+1)/2, i(i+1)/2 + i + 1)``."""
+    start = i * (i + 1) // 2
+    return slice(start, start + i + 1)
+
+
+def greedy(q: ArrayLike, i: int) -> int:
+    """The best choice for layer ``i`` (``j < i``: copy j, ``i``: independent); ties: lowest."""
+    return int(np.argmax(_numpy(q)[slice_of(i)]))
+
+
+def td_target(reward: float, q_next: ArrayLike, i: int, gamma: float = 0.99,
+              clip: float = 10.0) -> float:
+    """``clip(reward, -clip, clip) + gamma * max(q_next[slice_of(i)])``.
+
+    The paper bootstraps from the slice of the layer that was just decided
+    (``i``), evaluated at the next tie map.
+    """
+    return float(np.clip(reward, -clip, clip) + gamma * np.max(_numpy(q_next)[slice_of(i)]))
+
+
+def epsilon_after(sweeps: int, start: float = 1.0, decay: float = 0.95,
+                  floor: float = 0.01) -> float:
+    """Exploration rate after ``sweeps`` completed sweeps."""
+    return max(floor, start * decay**sweeps)
+
+
+def random_choice(i: int, rng: np.random.Generator) -> int:
+    """A uniform choice among layer ``i``'s ``i + 1`` options (``i`` = independent)."""
+    return int(rng.integers(i + 1))
+
+
+def _numpy(q: ArrayLike) -> np.ndarray:
+    if isinstance(q, torch.Tensor):
+        return q.detach().cpu().numpy()
+    return np.asarray(q)
+
+
+# ------------------------------------------------------------------ the network
+class QNetwork(nn.Module):
+    """Tie map (raw integers) -> one Q-value per (layer, choice) pair."""
+
+    def __init__(self, n_layer: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_layer, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_outputs(n_layer)))
+
+    def forward(self, ties: torch.Tensor) -> torch.Tensor:
+        return self.net(ties)
+
+
+@dataclass
+class QLearningConfig:
+    """Hyperparameters of the paper's Q-learner (the published values)."""
+
+    hidden: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    gamma: float = 0.99
+    reward_clip: float = 10.0
+    epsilon_start: float = 1.0
+    epsilon_decay: float = 0.95
+    epsilon_min: float = 0.01
+    bootstrap_at_end: bool = True  # the published code bootstraps from the last transition too
+
+
+# ------------------------------------------------------------------ the agent
+class QLearningAgent(Agent):
+    """The paper's Q-learner: epsilon-greedy, one TD step per decision on the same layer."""
+
+    name = "qlearning"
+    config_class: type[QLearningConfig] = QLearningConfig
+
+    def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
+        super().__init__(env, seed, **hparams)
+        cfg = env.unwrapped.cfg
+        if cfg.action_mode != "layer":
+            raise ValueError(f"agent {self.name!r} plays action_mode='layer' only, "
+                             f"got action_mode={cfg.action_mode!r}")
+        self.n_layer: int = cfg.n_layer
+        self.cfg = self.config_class(**hparams)
+        self.rng = np.random.default_rng(seed)
+        self.qnet = self._new_network(seed)
+        self.optimizer = self._new_optimizer()
+        self.sweeps = 0  # completed sweeps, over all episodes this agent has played
+        self.epsilon = self._epsilon()
+        self.decisions = 0
+        self.last_loss = float("nan")
+        self._sweep_at_act: int | None = None
+
+    def _new_network(self, seed: int) -> QNetwork:
+        # initialise from the agent's seed without touching the caller's global RNG
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return QNetwork(self.n_layer, self.cfg.hidden)
+
+    def _new_optimizer(self) -> torch.optim.AdamW:
+        return torch.optim.AdamW(self.qnet.parameters(), lr=self.cfg.lr,
+                                 weight_decay=self.cfg.weight_decay)
+
+    def _epsilon(self) -> float:
+        cfg = self.cfg
+        return epsilon_after(self.sweeps, cfg.epsilon_start, cfg.epsilon_decay, cfg.epsilon_min)
+
+    # -------------------------------------------------------------- acting
+    def ties_of(self, obs: np.ndarray) -> np.ndarray:
+        """The tie map part of an observation (raw integers as float32)."""
+        return np.asarray(obs[: self.n_layer], dtype=np.float32)
+
+    def layer_of(self, obs: np.ndarray) -> int:
+        """The layer an observation asks about (its one-hot)."""
+        return int(np.argmax(obs[self.n_layer: 2 * self.n_layer]))
+
+    @torch.no_grad()
+    def q_values(self, ties: np.ndarray) -> np.ndarray:
+        """All ``L(L+1)/2`` Q-values for one tie map."""
+        return self.qnet(torch.as_tensor(ties, dtype=torch.float32)).numpy()
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        i = int(info["layer"])
+        self._sweep_at_act = int(info["sweep"])
+        if self.rng.random() < self.epsilon:
+            return random_choice(i, self.rng)
+        return greedy(self.q_values(self.ties_of(obs)), i)
+
+    # ------------------------------------------------------------- learning
+    def observe(self, obs: np.ndarray, action: Any, reward: float, next_obs: np.ndarray,
+                terminated: bool, truncated: bool, info: dict[str, Any]) -> None:
+        layer = self.layer_of(obs)
+        self.last_loss = self.update(self.ties_of(obs), layer, int(action), reward,
+                                     self.ties_of(next_obs), self.layer_of(next_obs),
+                                     terminated, truncated)
+        self.decisions += 1
+        sweep = int(info["sweep"])
+        if self._sweep_at_act is not None and sweep > self._sweep_at_act:
+            self.sweeps += sweep - self._sweep_at_act
+            self.epsilon = self._epsilon()
+
+    def update(self, ties: np.ndarray, layer: int, action: int, reward: float,
+               next_ties: np.ndarray, next_layer: int, terminated: bool = False,
+               truncated: bool = False) -> float:
+        """One TD step on one transition; returns the loss.
+
+        The paper's target uses ``layer``'s slice at ``next_ties``
+        (``next_layer`` is ignored here; ``qlearning-plus`` uses it).
+        """
+        cfg = self.cfg
+        choice = min(action, layer)  # any action >= layer means independent
+        if cfg.bootstrap_at_end or not (terminated or truncated):
+            target = td_target(reward, self.q_values(next_ties), layer, cfg.gamma,
+                               cfg.reward_clip)
+        else:
+            target = float(np.clip(reward, -cfg.reward_clip, cfg.reward_clip))
+        q = self.qnet(torch.as_tensor(ties, dtype=torch.float32))[slice_of(layer).start + choice]
+        loss = F.mse_loss(q, torch.tensor(target, dtype=torch.float32))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Write ``qnet.safetensors``, ``optimizer.safetensors`` and ``agent.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(_contiguous(self.qnet.state_dict()), str(path / "qnet.safetensors"))
+        state = self.optimizer.state_dict()
+        save_file({f"{pid}.{key}": value.contiguous()
+                   for pid, entries in state["state"].items() for key, value in entries.items()},
+                  str(path / "optimizer.safetensors"))
+        meta = dict(agent=self.name, n_layer=self.n_layer, seed=self.seed,
+                    epsilon=self.epsilon, sweeps=self.sweeps, decisions=self.decisions,
+                    hparams=asdict(self.cfg), optimizer_param_groups=state["param_groups"],
+                    rng=self.rng.bit_generator.state)
+        (path / "agent.json").write_text(json.dumps(meta, indent=2))
+
+    def load(self, path: str | Path) -> None:
+        """Restore the state written by :meth:`save` (network, optimizer, epsilon, RNG)."""
+        path = Path(path)
+        meta = json.loads((path / "agent.json").read_text())
+        if meta["agent"] != self.name or meta["n_layer"] != self.n_layer:
+            raise ValueError(f"{path} holds agent {meta['agent']!r} for n_layer="
+                             f"{meta['n_layer']}; this is {self.name!r} for n_layer={self.n_layer}")
+        self.cfg = self.config_class(**meta["hparams"])
+        self.qnet = self._new_network(self.seed)
+        self.qnet.load_state_dict(load_file(str(path / "qnet.safetensors")))
+        self.optimizer = self._new_optimizer()
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in load_file(str(path / "optimizer.safetensors")).items():
+            pid, name = key.split(".", 1)
+            per_param.setdefault(int(pid), {})[name] = value
+        self.optimizer.load_state_dict(dict(state=per_param,
+                                            param_groups=meta["optimizer_param_groups"]))
+        self.sweeps, self.epsilon = int(meta["sweeps"]), float(meta["epsilon"])
+        self.decisions = int(meta["decisions"])
+        self.rng.bit_generator.state = meta["rng"]
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in tensors.items()}
+
+
+# ------------------------------------------------------------------ not the paper's
+@dataclass
+class QLearningPlusConfig(QLearningConfig):
+    """The paper's values plus the replay buffer and target network of the repair."""
+
+    buffer_size: int = 10_000
+    batch_size: int = 32
+    learning_starts: int = 16  # decisions stored before the first update
+    target_update: int = 20  # decisions between hard copies into the target network
+    bootstrap_at_end: bool = True  # at truncation (a time limit); never after divergence
+
+
+class QLearningPlusAgent(QLearningAgent):
+    """NOT the paper's algorithm: replay buffer, target network, next-layer bootstrap.
+
+    Target: ``clip(r) + gamma * (1 - terminated) * max Q_target(s')[slice of the next
+    decision's layer]``, so the value chains decision after decision instead of
+    pointing back at the layer just decided. Each decision stores the transition
+    and, once ``learning_starts`` are stored, takes one gradient step on a batch
+    sampled uniformly (without replacement) from the buffer.
+    """
+
+    name = "qlearning-plus"
+    config_class = QLearningPlusConfig
+    cfg: QLearningPlusConfig
+
+    def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
+        super().__init__(env, seed, **hparams)
+        self.target = self._new_target()
+        self.buffer = ReplayBuffer(self.cfg.buffer_size, self.n_layer)
+
+    def _new_target(self) -> QNetwork:
+        target = self._new_network(self.seed)
+        target.load_state_dict(self.qnet.state_dict())
+        return target.requires_grad_(False)
+
+    def update(self, ties: np.ndarray, layer: int, action: int, reward: float,
+               next_ties: np.ndarray, next_layer: int, terminated: bool = False,
+               truncated: bool = False) -> float:
+        cfg = self.cfg
+        bootstrap = not terminated and (cfg.bootstrap_at_end or not truncated)
+        self.buffer.add(ties, layer, min(action, layer), reward, next_ties, next_layer, bootstrap)
+        loss = float("nan")
+        if len(self.buffer) >= cfg.learning_starts:
+            batch = self.buffer.sample(min(cfg.batch_size, len(self.buffer)), self.rng)
+            loss = self._learn(batch)
+        if (self.decisions + 1) % cfg.target_update == 0:
+            self.target.load_state_dict(self.qnet.state_dict())
+        return loss
+
+    def _learn(self, batch: dict[str, np.ndarray]) -> float:
+        cfg = self.cfg
+        t = {k: torch.as_tensor(v) for k, v in batch.items()}
+        with torch.no_grad():
+            q_next = self.target(t["next_ties"])
+            best_next = torch.stack([q_next[n, slice_of(int(layer))].max()
+                                     for n, layer in enumerate(t["next_layer"])])
+            target = (t["reward"].clamp(-cfg.reward_clip, cfg.reward_clip)
+                      + cfg.gamma * t["bootstrap"] * best_next)
+        index = torch.as_tensor([slice_of(int(layer)).start for layer in t["layer"]]) + t["action"]
+        q = self.qnet(t["ties"]).gather(1, index[:, None]).squeeze(1)
+        loss = F.mse_loss(q, target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def save(self, path: str | Path) -> None:
+        """As ``qlearning``, plus ``target.safetensors`` and ``replay.safetensors``."""
+        super().save(path)
+        path = Path(path)
+        save_file(_contiguous(self.target.state_dict()), str(path / "target.safetensors"))
+        save_numpy(self.buffer.state(), str(path / "replay.safetensors"))
+
+    def load(self, path: str | Path) -> None:
+        super().load(path)
+        path = Path(path)
+        self.target = self._new_target()
+        self.target.load_state_dict(load_file(str(path / "target.safetensors")))
+        self.buffer = ReplayBuffer(self.cfg.buffer_size, self.n_layer)
+        self.buffer.load_state(load_numpy(str(path / "replay.safetensors")))
+
+
+class ReplayBuffer:
+    """A ring buffer of decisions, stored as flat numpy arrays."""
+
+    def __init__(self, capacity: int, n_layer: int):
+        self.capacity = capacity
+        self.data = dict(
+            ties=np.zeros((capacity, n_layer), np.float32),
+            layer=np.zeros(capacity, np.int64), action=np.zeros(capacity, np.int64),
+            reward=np.zeros(capacity, np.float32),
+            next_ties=np.zeros((capacity, n_layer), np.float32),
+            next_layer=np.zeros(capacity, np.int64), bootstrap=np.zeros(capacity, np.float32),
+        )
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, ties: np.ndarray, layer: int, action: int, reward: float,
+            next_ties: np.ndarray, next_layer: int, bootstrap: bool) -> None:
+        row = dict(ties=ties, layer=layer, action=action, reward=reward, next_ties=next_ties,
+                   next_layer=next_layer, bootstrap=float(bootstrap))
+        for key, value in row.items():
+            self.data[key][self.pos] = value
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        rows = rng.choice(self.size, size=n, replace=False)
+        return {key: value[rows] for key, value in self.data.items()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**{k: v[: self.size] for k, v in self.data.items()},
+                "pos": np.asarray([self.pos], np.int64)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.size = len(state["layer"])
+        for key, value in self.data.items():
+            value[: self.size] = state[key]
+        self.pos = int(state["pos"][0])
+
+
+register(QLearningAgent.name, QLearningAgent)
+register(QLearningPlusAgent.name, QLearningPlusAgent)
