@@ -3,9 +3,10 @@
 Only *root* positions own a ``GPT2Block``. A tied position holds a
 ``TiedBlock``, a parameter-free stand-in that runs its root's block:
 
-- ``copy`` mode (the published behaviour): the root's weights are used
-  *detached*, so activations carry gradient through the position to earlier
-  layers but no weight gradient from it reaches the root;
+- ``copy`` mode (the published behaviour): the position runs a twin of the
+  root whose parameters are detached views of the root's storage, so
+  activations carry gradient through the position to earlier layers but no
+  weight gradient from it reaches the root (and none is computed);
 - ``share`` mode (ALBERT): the root's block is simply called again, so every
   position of a root adds its gradient to it.
 
@@ -23,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from tying_env import ties as tm
@@ -37,9 +37,10 @@ class TiedBlock(nn.Module):
 
     def __init__(self, root: nn.Module, mode: str):
         super().__init__()
-        # Kept in a tuple so that PyTorch does not register the root as a child:
-        # its parameters must be counted (and saved) once, at the root's position.
+        # Kept in tuples so that PyTorch does not register them as children: the
+        # root's parameters are counted (and saved) once, at the root's position.
         self._root = (root,)
+        self._frozen: tuple[nn.Module, list[tuple[nn.Parameter, nn.Parameter]]] | None = None
         self.mode = mode
 
     @property
@@ -49,8 +50,26 @@ class TiedBlock(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "share":
             return self.root(*args, **kwargs)
-        frozen = {name: p.detach() for name, p in self.root.named_parameters()}
-        return functional_call(self.root, frozen, args, kwargs)
+        return self._frozen_root()(*args, **kwargs)
+
+    def _frozen_root(self) -> nn.Module:
+        """A twin of the root whose parameters are non-trainable views of the root's storage.
+
+        The optimizer updates the root in place, so the twin always runs the root's
+        current weights; it is rebuilt if the root's tensors are replaced (e.g. moved
+        to another device).
+        """
+        if self._frozen is None or self._frozen[1][0][0].data_ptr() != \
+                self._frozen[1][0][1].data_ptr():
+            views = {id(p): nn.Parameter(p.detach(), requires_grad=False)
+                     for p in self.root.parameters()}
+            twin = copy.deepcopy(self.root, memo=dict(views))  # shares storage, allocates none
+            pairs = [(views[id(p)], p) for p in self.root.parameters()]
+            self._frozen = (twin, pairs)
+        twin = self._frozen[0]
+        if twin.training != self.root.training:
+            twin.train(self.root.training)
+        return twin
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
@@ -176,7 +195,7 @@ class TiedGPT2(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of targets ``y`` given inputs ``x``."""
         logits = self(x)
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
     # -------------------------------------------------------------- accounting
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -1,0 +1,76 @@
+"""The benchmarks in bench/: they run on tiny shapes, print their tables, and memory is exact."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import gpu, memory, speed  # bench/ is importable from the repo root (pythonpath)
+from tying_env.corpus import default_shared_data_dir
+from tying_env.presets import PRESETS
+
+TINY = ["--n-layer", "4", "--n-embd", "32", "--n-head", "2", "--seq-len", "16",
+        "--vocab-size", "128", "--batch-size", "2", "--threads", "1"]
+
+
+def test_gpu_smoke_runs_on_cpu(capsys, tmp_path: Path) -> None:
+    rows = gpu.main(["--smoke", "--device", "cpu", "--steps", "1", "--warmup", "0",
+                     "--json", str(tmp_path / "gpu.json")])
+    out = capsys.readouterr().out
+    header = "| " + " | ".join(gpu.COLUMNS) + " |"
+    assert header in out
+    assert [(r["shape"], r["ties"], r["status"]) for r in rows] == [
+        ("smoke", "untied", "ok"), ("smoke", "75% copy", "ok")]
+    table = [line for line in out.splitlines() if line.startswith("| smoke |")]
+    assert len(table) == 2 and all(line.count("|") == len(gpu.COLUMNS) + 1 for line in table)
+    assert all("| n/a |" in line for line in table)  # no peak CUDA memory on the CPU
+    assert rows[0]["tokens/s"] > 0 and rows[1]["trainable params"] < rows[0]["trainable params"]
+    assert json.loads((tmp_path / "gpu.json").read_text())["rows"][1]["ties"] == "75% copy"
+
+
+def test_speed_prints_ratios_and_targets(capsys, tmp_path: Path) -> None:
+    result = speed.main([*TINY, "--rounds", "1", "--steps", "1", "--warmup", "0",
+                         "--env-sweeps", "0", "--json", str(tmp_path / "speed.json")])
+    out = capsys.readouterr().out
+    for name in ("ours untied", "ours 75% copy", "ours 75% share", "reference untied",
+                 "reference 75% tied", "tied-copy / untied", "tied-share / untied",
+                 "ours untied / reference untied", "load average"):
+        assert f"{name}" in out
+    assert "PASS" in out or "FAIL" in out
+    assert set(result["ratios"]) >= {"tied-copy / untied", "ours untied / reference untied"}
+    assert all(v > 0 for v in result["ratios"].values())
+    assert json.loads((tmp_path / "speed.json").read_text())["steps_ms"]["ours untied"]["n"] == 1
+
+
+def test_speed_env_overhead(capsys, cache_dir: Path) -> None:
+    if not (default_shared_data_dir() / "wikitext-2" / "valid.txt").exists():
+        pytest.skip("the env overhead needs the shared offline WikiText-2")
+    env = speed.measure_env(1, cache_dir, dict(n_layer=3, n_embd=16, n_head=2, seq_len=16,
+                                               vocab_size=512, batch_size=2, eval_batches=1))
+    assert env["decisions"] == 2
+    assert 0.0 <= env["median_fraction"] < 1.0
+    assert env["median_step_ms"] >= env["median_train_ms"]
+
+
+def test_reference_tying_skips_weight_gradients() -> None:
+    import torch
+
+    from bench.reference import ReferenceGPT, tie_published
+
+    model = ReferenceGPT(3, 16, 2, 8, 32, dropout=0.0)
+    tie_published(model, [0, 0, 2])
+    x = torch.randint(0, 32, (2, 8))
+    model.loss(x, x).backward()
+    h = model.h
+    assert h[1].mlp.c_fc.weight.data_ptr() == h[0].mlp.c_fc.weight.data_ptr()
+    assert h[1].mlp.c_fc.weight.grad is None and h[0].mlp.c_fc.weight.grad is not None
+    assert model.wte.weight is model.lm_head.weight
+
+
+@pytest.mark.parametrize("mode", ["copy", "share"])
+def test_memory_small_preset_is_exactly_analytic(mode: str) -> None:
+    n_layer = PRESETS["small"]["n_layer"]
+    untied, untied_want = memory.measure_small(memory.tie_map(n_layer, 0.0), mode)
+    tied, tied_want = memory.measure_small(memory.tie_map(n_layer, 0.75), mode)
+    assert untied == untied_want and tied == tied_want
+    assert untied.total / tied.total == untied_want.total / tied_want.total
