@@ -7,6 +7,7 @@ and the Stable-Baselines3 / sb3-contrib adapters (``agents.sb3``).
 """
 
 from agents import baselines, qlearning, sb3
-from agents.base import Agent, OneEpisode, make, names, register
+from agents.base import Agent, OneEpisode, make, names, register, unregister
 
-__all__ = ["Agent", "OneEpisode", "make", "names", "register", "baselines", "qlearning", "sb3"]
+__all__ = ["Agent", "OneEpisode", "make", "names", "register", "unregister", "baselines",
+           "qlearning", "sb3"]

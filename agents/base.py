@@ -3,10 +3,17 @@
 Every agent learns online inside one training run (one episode), as the
 paper does, so all agents get the same inner training budget. An agent knows
 only the Gymnasium API plus ``action_masks()``.
+
+Checkpoints: :meth:`Agent.run` calls ``on_boundary()`` whenever the agent's
+state is complete and consistent (for step-by-step agents: after every
+decision), and :meth:`Agent.get_state` / :meth:`Agent.set_state` hold that
+state as tensors plus JSON, so that a run can be stopped there and continued
+bit for bit (see ``agents.cli``).
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +21,12 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tying_env import checkpoint as ckpt
+
+AgentState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 class OneEpisode(gym.Wrapper):
@@ -23,6 +36,9 @@ class OneEpisode(gym.Wrapper):
     episode ends, which would throw the trained model away. After the episode
     this wrapper answers ``reset()`` with the last observation and leaves the
     environment (and its model) untouched; a further ``step()`` raises.
+
+    :meth:`resume` starts it "already running" for an episode restored from a
+    checkpoint: the first ``reset()`` is answered with the restored observation.
     """
 
     def __init__(self, env: gym.Env):
@@ -30,10 +46,18 @@ class OneEpisode(gym.Wrapper):
         self.started = False
         self.finished = False
         self._last: tuple[np.ndarray, dict[str, Any]] | None = None
+        self._restored = False
+
+    def resume(self, obs: np.ndarray, info: dict[str, Any]) -> None:
+        """Continue an episode restored underneath: answer the next ``reset()`` with it."""
+        self.started, self.finished = True, False
+        self._last = (obs, info)
+        self._restored = True
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        if self.finished:
+        if self.finished or self._restored:
             assert self._last is not None
+            self._restored = False
             return self._last
         if self.started:
             raise RuntimeError("OneEpisode: reset() during the episode is not allowed")
@@ -58,7 +82,9 @@ class Agent(ABC):
 
     Subclasses set ``name`` and implement :meth:`run`. Agents that act step by
     step can instead implement :meth:`act` and :meth:`observe` and use the
-    default :meth:`run` loop.
+    default :meth:`run` loop. Agents with state of their own (networks,
+    optimizers, random generators, counters) override :meth:`get_state` and
+    :meth:`set_state`; the defaults suit agents without any.
     """
 
     name: ClassVar[str] = ""
@@ -68,8 +94,12 @@ class Agent(ABC):
         self.seed = seed
         self.hparams = hparams
 
-    def run(self) -> None:
-        """Run one episode, learning online, until it terminates or is truncated."""
+    def run(self, on_boundary: Callable[[], None] | None = None) -> None:
+        """Run one episode, learning online, until it terminates or is truncated.
+
+        ``on_boundary()`` is called after every decision but the last, when the
+        agent has learned from it: a point where :meth:`get_state` is complete.
+        """
         obs, info = self.env.reset(seed=self.seed)
         done = False
         while not done:
@@ -77,6 +107,8 @@ class Agent(ABC):
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             self.observe(obs, action, float(reward), next_obs, terminated, truncated, info)
             obs, done = next_obs, terminated or truncated
+            if on_boundary is not None and not done:
+                on_boundary()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         raise NotImplementedError(f"{type(self).__name__} implements neither act() nor run()")
@@ -92,6 +124,51 @@ class Agent(ABC):
     def load(self, path: str | Path) -> None:  # noqa: B027
         """Load state written by :meth:`save` into this agent (static agents: nothing)."""
 
+    def get_state(self) -> AgentState:
+        """Everything needed to continue exactly: tensors and JSON-able metadata.
+
+        The default is no state at all (agents whose acts depend on nothing but
+        the observation); agents with state must override it and :meth:`set_state`.
+        """
+        return {}, {}
+
+    def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (raise ValueError on a mismatch)."""
+        if tensors or meta:
+            raise ckpt.CheckpointError(f"agent {self.name!r} keeps no state, but the saved "
+                                       f"state holds {sorted(tensors) or sorted(meta)}")
+
+
+def write_state(path: str | Path, state: AgentState) -> None:
+    """Save an agent state into the folder ``path``: ``agent.json`` plus one
+    ``<group>.safetensors`` per first component of the tensor names (``qnet/...``)."""
+    tensors, meta = state
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        group, _, rest = key.partition("/")
+        if not rest or not group.isidentifier():
+            raise ValueError(f"agent tensor name {key!r} must look like 'group/name'")
+        groups.setdefault(group, {})[rest] = value.detach().to("cpu").contiguous()
+    for group, entries in groups.items():
+        save_file(entries, str(path / f"{group}.safetensors"))
+    doc = {"state": meta, "tensor_files": sorted(groups)}
+    (path / "agent.json").write_bytes(ckpt.dumps(doc))
+
+
+def read_state(path: str | Path) -> AgentState:
+    """Read what :func:`write_state` wrote (no unpickling anywhere)."""
+    path = Path(path)
+    doc = json.loads((path / "agent.json").read_text(encoding="utf-8"))
+    tensors: dict[str, torch.Tensor] = {}
+    for group in doc["tensor_files"]:
+        if not str(group).isidentifier():
+            raise ValueError(f"{path / 'agent.json'}: bad tensor file name {group!r}")
+        for key, value in load_file(str(path / f"{group}.safetensors")).items():
+            tensors[f"{group}/{key}"] = value
+    return tensors, doc["state"]
+
 
 AgentFactory = Callable[..., Agent]
 _REGISTRY: dict[str, AgentFactory] = {}
@@ -102,6 +179,13 @@ def register(name: str, factory: AgentFactory) -> None:
     if name in _REGISTRY:
         raise ValueError(f"agent name {name!r} is already registered")
     _REGISTRY[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Remove a registered agent (e.g. one registered by a test)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"agent={name!r} is not registered; registered: {', '.join(names())}")
+    del _REGISTRY[name]
 
 
 def names() -> list[str]:

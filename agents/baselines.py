@@ -42,7 +42,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import Agent, register
+from agents.base import Agent, AgentState, register
+from tying_env import checkpoint as ckpt
 from tying_env import ties as tm
 
 TAKASE = ("sequence", "cycle", "cycle-rev")
@@ -139,7 +140,18 @@ class RandomAgent(Agent):
         (path / "agent.json").write_text(json.dumps(meta, indent=2))
 
     def load(self, path: str | Path) -> None:
-        self.rng.bit_generator.state = json.loads((Path(path) / "agent.json").read_text())["rng"]
+        self.rng = ckpt.make_generator(json.loads((Path(path) / "agent.json").read_text())["rng"])
+
+    def get_state(self) -> AgentState:
+        """The generator's state: the only thing this agent keeps."""
+        return {}, {"agent": self.name, "rng": ckpt.generator_state(self.rng)}
+
+    def set_state(self, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+        ckpt.require(meta, ("agent", "rng"), f"agent {self.name!r}")
+        if meta["agent"] != self.name:
+            raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r}, "
+                                       f"this is {self.name!r}")
+        self.rng = ckpt.make_generator(meta["rng"])
 
 
 for _name in STATIC:

@@ -30,8 +30,7 @@ is read from the observation's one-hot (``obs[L:2L]``), the sweep count from
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from agents.base import Agent, register
+from agents.base import Agent, AgentState, read_state, register, write_state
+from tying_env import checkpoint as ckpt
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -135,7 +132,7 @@ class QLearningAgent(Agent):
             raise ValueError(f"agent {self.name!r} plays action_mode='layer' only, "
                              f"got action_mode={cfg.action_mode!r}")
         self.n_layer: int = cfg.n_layer
-        self.cfg = self.config_class(**hparams)
+        self.cfg = self._config(hparams)
         self.rng = np.random.default_rng(seed)
         self.qnet = self._new_network(seed)
         self.optimizer = self._new_optimizer()
@@ -144,6 +141,31 @@ class QLearningAgent(Agent):
         self.decisions = 0
         self.last_loss = float("nan")
         self._sweep_at_act: int | None = None
+
+    def _config(self, hparams: dict[str, Any]) -> QLearningConfig:
+        """Hyperparameters, checked: unknown names and wrong types are named."""
+        known = {f.name: f.type for f in fields(self.config_class)}
+        unknown = sorted(set(hparams) - set(known))
+        if unknown:
+            raise TypeError(f"unknown hyperparameter(s) {', '.join(unknown)} for agent "
+                            f"{self.name!r}; allowed: {', '.join(sorted(known))}")
+        defaults = self.config_class()
+        for key, value in hparams.items():
+            default = getattr(defaults, key)
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                low = 0 if key == "learning_starts" else 1
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+                kind = f"an int >= {low}"
+            else:
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and bool(np.isfinite(value)))
+                kind = "a finite number"
+            if not ok:
+                raise ValueError(f"{key}={value!r} is not allowed for agent {self.name!r}; "
+                                 f"expected {'a bool' if isinstance(default, bool) else kind}")
+        return self.config_class(**hparams)
 
     def _new_network(self, seed: int) -> QNetwork:
         # initialise from the agent's seed without touching the caller's global RNG
@@ -216,45 +238,44 @@ class QLearningAgent(Agent):
         return float(loss.detach())
 
     # ---------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> None:
-        """Write ``qnet.safetensors``, ``optimizer.safetensors`` and ``agent.json``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(_contiguous(self.qnet.state_dict()), str(path / "qnet.safetensors"))
-        state = self.optimizer.state_dict()
-        save_file({f"{pid}.{key}": value.contiguous()
-                   for pid, entries in state["state"].items() for key, value in entries.items()},
-                  str(path / "optimizer.safetensors"))
+    def get_state(self) -> AgentState:
+        """Q-network (``qnet/``), AdamW state (``optim/``), epsilon, counters and the RNG."""
+        qnet, qnet_meta = ckpt.module_state(self.qnet)
+        optim, optim_meta = ckpt.optimizer_state(self.optimizer)
         meta = dict(agent=self.name, n_layer=self.n_layer, seed=self.seed,
-                    epsilon=self.epsilon, sweeps=self.sweeps, decisions=self.decisions,
-                    hparams=asdict(self.cfg), optimizer_param_groups=state["param_groups"],
-                    rng=self.rng.bit_generator.state)
-        (path / "agent.json").write_text(json.dumps(meta, indent=2))
+                    hparams=asdict(self.cfg), epsilon=ckpt.exact(self.epsilon),
+                    sweeps=self.sweeps, decisions=self.decisions,
+                    last_loss=ckpt.exact(self.last_loss), rng=ckpt.generator_state(self.rng),
+                    qnet=qnet_meta, optimizer=optim_meta)
+        return {**ckpt.prefixed("qnet/", qnet), **ckpt.prefixed("optim/", optim)}, meta
+
+    def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`, hyperparameters included (they define the network)."""
+        ckpt.require(meta, ("agent", "n_layer", "hparams", "epsilon", "sweeps", "decisions",
+                            "last_loss", "rng", "qnet", "optimizer"), f"agent {self.name!r}")
+        if meta["agent"] != self.name or meta["n_layer"] != self.n_layer:
+            raise ckpt.CheckpointError(
+                f"the saved state is of agent {meta['agent']!r} for n_layer={meta['n_layer']}; "
+                f"this is {self.name!r} for n_layer={self.n_layer}")
+        self.cfg = self._config(meta["hparams"])
+        self.qnet = self._new_network(self.seed)
+        ckpt.load_module_state(self.qnet, ckpt.sub(tensors, "qnet/"), meta["qnet"], "Q-network")
+        self.optimizer = self._new_optimizer()
+        ckpt.load_optimizer_state(self.optimizer, ckpt.sub(tensors, "optim/"), meta["optimizer"])
+        self.epsilon = ckpt.from_exact(meta["epsilon"])
+        self.sweeps, self.decisions = int(meta["sweeps"]), int(meta["decisions"])
+        self.last_loss = ckpt.from_exact(meta["last_loss"])
+        self.rng = ckpt.make_generator(meta["rng"])
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`get_state` under ``path``: ``qnet.safetensors``, ``optim.safetensors``
+        (and, for ``qlearning-plus``, ``target.safetensors`` and ``replay.safetensors``),
+        ``agent.json``."""
+        write_state(path, self.get_state())
 
     def load(self, path: str | Path) -> None:
         """Restore the state written by :meth:`save` (network, optimizer, epsilon, RNG)."""
-        path = Path(path)
-        meta = json.loads((path / "agent.json").read_text())
-        if meta["agent"] != self.name or meta["n_layer"] != self.n_layer:
-            raise ValueError(f"{path} holds agent {meta['agent']!r} for n_layer="
-                             f"{meta['n_layer']}; this is {self.name!r} for n_layer={self.n_layer}")
-        self.cfg = self.config_class(**meta["hparams"])
-        self.qnet = self._new_network(self.seed)
-        self.qnet.load_state_dict(load_file(str(path / "qnet.safetensors")))
-        self.optimizer = self._new_optimizer()
-        per_param: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in load_file(str(path / "optimizer.safetensors")).items():
-            pid, name = key.split(".", 1)
-            per_param.setdefault(int(pid), {})[name] = value
-        self.optimizer.load_state_dict(dict(state=per_param,
-                                            param_groups=meta["optimizer_param_groups"]))
-        self.sweeps, self.epsilon = int(meta["sweeps"]), float(meta["epsilon"])
-        self.decisions = int(meta["decisions"])
-        self.rng.bit_generator.state = meta["rng"]
-
-
-def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in tensors.items()}
+        self.set_state(*read_state(path))
 
 
 # ------------------------------------------------------------------ not the paper's
@@ -324,20 +345,27 @@ class QLearningPlusAgent(QLearningAgent):
         self.optimizer.step()
         return float(loss.detach())
 
-    def save(self, path: str | Path) -> None:
-        """As ``qlearning``, plus ``target.safetensors`` and ``replay.safetensors``."""
-        super().save(path)
-        path = Path(path)
-        save_file(_contiguous(self.target.state_dict()), str(path / "target.safetensors"))
-        save_numpy(self.buffer.state(), str(path / "replay.safetensors"))
+    def get_state(self) -> AgentState:
+        """As ``qlearning``, plus the target network (``target/``) and the buffer (``replay/``)."""
+        tensors, meta = super().get_state()
+        target, meta["target"] = ckpt.module_state(self.target)
+        replay = {k: torch.from_numpy(np.ascontiguousarray(v))
+                  for k, v in self.buffer.state().items()}
+        return {**tensors, **ckpt.prefixed("target/", target),
+                **ckpt.prefixed("replay/", replay)}, meta
 
-    def load(self, path: str | Path) -> None:
-        super().load(path)
-        path = Path(path)
+    def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        super().set_state(tensors, meta)
+        ckpt.require(meta, ("target",), f"agent {self.name!r}")
         self.target = self._new_target()
-        self.target.load_state_dict(load_file(str(path / "target.safetensors")))
+        ckpt.load_module_state(self.target, ckpt.sub(tensors, "target/"), meta["target"],
+                               "target network")
         self.buffer = ReplayBuffer(self.cfg.buffer_size, self.n_layer)
-        self.buffer.load_state(load_numpy(str(path / "replay.safetensors")))
+        replay = {k: v.numpy() for k, v in ckpt.sub(tensors, "replay/").items()}
+        try:
+            self.buffer.load_state(replay)
+        except (KeyError, ValueError) as e:
+            raise ckpt.CheckpointError(f"the saved replay buffer does not fit: {e}") from None
 
 
 class ReplayBuffer:
@@ -376,10 +404,12 @@ class ReplayBuffer:
                 "pos": np.asarray([self.pos], np.int64)}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.size = len(state["layer"])
+        size, pos = len(state["layer"]), int(state["pos"][0])
+        if size > self.capacity or not 0 <= pos < self.capacity:
+            raise ValueError(f"{size} rows at position {pos} do not fit capacity {self.capacity}")
         for key, value in self.data.items():
-            value[: self.size] = state[key]
-        self.pos = int(state["pos"][0])
+            value[:size] = state[key]
+        self.size, self.pos = size, pos
 
 
 register(QLearningAgent.name, QLearningAgent)

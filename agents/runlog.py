@@ -4,10 +4,16 @@
 the :class:`~agents.base.OneEpisode` guard, so every agent (SB3 ones included)
 is recorded the same way. Per decision it writes one JSON line to
 ``log.jsonl``, adds TensorBoard scalars under ``tb/``, and advances a tqdm bar.
+
+A recording can be continued after a crash: :meth:`RunLog.position` says how
+far ``log.jsonl`` is written (bytes, lines, sha256 of those bytes), and
+:meth:`RunLog.resume` cuts the file back to such a position and goes on from
+there (TensorBoard events after it are purged, the bar starts where it was).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -22,6 +28,7 @@ from tqdm.auto import tqdm
 from tying_env.export import to_jsonable
 
 SCALAR_TYPES = (bool, int, float, str, np.bool_, np.integer, np.floating)
+TIMING_KEYS = ("wall_s", "timestamp")  # the only log fields that differ between identical runs
 
 
 def action_value(action: Any, space: spaces.Space) -> int | list[int]:
@@ -39,8 +46,8 @@ class RunLog(gym.Wrapper):
 
     - ``decision`` (1-based count), ``sweep`` and ``layer`` *of the decision made*
       (``layer`` is ``None`` in vector mode), ``action``, ``reward``,
-      ``terminated``, ``truncated``, ``wall_s`` (seconds since ``reset``),
-      ``timestamp`` (Unix time);
+      ``terminated``, ``truncated``, ``wall_s`` (seconds since ``reset``, not
+      counting time the run was stopped), ``timestamp`` (Unix time);
     - every scalar key of ``info`` after the step (``val_ppl``, ``train_loss``,
       ``trainable_fraction``, ``train_steps``, ``diverged``, ...; non-finite
       numbers are written as ``null``), plus ``tie_map`` and ``memory_bytes``.
@@ -61,11 +68,13 @@ class RunLog(gym.Wrapper):
         self._progress = progress
         self._tensorboard = tensorboard
         self._desc = desc
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._writer: Any = None
         self._bar: tqdm | None = None
         self._t0 = 0.0
         self._prev: dict[str, Any] = {}
+        self._hash = hashlib.sha256()
+        self._bytes = 0
 
     # ------------------------------------------------------------------ gym API
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -75,17 +84,52 @@ class RunLog(gym.Wrapper):
         self.start = _scalars(info)
         self._prev = info
         self._t0 = time.perf_counter()
-        self._file = self.log_path.open("w", encoding="utf-8")
+        self._file = self.log_path.open("wb")
+        self._hash, self._bytes = hashlib.sha256(), 0
+        self._open_outputs(info)
+        if self._writer is not None:
+            self._add_scalars(self.start, step=0)
+        return obs, info
+
+    def resume(self, position: dict[str, Any], start: dict[str, Any], info: dict[str, Any],
+               wall_s: float) -> None:
+        """Continue a recording stopped at ``position`` (see :meth:`position`).
+
+        ``log.jsonl`` is cut back to ``position`` (check it first with
+        :meth:`check_position`), ``records`` are read back from it, ``start`` is the
+        reset info, ``info`` that of the last recorded decision, ``wall_s`` the
+        recorded time so far. TensorBoard events after the position are purged.
+        """
+        self.finish()
+        data = self.log_path.read_bytes()[: position["bytes"]]
+        with self.log_path.open("r+b") as f:
+            f.truncate(position["bytes"])
+        self.records = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+        self.start = start
+        self._prev = info
+        self._t0 = time.perf_counter() - wall_s
+        self._hash, self._bytes = hashlib.sha256(data), len(data)
+        self._file = self.log_path.open("ab")
+        self._open_outputs(info, purge_step=len(self.records) + 1)
+
+    def position(self) -> dict[str, Any]:
+        """How far ``log.jsonl`` is written: ``bytes``, ``lines`` and the bytes' ``sha256``."""
+        return {"bytes": self._bytes, "lines": len(self.records),
+                "sha256": self._hash.hexdigest()}
+
+    def check_position(self, position: dict[str, Any]) -> None:
+        """ValueError unless ``log.jsonl`` begins with exactly the bytes ``position`` describes."""
+        check_position(self.log_path, position)
+
+    def _open_outputs(self, info: dict[str, Any], purge_step: int | None = None) -> None:
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.out_dir / "tb"))
-            self._add_scalars(self.start, step=0)
+            self._writer = SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=purge_step)
         total = getattr(self.env.unwrapped, "budget", None)
-        self._bar = tqdm(total=total, desc=self._desc, unit="decision",
-                         disable=not self._progress, dynamic_ncols=True)
+        self._bar = tqdm(total=total, initial=len(self.records), desc=self._desc,
+                         unit="decision", disable=not self._progress, dynamic_ncols=True)
         self._bar.set_postfix(self._postfix(info), refresh=False)
-        return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -107,8 +151,11 @@ class RunLog(gym.Wrapper):
         self.records.append(record)
         self._prev = info
         if self._file is not None:
-            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
+            self._file.write(line)
             self._file.flush()
+            self._hash.update(line)
+            self._bytes += len(line)
         self._add_scalars(record, step=record["decision"])
         if self._bar is not None:
             self._bar.set_postfix(self._postfix(info), refresh=False)
@@ -140,6 +187,11 @@ class RunLog(gym.Wrapper):
         """Seconds from ``reset`` to the last recorded decision."""
         return self.records[-1]["wall_s"] if self.records else 0.0
 
+    @property
+    def last_info(self) -> dict[str, Any]:
+        """The info of the last recorded decision (of the reset before the first)."""
+        return self._prev
+
     def _add_scalars(self, record: dict[str, Any], step: int) -> None:
         if self._writer is None:
             return
@@ -167,6 +219,22 @@ class RunLog(gym.Wrapper):
             "val_ppl": f"{info.get('val_ppl', float('nan')):.3f}",
             "trainable": f"{info.get('trainable_fraction', float('nan')):.3f}",
         }
+
+
+def check_position(log_path: Path, position: dict[str, Any]) -> None:
+    """ValueError unless ``log_path`` begins with exactly the bytes ``position`` describes."""
+    if not log_path.is_file():
+        raise ValueError(f"{log_path} is missing")
+    data = log_path.read_bytes()
+    n = int(position["bytes"])
+    if len(data) < n:
+        raise ValueError(f"{log_path} has {len(data)} bytes, fewer than the {n} recorded at "
+                         "the checkpoint")
+    if hashlib.sha256(data[:n]).hexdigest() != position["sha256"]:
+        raise ValueError(f"the first {n} bytes of {log_path} differ from those recorded at the "
+                         "checkpoint")
+    if data[:n].count(b"\n") != position["lines"]:
+        raise ValueError(f"{log_path}: the line count differs from the checkpoint's")
 
 
 def _scalars(info: dict[str, Any]) -> dict[str, Any]:

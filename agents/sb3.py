@@ -43,10 +43,31 @@ policy name):
 Note: SB3 seeds Python's, NumPy's and torch's global RNGs from ``seed`` when
 it builds a model (SB3's own behaviour); the environment's training draws from
 its own generators, so its numbers do not depend on that.
+
+Saving and checkpoints never use SB3's ``model.save``/``load`` (its zip embeds
+cloudpickled objects, and ``save_replay_buffer`` pickles): :meth:`SB3Agent.get_state`
+holds the policy's ``state_dict`` (``policy/``), its optimizer (``optim/``), the
+last observation and episode-start flags (``rollout/``), the LSTM states of
+``recurrent-ppo`` (``lstm/``), the replay buffer of ``dqn``/``qrdqn``
+(``replay/``), and as JSON the counters (``num_timesteps``, ``_n_updates``,
+``_episode_num``, ``_n_calls``), the progress and exploration rate, the action
+space's generator and the ``Monitor``'s episode rewards. The model is rebuilt
+from the same constructor arguments and then loaded, so restoring it is exact.
+
+Boundaries: ``run(on_boundary)`` calls ``on_boundary()`` at the start of every
+rollout after the first, when the previous update is complete: every
+``train_freq`` decisions for ``dqn``/``qrdqn`` (every decision by default),
+every ``n_steps`` decisions for the on-policy algorithms. A checkpoint taken
+there restores everything SB3 uses for its computation (the rollout buffer is
+refilled from scratch at every rollout), so a resumed run continues bit for bit
+on CPU. What is not restored is logging only: the episode-statistics deques
+(empty until the single episode ends), the ``learn()``-local iteration count
+and SB3's logger values.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -54,12 +75,22 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch
 from sb3_contrib import QRDQN, MaskablePPO, RecurrentPPO
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.base import Agent, OneEpisode, register
+from agents.base import Agent, AgentState, OneEpisode, read_state, register, write_state
+from tying_env import checkpoint as ckpt
+
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_n_calls")
+RATES = ("_current_progress_remaining", "exploration_rate")
 
 
 # ------------------------------------------------------------------ defaults
@@ -120,6 +151,29 @@ class StopAtEpisodeEnd(BaseCallback):
         return not self.episode.finished
 
 
+class AtBoundary(BaseCallback):
+    """Calls ``fn()`` at the start of every rollout but the first of a ``learn()`` call."""
+
+    def __init__(self, agent: SB3Agent, fn: Callable[[], None]):
+        super().__init__()
+        self.agent = agent
+        self.fn = fn
+        self._first = True
+
+    def _on_rollout_start(self) -> None:
+        if self._first:  # nothing new since learn() started
+            self._first = False
+            return
+        self.agent.at_boundary = True
+        try:
+            self.fn()
+        finally:
+            self.agent.at_boundary = False
+
+    def _on_step(self) -> bool:
+        return True
+
+
 def find_one_episode(env: gym.Env) -> OneEpisode | None:
     """The ``OneEpisode`` wrapper in ``env``'s wrapper chain, if any."""
     while isinstance(env, gym.Wrapper):
@@ -147,28 +201,211 @@ class SB3Agent(Agent):
             raise ValueError(f"agent {algo!r} needs a Discrete action space (action_mode="
                              f"'layer'), got {env.action_space}")
         self.budget: int = env.unwrapped.budget
-        kwargs = {**self.algorithm.defaults(self.budget), "seed": seed, "device": "cpu",
+        self.model: BaseAlgorithm = self._build_model(hparams)
+        self.at_boundary = False  # True while on_boundary() runs
+        self._learning = False
+        self._restored: dict[str, Any] | None = None  # set_state's data for the next run()
+
+    def _build_model(self, hparams: dict[str, Any]) -> BaseAlgorithm:
+        check_hparams(self.name, self.algorithm.cls, hparams)
+        kwargs = {**self.algorithm.defaults(self.budget), "seed": self.seed, "device": "cpu",
                   "verbose": 0, **hparams}
         policy = kwargs.pop("policy", self.algorithm.policy)
         self.device = kwargs["device"]
-        self.model: BaseAlgorithm = self.algorithm.cls(policy, env, **kwargs)
+        try:
+            return self.algorithm.cls(policy, self.env, **kwargs)
+        except AssertionError as e:  # SB3 checks some values with assert
+            raise ValueError(f"agent {self.name!r}: {e}") from None
 
-    def run(self) -> None:
-        """``model.learn`` for one episode's budget, stopped at the episode's end."""
+    def run(self, on_boundary: Callable[[], None] | None = None) -> None:
+        """``model.learn`` for one episode's budget, stopped at the episode's end.
+
+        After :meth:`set_state`, it continues the restored run instead: the
+        episode guard answers the first reset with the restored observation and
+        ``learn()`` goes on from the restored counters.
+        """
         if self.episode.finished:
             raise RuntimeError(f"agent {self.name!r}: its episode has already ended; build "
                                "the agent on a fresh environment to run again")
-        self.model.learn(total_timesteps=self.budget, callback=StopAtEpisodeEnd(self.episode))
+        callbacks: list[BaseCallback] = [StopAtEpisodeEnd(self.episode)]
+        if on_boundary is not None:
+            callbacks.append(AtBoundary(self, on_boundary))
+        total, fresh = self.budget, True
+        if self._restored is not None:
+            self._continue_restored()
+            total, fresh = self.budget - self.model.num_timesteps, False
+        self._learning = True
+        try:
+            self.model.learn(total_timesteps=total, callback=CallbackList(callbacks),
+                             reset_num_timesteps=fresh)
+        finally:
+            self._learning = False
+
+    # ---------------------------------------------------------- persistence
+    def get_state(self) -> AgentState:
+        """Everything SB3 computes with (see the module docstring); only at a boundary."""
+        if self._learning and not self.at_boundary:
+            raise RuntimeError(f"agent {self.name!r}: get_state() is only complete at a rollout "
+                               "boundary (inside run()'s on_boundary callback)")
+        m = self.model
+        policy, policy_meta = ckpt.module_state(m.policy)
+        optim, optim_meta = ckpt.optimizer_state(m.policy.optimizer)
+        tensors = {**ckpt.prefixed("policy/", policy), **ckpt.prefixed("optim/", optim)}
+        for name in ("_last_obs", "_last_original_obs", "_last_episode_starts"):
+            value = getattr(m, name, None)
+            if isinstance(value, np.ndarray):
+                tensors[f"rollout/{name.lstrip('_')}"] = torch.from_numpy(value.copy())
+        lstm = getattr(m, "_last_lstm_states", None)
+        if lstm is not None:
+            for head in ("pi", "vf"):
+                for i, t in enumerate(getattr(lstm, head)):
+                    tensors[f"lstm/{head}_{i}"] = t.detach().to("cpu").clone()
+        meta: dict[str, Any] = dict(
+            agent=self.name, hparams=self.hparams, policy=policy_meta, optimizer=optim_meta,
+            counters={k: int(getattr(m, k)) for k in COUNTERS if hasattr(m, k)},
+            rates={k: ckpt.exact(getattr(m, k)) for k in RATES if hasattr(m, k)},
+            action_space_rng=ckpt.generator_state(m.action_space.np_random),
+            monitor=self._monitor_state(),
+        )
+        if isinstance(m, OffPolicyAlgorithm) and m.replay_buffer is not None:
+            rb = m.replay_buffer
+            rows = rb.buffer_size if rb.full else rb.pos
+            for name in REPLAY_ARRAYS:
+                value = getattr(rb, name, None)
+                if isinstance(value, np.ndarray):
+                    tensors[f"replay/{name}"] = torch.from_numpy(value[:rows].copy())
+            meta["replay"] = dict(pos=int(rb.pos), full=bool(rb.full))
+        return tensors, meta
+
+    def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Load :meth:`get_state` into the freshly built model; the next :meth:`run` continues."""
+        ckpt.require(meta, ("agent", "hparams", "policy", "optimizer", "counters", "rates",
+                            "action_space_rng", "monitor"), f"agent {self.name!r}")
+        if meta["agent"] != self.name:
+            raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r}, "
+                                       f"this is {self.name!r}")
+        if meta["hparams"] != self.hparams:
+            raise ckpt.CheckpointError(
+                f"agent {self.name!r} was saved with hyperparameters {meta['hparams']}, "
+                f"this one has {self.hparams}")
+        m = self.model
+        ckpt.load_module_state(m.policy, ckpt.sub(tensors, "policy/"), meta["policy"], "policy")
+        ckpt.load_optimizer_state(m.policy.optimizer, ckpt.sub(tensors, "optim/"),
+                                  meta["optimizer"])
+        for key, value in meta["counters"].items():
+            if key in COUNTERS:
+                setattr(m, key, int(value))
+        for key, value in meta["rates"].items():
+            if key in RATES:
+                setattr(m, key, ckpt.from_exact(value))
+        rollout = ckpt.sub(tensors, "rollout/")
+        for name, value in rollout.items():
+            setattr(m, f"_{name}", value.numpy().copy())
+        lstm = ckpt.sub(tensors, "lstm/")
+        if lstm:
+            device = m.device
+            m._last_lstm_states = RNNStates(
+                *(tuple(lstm[f"{head}_{i}"].to(device)
+                        for i in range(sum(k.startswith(head) for k in lstm)))
+                  for head in ("pi", "vf")))
+        if "replay" in meta and isinstance(m, OffPolicyAlgorithm):
+            self._load_replay(ckpt.sub(tensors, "replay/"), meta["replay"])
+        m.action_space._np_random = ckpt.make_generator(meta["action_space_rng"])
+        self._restored = dict(monitor=meta["monitor"], rollout=rollout)
 
     def save(self, path: str | Path) -> None:
-        """SB3's own format: ``path/model.zip``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save(path / "model.zip")
+        """Safe files only: ``policy.safetensors``, ``optim.safetensors``, ..., ``agent.json``."""
+        was, self.at_boundary = self.at_boundary, True
+        try:
+            write_state(path, self.get_state())
+        finally:
+            self.at_boundary = was
 
     def load(self, path: str | Path) -> None:
-        self.model = self.algorithm.cls.load(Path(path) / "model.zip", env=self.env,
-                                             device=self.device)
+        """Load what :meth:`save` wrote (nothing is unpickled); like SB3's ``load``, the
+        saved hyperparameters replace this agent's (the model is rebuilt with them)."""
+        tensors, meta = read_state(path)
+        if isinstance(meta.get("hparams"), dict) and meta["hparams"] != self.hparams:
+            self.hparams = dict(meta["hparams"])
+            self.model = self._build_model(self.hparams)
+        self.set_state(tensors, meta)
+        self._restored = None  # loaded to be used, not to continue a stopped run
+
+    def _load_replay(self, arrays: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        rb = self.model.replay_buffer  # type: ignore[attr-defined]
+        pos, full = int(meta["pos"]), bool(meta["full"])
+        rows = rb.buffer_size if full else pos
+        if not 0 <= pos < rb.buffer_size:
+            raise ckpt.CheckpointError(f"replay buffer position {pos} does not fit its size "
+                                       f"{rb.buffer_size}")
+        for name in REPLAY_ARRAYS:
+            target = getattr(rb, name, None)
+            if not isinstance(target, np.ndarray):
+                continue
+            if name not in arrays or tuple(arrays[name].shape) != (rows, *target.shape[1:]):
+                raise ckpt.CheckpointError(f"the saved replay buffer's {name} does not fit "
+                                           f"{(rows, *target.shape[1:])}")
+            target[:rows] = arrays[name].numpy()
+        rb.pos, rb.full = pos, full
+
+    def _monitor(self) -> Monitor | None:
+        env = self.model.get_env()
+        inner = env.envs[0] if env is not None and hasattr(env, "envs") else None
+        while isinstance(inner, gym.Wrapper):
+            if isinstance(inner, Monitor):
+                return inner
+            inner = inner.env
+        return None
+
+    def _monitor_state(self) -> dict[str, Any]:
+        monitor = self._monitor()
+        if monitor is None:
+            return {}
+        return dict(rewards=[ckpt.exact(r) for r in monitor.rewards],
+                    total_steps=int(monitor.total_steps))
+
+    def _continue_restored(self) -> None:
+        """Reset the vectorised env (the guard answers with the restored episode), then put
+        back what that reset overwrote: the last observation and the Monitor's counts."""
+        assert self._restored is not None
+        m = self.model
+        env = m.get_env()
+        assert env is not None
+        env.reset()
+        for name, value in self._restored["rollout"].items():
+            setattr(m, f"_{name}", value.numpy().copy())
+        monitor, saved = self._monitor(), self._restored["monitor"]
+        if monitor is not None and saved:
+            monitor.rewards = [ckpt.from_exact(r) for r in saved["rewards"]]
+            monitor.total_steps = int(saved["total_steps"])
+        self._restored = None
+
+
+def check_hparams(name: str, cls: type[BaseAlgorithm], hparams: dict[str, Any]) -> None:
+    """TypeError naming an unknown hyperparameter, or a value of the wrong kind."""
+    params = inspect.signature(cls.__init__).parameters
+    allowed = sorted(p for p in params if p not in ("self", "env", "_init_setup_model"))
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise TypeError(f"unknown hyperparameter(s) {', '.join(unknown)} for agent {name!r}; "
+                        f"allowed: {', '.join(allowed)}")
+    for key, value in hparams.items():
+        default = params[key].default
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "a bool"
+        elif isinstance(default, int):
+            ok = isinstance(value, (int, list)) and not isinstance(value, bool)
+            kind = "an int"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            kind = "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise TypeError(f"{key}={value!r} for agent {name!r} must be {kind} "
+                            f"(default {default!r})")
 
 
 for _name in ALGORITHMS:

@@ -236,7 +236,9 @@ def test_sb3_agents_wrap_a_bare_env_and_can_reload(make_env, tmp_path, name):
     with pytest.raises(RuntimeError, match="already ended"):
         agent.run()
     agent.save(tmp_path / name)
-    assert (tmp_path / name / "model.zip").is_file()
+    files = sorted(p.name for p in (tmp_path / name).iterdir())
+    assert "policy.safetensors" in files and "agent.json" in files
+    assert all(f.endswith((".safetensors", ".json")) for f in files), files  # nothing pickled
     other = agents.make(name, make_env(), seed=1)
     other.load(tmp_path / name)
     for p, q in zip(agent.model.policy.parameters(), other.model.policy.parameters(),

@@ -52,16 +52,17 @@ class RotateAgent(Agent):
         (Path(path) / "agent.json").write_text(json.dumps({"stride": self.stride}))
 
 
-if TEST_AGENT not in agents.names():
-    agents.register(TEST_AGENT, RotateAgent)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and far faster when other jobs share the CPU."""
+def test_agent_and_one_thread():
+    """Registers the test-only agent for this module's tests, and runs on one thread.
+
+    Tiny models run as fast on one thread, and far faster when other jobs share the CPU.
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    agents.register(TEST_AGENT, RotateAgent)
     yield
+    agents.unregister(TEST_AGENT)
     torch.set_num_threads(before)
 
 

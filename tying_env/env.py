@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from tying_env import checkpoint as ckpt
 from tying_env import ties as tm
 from tying_env.corpus import Corpus, load_corpus
 from tying_env.model import TiedGPT2, gpt2_config
@@ -98,7 +100,15 @@ class LayerTyingEnv(gym.Env):
     ``preset`` (``tiny``, ``small``, ``gpt2``, ``paper``) then any field of
     :class:`tying_env.presets.EnvConfig` as a keyword; explicit arguments
     override the preset. ``cache_dir`` sets where tokenizers and tokenized
-    corpora are cached.
+    corpora are cached. Every argument is checked up front: a mistake raises
+    TypeError/ValueError (FileNotFoundError for a missing data folder) naming
+    the argument, the bad value and what is allowed.
+
+    ## Checkpoints
+
+    :meth:`get_state` returns everything the episode needs to continue exactly
+    (tensors and JSON-able metadata); :meth:`set_state` restores it, so that the
+    continuation is bitwise identical on CPU.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -108,19 +118,21 @@ class LayerTyingEnv(gym.Env):
         self.cfg: EnvConfig = make_config(preset, **kwargs)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode={render_mode!r} is unknown; allowed: None, 'ansi'")
+        if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
+            raise TypeError(f"cache_dir={cache_dir!r} must be a folder path (str or Path) or None")
         self.render_mode = render_mode
         cfg = self.cfg
         self.device = torch.device(
             "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
             else "cpu")
-        self.corpus: Corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir,
-                                          tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
-                                          seed=0, cache_dir=cache_dir)
-        for split in ("train", "valid"):
+        self.corpus: Corpus = _load_corpus(cfg, cache_dir)
+        for split in ("train", "valid", "test"):
             n = len(getattr(self.corpus, split))
             if n < cfg.seq_len + 2:
-                raise ValueError(f"the {split} split of dataset={cfg.dataset!r} has {n} tokens, "
-                                 f"too short for one window of seq_len={cfg.seq_len} (+1 target)")
+                raise ValueError(
+                    f"seq_len={cfg.seq_len} is too long for the corpus: the {split} split of "
+                    f"dataset={cfg.dataset!r} has {n} tokens, and each split needs at least "
+                    f"seq_len + 2 = {cfg.seq_len + 2}; use a smaller seq_len or more text")
         self.eval_windows = _spread_windows(self.corpus.valid, cfg.eval_batches * cfg.batch_size,
                                             cfg.seq_len)
         self.optimal_ppl = (self.corpus.source.optimal_ppl(self.eval_windows)
@@ -152,15 +164,12 @@ class LayerTyingEnv(gym.Env):
             initial = tm.all_first(cfg.n_layer) if cfg.initial_ties == "first" else None
             self.model = TiedGPT2(config, cfg.tie_mode, ties=initial).to(self.device)
             self._torch_state = _rng_state(self.device)
-        total = cfg.max_sweeps * self.decisions_per_sweep * cfg.steps_per_decision
-        self.optim = InnerOptimizer(self.model.trainable_parameters(), cfg.lr,
-                                    weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                                    warmup_steps=cfg.warmup_steps, total_steps=total,
-                                    cosine=cfg.cosine_schedule)
+        self.optim = self._new_optimizer(self.model)
         self.layer = 1
         self.sweep = 0
         self.decision = 0
         self.diverged = False
+        self._changed = False
         self.train_loss = float("nan")
         self.val_loss = self.evaluate_loss(self.eval_windows)
         self.start_val_loss = self.val_loss
@@ -171,7 +180,8 @@ class LayerTyingEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self.diverged:
             raise RuntimeError("the episode ended (training diverged); call reset()")
-        if not self.action_space.contains(_as_action(action, self.action_space)):
+        candidate = _as_action(action, self.action_space)
+        if candidate is None or not self.action_space.contains(candidate):
             raise ValueError(f"action {action!r} is outside the action space {self.action_space}"
                              + (f" (layer mode: an int in 0..{self.cfg.n_layer - 1})"
                                 if self.cfg.action_mode == "layer" else ""))
@@ -184,6 +194,7 @@ class LayerTyingEnv(gym.Env):
                 self.model.choose(i, int(choice))
             n_steps = self.cfg.steps_per_decision * self.decisions_per_sweep
         changed = self.model.ties != before
+        self._changed = changed
         if changed:
             self.optim.sync(self.model.trainable_parameters())
 
@@ -213,6 +224,130 @@ class LayerTyingEnv(gym.Env):
 
     def close(self) -> None:
         self.model = None
+
+    # ---------------------------------------------------------- checkpoints
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything the running episode needs to continue exactly as if never stopped.
+
+        Tensors (``model/``: root blocks, embeddings, final norm; ``optim/``: the
+        inner AdamW's state, per trainable tensor in the order of
+        ``model.trainable_parameters()``; ``torch_rng/``: the episode's dropout
+        generator) and JSON-able metadata (settings, corpus identity, tie map,
+        counters, losses as exact floats, the schedule's step count, the numpy
+        generators of the episode and of its data sampler).
+        """
+        if self.model is None:
+            raise RuntimeError("call reset() before get_state()")
+        model_tensors, model_meta = ckpt.module_state(self.model.lm)
+        optim_tensors, optim_meta = ckpt.optimizer_state(self.optim.optimizer)
+        tensors = {**ckpt.prefixed("model/", model_tensors),
+                   **ckpt.prefixed("optim/", optim_tensors),
+                   **{f"torch_rng/{i}": s.cpu() for i, s in enumerate(self._torch_state)}}
+        params = self.model.trainable_parameters()
+        meta = dict(
+            format=STATE_FORMAT, config=self.cfg.to_dict(), corpus=self.corpus_identity(),
+            tie_map=list(self.model.ties), model=model_meta,
+            layer=self.layer, sweep=self.sweep, decision=self.decision, diverged=self.diverged,
+            changed=self._changed, val_loss=ckpt.exact(self.val_loss),
+            start_val_loss=ckpt.exact(self.start_val_loss),
+            train_loss=ckpt.exact(self.train_loss),
+            optim=dict(steps=self.optim.steps, torch=optim_meta),
+            grads=[i for i, p in enumerate(params) if p.grad is not None],
+            np_random=ckpt.generator_state(self.np_random),
+            np_random_seed=getattr(self, "_np_random_seed", None),
+            data_rng=ckpt.generator_state(self._data_rng),
+            torch_rng=len(self._torch_state),
+        )
+        return tensors, meta
+
+    def set_state(self, tensors: dict[str, torch.Tensor],
+                  meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Continue the episode saved by :meth:`get_state`; returns its observation and info.
+
+        Call it after ``reset()`` when the environment is wrapped (wrappers such as
+        ``OrderEnforcing`` want one); it then replaces all of the episode's state.
+        A state saved with other settings or another corpus is refused with a
+        :class:`~tying_env.checkpoint.CheckpointError` naming what differs; the
+        environment is left untouched when anything is refused.
+        """
+        cfg = self.cfg
+        ckpt.require(meta, ("format", "config", "corpus", "tie_map", "model", "layer", "sweep",
+                            "decision", "diverged", "changed", "val_loss", "start_val_loss",
+                            "train_loss", "optim", "grads", "np_random", "data_rng",
+                            "torch_rng"), "environment")
+        if meta["format"] != STATE_FORMAT:
+            raise ckpt.CheckpointError(f"environment state has format {meta['format']!r}; "
+                                       f"expected {STATE_FORMAT!r}")
+        diff = ckpt.differences(cfg.to_dict(), meta["config"],
+                                ("this environment", "the saved state"))
+        if diff:
+            raise ckpt.CheckpointError("the saved environment has other settings: "
+                                       + "; ".join(diff))
+        diff = ckpt.differences(self.corpus_identity(), meta["corpus"],
+                                ("this environment's corpus", "the saved state's"))
+        if diff:
+            raise ckpt.CheckpointError("the saved environment used another corpus or "
+                                       "tokenizer: " + "; ".join(diff))
+        try:
+            ties = tm.validate(meta["tie_map"])
+        except (TypeError, ValueError) as e:
+            raise ckpt.CheckpointError(f"the saved tie map is invalid: {e}") from None
+        if len(ties) != cfg.n_layer or not 1 <= int(meta["layer"]) < cfg.n_layer:
+            raise ckpt.CheckpointError(f"the saved tie map {list(ties)} / layer {meta['layer']} "
+                                       f"do not fit n_layer={cfg.n_layer}")
+        config = gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len,
+                             self.corpus.vocab_size, cfg.dropout, cfg.activation)
+        with torch.random.fork_rng(devices=self._rng_devices()):  # the init is overwritten
+            model = TiedGPT2(config, cfg.tie_mode, ties=ties)
+        ckpt.load_module_state(model.lm, ckpt.sub(tensors, "model/"), meta["model"], "model")
+        model.to(self.device)
+        optim = self._new_optimizer(model)
+        ckpt.load_optimizer_state(optim.optimizer, ckpt.sub(tensors, "optim/"),
+                                  meta["optim"]["torch"])
+        optim.steps = int(meta["optim"]["steps"])
+        params = model.trainable_parameters()
+        if any(not 0 <= i < len(params) for i in meta["grads"]):
+            raise ckpt.CheckpointError(f"the saved gradient list {meta['grads']} does not fit "
+                                       f"{len(params)} trainable tensors")
+        torch_state = [tensors[f"torch_rng/{i}"] for i in range(int(meta["torch_rng"]))]
+        np_random = ckpt.make_generator(meta["np_random"])
+        data_rng = ckpt.make_generator(meta["data_rng"])
+        # everything is checked: from here on nothing can fail halfway
+        for i in meta["grads"]:  # gradient values never matter (cleared before each step),
+            params[i].grad = torch.zeros_like(params[i])  # but memory accounting sees them
+        self.model, self.optim = model, optim
+        self.layer, self.sweep = int(meta["layer"]), int(meta["sweep"])
+        self.decision, self.diverged = int(meta["decision"]), bool(meta["diverged"])
+        self._changed = bool(meta["changed"])
+        self.val_loss = ckpt.from_exact(meta["val_loss"])
+        self.start_val_loss = ckpt.from_exact(meta["start_val_loss"])
+        self.train_loss = ckpt.from_exact(meta["train_loss"])
+        self._torch_state = [s.to("cpu") for s in torch_state]
+        self._np_random = np_random
+        self._np_random_seed = meta.get("np_random_seed")
+        self._data_rng = data_rng
+        return self._obs(), self._info(self._changed)
+
+    def corpus_identity(self) -> dict[str, Any]:
+        """What identifies the token streams: corpus, tokenizer, sizes and a sha256 of the ids."""
+        if getattr(self, "_corpus_identity", None) is None:
+            c = self.corpus
+            digest = hashlib.sha256()
+            for split in (c.train, c.valid, c.test):
+                for start in range(0, len(split), 1 << 22):
+                    digest.update(np.ascontiguousarray(split[start:start + (1 << 22)]).tobytes())
+            self._corpus_identity = dict(
+                name=c.name, tokenizer=c.tokenizer, vocab_size=int(c.vocab_size),
+                tokens=[len(c.train), len(c.valid), len(c.test)], sha256=digest.hexdigest())
+        return dict(self._corpus_identity)
+
+    def _new_optimizer(self, model: TiedGPT2) -> InnerOptimizer:
+        cfg = self.cfg
+        total = cfg.max_sweeps * self.decisions_per_sweep * cfg.steps_per_decision
+        return InnerOptimizer(model.trainable_parameters(), cfg.lr,
+                              weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                              warmup_steps=cfg.warmup_steps, total_steps=total,
+                              cosine=cfg.cosine_schedule)
 
     # ------------------------------------------------------------ training
     def _train(self, n_steps: int) -> float:
@@ -348,6 +483,24 @@ class LayerTyingEnv(gym.Env):
         return info
 
 
+STATE_FORMAT = "layer-tying-gym/env-state-v1"
+
+
+def _load_corpus(cfg: EnvConfig, cache_dir: str | Path | None) -> Corpus:
+    """The corpus of ``cfg``; errors caused by the data folder or tokenizer name them."""
+    try:
+        return load_corpus(cfg.dataset, data_dir=cfg.data_dir, tokenizer=cfg.tokenizer,
+                           vocab_size=cfg.vocab_size, seed=0, cache_dir=cache_dir)
+    except (FileNotFoundError, ValueError) as e:
+        message = str(e)
+        about_folder = isinstance(e, FileNotFoundError) or (
+            cfg.data_dir is not None and cfg.data_dir in message)
+        if cfg.data_dir is None or "data_dir" in message or not about_folder:
+            raise
+        kind = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
+        raise kind(f"data_dir={cfg.data_dir!r}: {message}") from e
+
+
 def _spread_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
     """``n`` windows of ``seq_len + 1`` tokens spread evenly over ``tokens``."""
     starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)
@@ -355,15 +508,22 @@ def _spread_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
 
 
 def _as_action(action: Any, space: spaces.Space) -> Any:
+    """``action`` as the space's own type, or None when it is not integral (never truncated)."""
     if isinstance(space, spaces.Discrete):
         if isinstance(action, (bool, np.bool_)):
             return None  # a bool is not a layer choice
         if isinstance(action, np.ndarray) and action.shape in ((), (1,)):
-            return np.int64(action.reshape(()))
+            return np.int64(action.reshape(())) if action.dtype.kind in "iu" else None
         if isinstance(action, (int, np.integer)):
             return np.int64(action)
-        return action
-    return np.asarray(action, dtype=np.int64)
+        return None
+    try:
+        arr = np.asarray(action)
+    except (TypeError, ValueError):  # ragged nesting and the like
+        return None
+    if arr.dtype.kind not in "iu" or arr.shape != space.shape:
+        return None
+    return arr.astype(np.int64)
 
 
 def _rng_state(device: torch.device) -> list[torch.Tensor]:

@@ -7,6 +7,7 @@ reported with the argument's name, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -78,7 +79,7 @@ _FIELD_TYPES = {f.name: f.type for f in fields(EnvConfig)}
 
 def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
     """The preset's settings with ``overrides`` applied, validated."""
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is unknown; allowed: {', '.join(PRESETS)}")
     unknown = sorted(set(overrides) - set(_FIELD_TYPES) - {"preset"})
     if unknown:
@@ -147,7 +148,7 @@ def _check_int(name: str, value: Any, low: int) -> None:
 def _check_float(name: str, value: Any, low: float, high: float, low_ok: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}={value!r} must be a number")
-    ok = (value >= low if low_ok else value > low) and value <= high
-    if not ok or value != value:
+    ok = (value >= low if low_ok else value > low) and value <= high and math.isfinite(value)
+    if not ok:
         bound = ">=" if low_ok else ">"
         raise ValueError(f"{name}={value!r} must be a finite number {bound} {low}")
