@@ -313,9 +313,6 @@ def run(spec: RunSpec) -> dict[str, Any]:
     """Train (or continue), evaluate, save and plot one run; returns its result.json."""
     t_start = time.perf_counter()
     saved = _read_checkpoint(spec) if spec.resume else None  # verified; nothing written yet
-    if spec.resume and _finished(spec.out):
-        raise UsageError("--resume", f"the run in {spec.out} has finished (its result.json is "
-                                     "complete): there is nothing to resume")
     env, recorder, guarded, agent = _build(spec)
     base: LayerTyingEnv = env.unwrapped
     if saved is not None:
@@ -470,6 +467,9 @@ def _restore(spec: RunSpec, parts: dict[str, ckpt.Part], recorder: RunLog, guard
     except (ckpt.CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise UsageError("--resume", f"cannot resume from the checkpoint in {spec.out}: "
                                      f"{e}") from None
+    if _finished(spec.out):
+        raise UsageError("--resume", f"the run in {spec.out} has finished (its result.json is "
+                                     "complete): there is nothing to resume")
     # everything is loaded: only now is the run folder written to
     state = parts["state"][1]
     recorder.resume(state["log"], state["start"], info, float(state["wall_s"]))
