@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from tying_env import dropout as fast_dropout
 from tying_env import ties as tm
 from tying_env.ties import TieMap, Transition
 
@@ -113,7 +114,7 @@ class TiedGPT2(nn.Module):
             raise ValueError(f"tie_mode={tie_mode!r} is unknown; allowed: {', '.join(TIE_MODES)}")
         self.config = config
         self.tie_mode = tie_mode
-        self.lm = GPT2LMHeadModel(config)
+        self.lm = fast_dropout.install(GPT2LMHeadModel(config))
         self._owned: dict[int, nn.Module] = dict(enumerate(self.lm.transformer.h))
         self._ties: TieMap = tm.untied(config.n_layer)
         if ties is not None:
@@ -238,6 +239,8 @@ class TiedGPT2(nn.Module):
 
     def to_hf(self) -> GPT2LMHeadModel:
         """A standalone, untied ``GPT2LMHeadModel`` giving the same logits."""
-        model = GPT2LMHeadModel(self.config)
+        config = copy.deepcopy(self.config)
+        config._attn_implementation = "sdpa"  # a plain GPT-2, loadable without this package
+        model = GPT2LMHeadModel(config)
         model.load_state_dict(self.expanded_state_dict())
         return model.eval()

@@ -1,0 +1,53 @@
+"""The fast CPU dropout: same distribution as PyTorch's, same attention without dropout."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tying_env import dropout as fd
+from tying_env.model import TiedGPT2, gpt2_config
+
+
+def test_dropout_keeps_expected_fraction_and_mean():
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = fd.dropout(x, 0.2)
+    kept = (y != 0).float().mean().item()
+    assert kept == pytest.approx(0.8, abs=0.005)
+    assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.8)))
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # inverted dropout keeps the mean
+    assert fd.dropout(x, 0.2, training=False) is x and fd.dropout(x, 0.0) is x
+
+
+def test_dropout_gradient_uses_the_same_mask():
+    torch.manual_seed(1)
+    x = torch.randn(1000, requires_grad=True)
+    y = fd.dropout(x, 0.5)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, y != 0)
+    assert torch.allclose(x.grad[x.grad != 0], torch.tensor(2.0))
+
+
+@pytest.mark.parametrize("mask", ["none", "bool", "float"])
+def test_attention_matches_sdpa_when_nothing_is_dropped(mask):
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
+    causal = torch.ones(16, 16, dtype=torch.bool).tril()
+    masks = {"none": None, "bool": causal,
+             "float": torch.zeros(16, 16).masked_fill(~causal, float("-inf"))}
+    # a dropout rate this small drops nothing, but takes the CPU dropout path
+    got, _ = fd.attention(torch.nn.Module(), q, k, v, masks[mask], dropout=1e-12,
+                          scaling=0.3)
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3).transpose(1, 2)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_model_uses_fast_dropout_and_export_does_not():
+    model = TiedGPT2(gpt2_config(2, 16, 2, 8, 20, dropout=0.1))
+    kinds = {type(m) for m in model.lm.modules() if isinstance(m, torch.nn.Dropout)}
+    assert kinds == {fd.Dropout}
+    assert model.lm.config._attn_implementation == fd.ATTENTION
+    exported = model.to_hf()
+    assert exported.config._attn_implementation == "sdpa"
+    assert {type(m) for m in exported.modules() if isinstance(m, torch.nn.Dropout)} == {
+        torch.nn.Dropout}
