@@ -648,7 +648,15 @@ def _colors(agents: Sequence[str]) -> dict[str, Any]:
     return {a: cmap(i % cmap.N) for i, a in enumerate(agents)}
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _finish_plot(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend the axes, then write the figure atomically."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return path
@@ -681,14 +689,9 @@ def plot_pareto(cells: Sequence[Json], agents: Sequence[str], path: Path,
     if not plotted:
         _no_data(ax)
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel("trainable fraction of parameters (end of run)")
-    ax.set_ylabel("final validation perplexity (full split)")
-    ax.set_title("perplexity against trainable parameters (small: seeds, large: mean)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish_plot(fig, ax, path, "trainable fraction of parameters (end of run)",
+                        "final validation perplexity (full split)",
+                        "perplexity against trainable parameters (small: seeds, large: mean)")
 
 
 def curve(out: Path, cells: Sequence[Json]) -> tuple[np.ndarray, ...]:
@@ -744,14 +747,9 @@ def plot_curves(out: Path, cells: Sequence[Json], agents: Sequence[str], path: P
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
     else:
         _no_data(ax)
-    ax.set_xlabel("optimizer steps")
-    ax.set_ylabel("validation perplexity (evaluation subset)")
-    ax.set_title("validation perplexity over training (band: min-max over seeds)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish_plot(fig, ax, path, "optimizer steps",
+                        "validation perplexity (evaluation subset)",
+                        "validation perplexity over training (band: min-max over seeds)")
 
 
 # ---------------------------------------------------------------- command line
