@@ -29,7 +29,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-EXECUTED_PAGES = ("quickstart.md", "agents.md", "method.md", "datasets.md", "reproducibility.md")
+EXECUTED_PAGES = ("quickstart.md", "agents.md", "method.md", "datasets.md", "reproducibility.md",
+                  "../README.md")
 NEEDS_SHARED_DATA = ("datasets.md",)  # builds the offline WikiText-2 split
 NO_TEST = "<!-- no-test -->"
 # appended to documented train_agent.py commands: one sweep of a small model
