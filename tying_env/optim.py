@@ -75,7 +75,3 @@ class InnerOptimizer:
     def _set_lr(self) -> None:
         factor = lr_factor(self.steps, self.warmup_steps, self.total_steps, self.cosine)
         self.optimizer.param_groups[0]["lr"] = self.base_lr * factor
-
-    def state_bytes(self) -> int:
-        return sum(v.nbytes for s in self.optimizer.state.values() for v in s.values()
-                   if torch.is_tensor(v))
