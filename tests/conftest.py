@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tying_env.corpus import default_shared_data_dir, offline_wikitext2
+from tying_env.data.corpus import default_shared_data_dir, offline_wikitext2
 
 torch.set_num_threads(1)  # robust when other jobs share the cores
 

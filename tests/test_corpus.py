@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tying_env import corpus as corpus_mod
-from tying_env.corpus import (
+from tying_env.data import corpus as corpus_mod
+from tying_env.data.corpus import (
     SYNTHETIC_TEST_TOKENS,
     SYNTHETIC_TRAIN_TOKENS,
     SYNTHETIC_VALID_TOKENS,
@@ -21,8 +21,8 @@ from tying_env.corpus import (
     offline_wikitext2,
     synthetic_corpus,
 )
-from tying_env.synthetic import HMMSource
-from tying_env.tokenizer import EOT, BPETokenizer, CharTokenizer, build_tokenizer, text_lines
+from tying_env.data.synthetic import HMMSource
+from tying_env.data.tokenizer import EOT, BPETokenizer, CharTokenizer, build_tokenizer, text_lines
 
 SHARED = default_shared_data_dir()
 WT2 = SHARED / "wikitext-2"
@@ -286,7 +286,7 @@ def test_default_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("LAYER_TYING_CACHE")
     monkeypatch.delenv("LAYER_TYING_SHARED_DATA")
     assert default_cache_dir() == Path.home() / ".cache" / "layer-tying-gym"
-    repo_parent = Path(corpus_mod.__file__).resolve().parents[2]
+    repo_parent = Path(corpus_mod.__file__).resolve().parents[3]
     assert default_shared_data_dir() == repo_parent / "shared" / "data"
 
 

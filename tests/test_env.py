@@ -154,7 +154,7 @@ def test_info_accounting_matches_recount(cache_dir):
         assert info["total_params"] == shared + 4 * block
         mem = info["memory_bytes"]
         assert mem["params"] == mem["grads"] == 4 * info["trainable_params"]
-        n_tensors = len(env.unwrapped.optim.params)
+        n_tensors = len(env.unwrapped.run.optim.params)
         assert mem["optimizer"] == 2 * mem["params"] + 4 * n_tensors
         assert mem["total"] == mem["params"] + mem["grads"] + mem["optimizer"]
 

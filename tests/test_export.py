@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from tying_env.export import load_compact, save_compact, save_expanded, write_json
+from tying_env.export import load_compact, save_compact, save_expanded
+from tying_env.files import write_json
 from tying_env.model import TiedGPT2, gpt2_config
 
 L, VOCAB, SEQ = 6, 50, 16

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from transformers import GPT2LMHeadModel
 
 from tying_env.model import TiedGPT2, gpt2_config
-from tying_env.optim import InnerOptimizer
+from tying_env.training import InnerOptimizer
 
 L = 4
 

@@ -2,7 +2,7 @@
 
 For any sequence of valid actions, in both tie modes and both action modes:
 no step raises; the tie map keeps its invariant and equals the one the pure
-transitions of :mod:`tying_env.ties` give; trainable parameters and memory
+transitions of `tying_env.ties` give; trainable parameters and memory
 bytes equal a recount from scratch (from the tie map and the shapes alone);
 and a state saved at any decision continues exactly like the original.
 """
@@ -93,7 +93,7 @@ def check_step(env: LayerTyingEnv, info: dict[str, Any], ties: tm.TieMap) -> Non
     assert memory["optimizer"] == 2 * 4 * trainable + 4 * n_tensors  # AdamW moments + step
     assert memory["total"] == sum(memory[k] for k in ("params", "grads", "optimizer"))
     kept = {id(p) for p in params}
-    assert all(id(p) in kept for p in env.optim.optimizer.state)  # no stale optimizer state
+    assert all(id(p) in kept for p in env.run.optim.optimizer.state)  # no stale optimizer state
 
 
 @pytest.mark.parametrize("tie_mode, action_mode", MODES)

@@ -1,6 +1,7 @@
 """Dynamic layer tying (Hay & Wolf, ICLR 2024) as a Gymnasium environment.
 
-Importing this package registers the environment ids::
+Importing this package registers the environment ids (cheaply: torch and
+transformers are imported when an environment is made)::
 
     import gymnasium as gym
     import tying_env
@@ -8,18 +9,34 @@ Importing this package registers the environment ids::
     env = gym.make("LayerTying-GPT2-Tiny-v0")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from gymnasium.envs.registration import register
 
-from tying_env.env import LayerTyingEnv
-from tying_env.model import TiedGPT2
-from tying_env.presets import PRESETS, EnvConfig, make_config
-
-__all__ = ["LayerTyingEnv", "TiedGPT2", "EnvConfig", "PRESETS", "make_config", "ENV_IDS"]
-
+ENV_ENTRY_POINT = "tying_env.env:LayerTyingEnv"
 ENV_IDS = {
     "LayerTying-GPT2-v0": dict(preset="small", dataset="wikitext-2"),
     "LayerTying-GPT2-Tiny-v0": dict(preset="tiny", dataset="synthetic"),
 }
 
 for _env_id, _kwargs in ENV_IDS.items():
-    register(id=_env_id, entry_point="tying_env.env:LayerTyingEnv", kwargs=_kwargs)
+    register(id=_env_id, entry_point=ENV_ENTRY_POINT, kwargs=_kwargs)
+
+# public names, imported on first use so that `import tying_env` stays light
+_LAZY = {
+    "LayerTyingEnv": "tying_env.env",
+    "TiedGPT2": "tying_env.model",
+    "EnvConfig": "tying_env.presets",
+    "PRESETS": "tying_env.presets",
+    "make_config": "tying_env.presets",
+}
+__all__ = [*_LAZY, "ENV_IDS", "ENV_ENTRY_POINT"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tying_env' has no attribute {name!r}")

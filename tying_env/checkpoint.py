@@ -1,22 +1,22 @@
 """Checkpoints that are safe to load: tensors in safetensors, everything else in JSON.
 
 A checkpoint is a folder of named *parts*. Each part is a dict of tensors
-(``<part>.safetensors``) and a JSON-able dict (``<part>.json``); nothing is
-pickled, so loading one never runs code from the file. ``manifest.json``,
-written last, lists the size and sha256 of every file; :func:`read_checkpoint`
+(`<part>.safetensors`) and a JSON-able dict (`<part>.json`); nothing is
+pickled, so loading one never runs code from the file. `manifest.json`,
+written last, lists the size and sha256 of every file; `read_checkpoint`
 checks them all before parsing anything, and refuses a truncated or changed
-file with a :class:`CheckpointError` that names it.
+file with a `CheckpointError` that names it.
 
-Writing is atomic at the folder level (:func:`write_checkpoint`): the new
-checkpoint is written into ``RUN/checkpoint.tmp-*``, the previous
-``RUN/checkpoint`` is renamed to ``RUN/checkpoint.old``, the new one is renamed
+Writing is atomic at the folder level (`write_checkpoint`): the new
+checkpoint is written into `RUN/checkpoint.tmp-*`, the previous
+`RUN/checkpoint` is renamed to `RUN/checkpoint.old`, the new one is renamed
 into place, and only then is the old one deleted. A kill at any instant leaves
-either a complete ``checkpoint`` or (between the two renames) a complete
-``checkpoint.old``, which :func:`find_checkpoint` falls back to.
+either a complete `checkpoint` or (between the two renames) a complete
+`checkpoint.old`, which `find_checkpoint` falls back to.
 
 The helpers below turn the state that a run needs into parts exactly: module
 and optimizer state, numpy and global random generators, and floats that may
-be NaN or inf (stored as ``float.hex`` strings, which round-trip bit for bit).
+be NaN or inf (stored as `float.hex` strings, which round-trip bit for bit).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
+from tying_env.files import dumps, fsync_dir, write_bytes
+
 FORMAT = "layer-tying-gym/checkpoint"
 VERSION = 1
 CHECKPOINT = "checkpoint"
@@ -55,7 +57,7 @@ class CheckpointError(ValueError):
 
 # ------------------------------------------------------------------ folder I/O
 def find_checkpoint(run_dir: str | Path) -> Path | None:
-    """``RUN/checkpoint``, else ``RUN/checkpoint.old`` (a write killed between renames)."""
+    """`RUN/checkpoint`, else `RUN/checkpoint.old` (a write killed between renames)."""
     run_dir = Path(run_dir)
     for name in (CHECKPOINT, OLD):
         if (run_dir / name).is_dir():
@@ -64,7 +66,7 @@ def find_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def remove_checkpoints(run_dir: str | Path) -> None:
-    """Delete every checkpoint folder of ``run_dir`` (complete, old, or half-written)."""
+    """Delete every checkpoint folder of `run_dir` (complete, old, or half-written)."""
     run_dir = Path(run_dir)
     for path in [run_dir / CHECKPOINT, run_dir / OLD, *run_dir.glob(TMP_PREFIX + "*")]:
         if path.is_dir():
@@ -72,7 +74,7 @@ def remove_checkpoints(run_dir: str | Path) -> None:
 
 
 def write_checkpoint(run_dir: str | Path, parts: Mapping[str, Part]) -> Path:
-    """Atomically replace ``RUN/checkpoint`` with ``parts`` (see the module docstring)."""
+    """Atomically replace `RUN/checkpoint` with `parts` (see the module docstring)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.glob(TMP_PREFIX + "*"):  # left by a write that was killed
@@ -93,16 +95,16 @@ def write_checkpoint(run_dir: str | Path, parts: Mapping[str, Part]) -> Path:
     tmp.mkdir()
     try:
         for name, data in files.items():
-            _write_synced(tmp / name, data)
-        _write_synced(tmp / MANIFEST, dumps(manifest))  # last: its presence means complete
-        _sync_dir(tmp)
+            write_bytes(tmp / name, data)
+        write_bytes(tmp / MANIFEST, dumps(manifest))  # last: its presence means complete
+        fsync_dir(tmp)
         current, old = run_dir / CHECKPOINT, run_dir / OLD
         if current.is_dir():
             if old.is_dir():
                 shutil.rmtree(old)
             os.replace(current, old)
         os.replace(tmp, current)
-        _sync_dir(run_dir)
+        fsync_dir(run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -111,7 +113,7 @@ def write_checkpoint(run_dir: str | Path, parts: Mapping[str, Part]) -> Path:
 
 
 def read_checkpoint(run_dir: str | Path) -> dict[str, Part]:
-    """The verified parts of ``RUN``'s checkpoint; :class:`CheckpointError` names any damage."""
+    """The verified parts of `RUN`'s checkpoint; `CheckpointError` names any damage."""
     folder = find_checkpoint(run_dir)
     if folder is None:
         expected = Path(run_dir) / CHECKPOINT / MANIFEST
@@ -179,31 +181,6 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def dumps(obj: Any) -> bytes:
-    """Strict JSON (a NaN or inf anywhere is an error: encode such floats with :func:`exact`)."""
-    return (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _sync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported on this platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------------------ exact values
 def exact(x: float) -> str:
     """A float as a JSON string that round-trips exactly, NaN and inf included."""
@@ -211,23 +188,23 @@ def exact(x: float) -> str:
 
 
 def from_exact(s: str) -> float:
-    """Inverse of :func:`exact`."""
+    """Inverse of `exact`."""
     return float.fromhex(s)
 
 
 def prefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> Tensors:
-    """``tensors`` with ``prefix`` added to every key."""
+    """`tensors` with `prefix` added to every key."""
     return {prefix + k: v for k, v in tensors.items()}
 
 
 def sub(tensors: Mapping[str, torch.Tensor], prefix: str) -> Tensors:
-    """The entries of ``tensors`` under ``prefix``, with the prefix removed."""
+    """The entries of `tensors` under `prefix`, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def differences(expected: Mapping[str, Any], found: Mapping[str, Any],
                 names: tuple[str, str] = ("the run", "the checkpoint")) -> list[str]:
-    """``key: A in <first>, B in <second>`` for every key whose values differ."""
+    """`key: A in <first>, B in <second>` for every key whose values differ."""
     out = []
     for key in sorted(set(expected) | set(found)):
         a, b = expected.get(key, "<absent>"), found.get(key, "<absent>")
@@ -238,7 +215,7 @@ def differences(expected: Mapping[str, Any], found: Mapping[str, Any],
 
 # ------------------------------------------------------------------ modules and optimizers
 def module_state(module: nn.Module) -> Part:
-    """``module.state_dict()`` with aliases (one tensor under two keys) stored once."""
+    """`module.state_dict()` with aliases (one tensor under two keys) stored once."""
     tensors: Tensors = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[Any, ...], str] = {}
@@ -255,7 +232,7 @@ def module_state(module: nn.Module) -> Part:
 
 def load_module_state(module: nn.Module, tensors: Mapping[str, torch.Tensor],
                       meta: Mapping[str, Any], what: str = "module") -> None:
-    """Load a :func:`module_state` part strictly; ValueError naming missing or odd keys."""
+    """Load a `module_state` part strictly; ValueError naming missing or odd keys."""
     state = dict(tensors)
     for alias, key in meta.get("aliases", {}).items():
         if key in state:
@@ -267,7 +244,7 @@ def load_module_state(module: nn.Module, tensors: Mapping[str, torch.Tensor],
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> Part:
-    """A torch optimizer's ``state_dict()`` as tensors plus JSON (per-parameter state by index)."""
+    """A torch optimizer's `state_dict()` as tensors plus JSON (per-parameter state by index)."""
     sd = optimizer.state_dict()
     tensors: Tensors = {}
     plain: dict[str, dict[str, Any]] = {}
@@ -282,7 +259,7 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> Part:
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
                          meta: Mapping[str, Any]) -> None:
-    """Inverse of :func:`optimizer_state` (tuples such as AdamW's ``betas`` come back as tuples)."""
+    """Inverse of `optimizer_state` (tuples such as AdamW's `betas` come back as tuples)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         index, _, name = key.partition("/")
@@ -308,12 +285,12 @@ BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
 def generator_state(generator: np.random.Generator) -> dict[str, Any]:
-    """The JSON-able state of a numpy ``Generator``."""
+    """The JSON-able state of a numpy `Generator`."""
     return generator.bit_generator.state
 
 
 def make_generator(state: Mapping[str, Any]) -> np.random.Generator:
-    """A numpy ``Generator`` in the state written by :func:`generator_state`."""
+    """A numpy `Generator` in the state written by `generator_state`."""
     kind = state.get("bit_generator")
     if kind not in BIT_GENERATORS:
         raise CheckpointError(f"bit_generator={kind!r} is unknown; allowed: "
@@ -339,14 +316,9 @@ def global_rng_state() -> Part:
     return tensors, meta
 
 
-def set_global_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Inverse of :func:`global_rng_state`."""
-    global_rng_setter(tensors, meta)()
-
-
 def global_rng_setter(tensors: Mapping[str, torch.Tensor],
                       meta: Mapping[str, Any]) -> Callable[[], None]:
-    """Check a :func:`global_rng_state` part now; the returned function applies it later."""
+    """Check a `global_rng_state` part now; the returned function applies it later."""
     try:
         version, words, gauss = meta["python"]
         python = (int(version), tuple(int(w) for w in words),
@@ -373,7 +345,7 @@ def global_rng_setter(tensors: Mapping[str, torch.Tensor],
 
 
 def require(meta: Mapping[str, Any], keys: Iterable[str], what: str) -> None:
-    """CheckpointError unless every key is present in ``meta``."""
+    """CheckpointError unless every key is present in `meta`."""
     missing = [k for k in keys if k not in meta]
     if missing:
         raise CheckpointError(f"the {what} state lacks {', '.join(missing)}")

@@ -1,8 +1,8 @@
 """Dropout that is fast on the CPU, for the GPT-2 the environment trains.
 
-PyTorch's CPU dropout draws its mask with ``bernoulli_``, which took about 30%
-of an inner training step at the ``small`` preset (dropout 0.2). Comparing
-uniform numbers with ``p`` gives the same distribution of masks at about half
+PyTorch's CPU dropout draws its mask with `bernoulli_`, which took about 30%
+of an inner training step at the `small` preset (dropout 0.2). Comparing
+uniform numbers with `p` gives the same distribution of masks at about half
 the cost. The same holds for attention dropout, which also keeps CPU attention
 off its fused kernel; this module's attention function computes causal
 attention with the cheap mask. On other devices both defer to PyTorch's and
@@ -24,7 +24,7 @@ ATTENTION = "layer_tying_sdpa"
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Inverted dropout; on the CPU the mask comes from ``rand_like(x) >= p``."""
+    """Inverted dropout; on the CPU the mask comes from `rand_like(x) >= p`."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
@@ -33,7 +33,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with the fast CPU mask."""
+    """`nn.Dropout` with the fast CPU mask."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
@@ -60,11 +60,11 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
     return (probs @ value).transpose(1, 2).contiguous(), None
 
 
-_dropout_probs = dropout  # the parameter ``dropout`` of ``attention`` shadows the function
+_dropout_probs = dropout  # the parameter `dropout` of `attention` shadows the function
 
 
 def install(model: nn.Module) -> nn.Module:
-    """Use the fast dropout in every dropout module and in the attention of ``model``."""
+    """Use the fast dropout in every dropout module and in the attention of `model`."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:

@@ -1,31 +1,27 @@
-"""Saving a trained :class:`~tying_env.model.TiedGPT2`, expanded or compact.
+"""Saving a trained `TiedGPT2`, expanded or compact.
 
-- **Expanded** (:func:`save_expanded`): a standard Hugging Face folder that
-  ``GPT2LMHeadModel.from_pretrained`` loads; every tied position gets its own
+- **Expanded** (`save_expanded`): a standard Hugging Face folder that
+  `GPT2LMHeadModel.from_pretrained` loads; every tied position gets its own
   copy of its root's weights, so any GPT-2 tooling can use it.
-- **Compact** (:func:`save_compact` / :func:`load_compact`): only the root
-  blocks, the embeddings and the final norm (``weights.safetensors``) plus
-  ``config.json`` holding the GPT-2 config, the tie map and the tie mode. It is
+- **Compact** (`save_compact` / `load_compact`): only the root
+  blocks, the embeddings and the final norm (`weights.safetensors`) plus
+  `config.json` holding the GPT-2 config, the tie map and the tie mode. It is
   smaller than the expanded folder by about the tied fraction of parameters,
-  and loads back into a ``TiedGPT2`` that gives the same logits.
+  and loads back into a `TiedGPT2` that gives the same logits.
 
-All files are written atomically (temp file + ``os.replace``).
+All files are written atomically (`tying_env.files`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config
 
+from tying_env.files import atomic_write, write_json
 from tying_env.model import TiedGPT2
 
 COMPACT_FORMAT = "layer-tying-gym/compact"
@@ -34,42 +30,8 @@ WEIGHTS_NAME = "weights.safetensors"
 CONFIG_NAME = "config.json"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then move it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` with numpy/torch scalars made plain and non-finite floats made ``None``."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return to_jsonable(value.tolist())  # numpy arrays/scalars, torch tensors
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as strict JSON (NaN and inf become ``null``)."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def save_expanded(model: TiedGPT2, path: str | Path) -> Path:
-    """Save ``model`` untied as a standard HF folder (``GPT2LMHeadModel.from_pretrained``)."""
+    """Save `model` untied as a standard HF folder (`GPT2LMHeadModel.from_pretrained`)."""
     path = Path(path)
     model.to_hf().save_pretrained(path)
     return path
@@ -88,7 +50,7 @@ def compact_state_dict(model: TiedGPT2) -> dict[str, torch.Tensor]:
 
 
 def save_compact(model: TiedGPT2, path: str | Path) -> Path:
-    """Save ``model`` with only its root blocks (see the module docstring)."""
+    """Save `model` with only its root blocks (see the module docstring)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     weights = compact_state_dict(model)
@@ -105,7 +67,7 @@ def save_compact(model: TiedGPT2, path: str | Path) -> Path:
 
 
 def load_compact(path: str | Path, device: str | torch.device = "cpu") -> TiedGPT2:
-    """Load a folder written by :func:`save_compact` into a ``TiedGPT2`` (in eval mode)."""
+    """Load a folder written by `save_compact` into a `TiedGPT2` (in eval mode)."""
     path = Path(path)
     config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
     for f in (config_file, weights_file):

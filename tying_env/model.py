@@ -1,13 +1,13 @@
 """The tied transformer: a Hugging Face GPT-2 whose block list follows a tie map.
 
-Only *root* positions own a ``GPT2Block``. A tied position holds a
-``TiedBlock``, a parameter-free stand-in that runs its root's block:
+Only *root* positions own a `GPT2Block`. A tied position holds a
+`TiedBlock`, a parameter-free stand-in that runs its root's block:
 
-- ``copy`` mode (the published behaviour): the position runs a twin of the
+- `copy` mode (the published behaviour): the position runs a twin of the
   root whose parameters are detached views of the root's storage, so
   activations carry gradient through the position to earlier layers but no
   weight gradient from it reaches the root (and none is computed);
-- ``share`` mode (ALBERT): the root's block is simply called again, so every
+- `share` mode (ALBERT): the root's block is simply called again, so every
   position of a root adds its gradient to it.
 
 Tied blocks therefore have no parameters, gradients or optimizer state: tying a
@@ -28,9 +28,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from tying_env import dropout as fast_dropout
 from tying_env import ties as tm
-from tying_env.ties import TieMap, Transition
-
-TIE_MODES = ("copy", "share")
+from tying_env.ties import TIE_MODES, TieMap, Transition
 
 
 class TiedBlock(nn.Module):
@@ -130,11 +128,11 @@ class TiedGPT2(nn.Module):
         return self._ties
 
     def block(self, position: int) -> nn.Module:
-        """The block (module with weights) that ``position`` runs."""
+        """The block (module with weights) that `position` runs."""
         return self._owned[self._ties[position]]
 
     def apply_transition(self, transition: Transition) -> Transition:
-        """Carry out a transition computed by :mod:`tying_env.ties` on this model's map."""
+        """Carry out a transition computed by `tying_env.ties` on this model's map."""
         if transition.before != self._ties:
             raise ValueError(f"transition starts from {list(transition.before)}, "
                              f"but the model's tie map is {list(self._ties)}")
@@ -163,11 +161,11 @@ class TiedGPT2(nn.Module):
         return self.apply_transition(tm.untie(self._ties, i))
 
     def choose(self, i: int, choice: int) -> Transition:
-        """The published action convention: ``choice < i`` copies it, else independent."""
+        """The published action convention: `choice < i` copies it, else independent."""
         return self.apply_transition(tm.apply_choice(self._ties, i, choice))
 
     def set_ties(self, target: Sequence[int]) -> None:
-        """Reach ``target`` by a sequence of decisions (layers 1..L-1 in order)."""
+        """Reach `target` by a sequence of decisions (layers 1..L-1 in order)."""
         target = tm.validate(target)
         if len(target) != self.n_layer:
             raise ValueError(f"tie map {list(target)} has {len(target)} positions, "
@@ -194,7 +192,7 @@ class TiedGPT2(nn.Module):
         return self.lm(input_ids=input_ids).logits
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of targets ``y`` given inputs ``x``."""
+        """Mean next-token cross-entropy of targets `y` given inputs `x`."""
         logits = self(x)
         return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
@@ -224,7 +222,7 @@ class TiedGPT2(nn.Module):
 
     # ------------------------------------------------------------------ export
     def expanded_state_dict(self) -> dict[str, torch.Tensor]:
-        """State dict of a plain ``GPT2LMHeadModel`` running the same weights (untied)."""
+        """State dict of a plain `GPT2LMHeadModel` running the same weights (untied)."""
         state = {}
         for key, value in self.lm.state_dict().items():
             parts = key.split(".")
@@ -238,7 +236,7 @@ class TiedGPT2(nn.Module):
         return state
 
     def to_hf(self) -> GPT2LMHeadModel:
-        """A standalone, untied ``GPT2LMHeadModel`` giving the same logits."""
+        """A standalone, untied `GPT2LMHeadModel` giving the same logits."""
         config = copy.deepcopy(self.config)
         config._attn_implementation = "sdpa"  # a plain GPT-2, loadable without this package
         model = GPT2LMHeadModel(config)

@@ -1,6 +1,6 @@
 """Named model/run shapes and the validated settings of one environment.
 
-``make_config(preset, **overrides)`` starts from a preset and applies explicit
+`make_config(preset, **overrides)` starts from a preset and applies explicit
 arguments on top; every value is checked up front so that a mistake is
 reported with the argument's name, the bad value and what is allowed.
 """
@@ -11,8 +11,10 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-DATASETS = ("synthetic", "wikitext-2", "wikitext-103", "text")
-TIE_MODES = ("copy", "share")
+from tying_env.data.corpus import DATASETS
+from tying_env.errors import SettingError, SettingTypeError
+from tying_env.ties import TIE_MODES
+
 INITIAL_TIES = ("first", "none")
 REWARDS = ("log_ppl_delta", "ppl_delta", "paper")
 ACTION_MODES = ("layer", "vector")
@@ -78,12 +80,14 @@ _FIELD_TYPES = {f.name: f.type for f in fields(EnvConfig)}
 
 
 def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
-    """The preset's settings with ``overrides`` applied, validated."""
+    """The preset's settings with `overrides` applied, validated."""
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"preset={preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+        raise SettingError("preset", f"preset={preset!r} is unknown; allowed: "
+                                     f"{', '.join(PRESETS)}")
     unknown = sorted(set(overrides) - set(_FIELD_TYPES) - {"preset"})
     if unknown:
-        raise TypeError(
+        raise SettingTypeError(
+            unknown[0],
             f"unknown environment argument(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(sorted(_FIELD_TYPES))}"
         )
@@ -94,7 +98,7 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
 
 
 def validate(cfg: EnvConfig) -> None:
-    """Raise ValueError/TypeError naming the first bad setting."""
+    """Raise `SettingError` naming the first bad setting."""
     ints = dict(n_layer=1, n_embd=1, n_head=1, seq_len=2, vocab_size=2, batch_size=1,
                 warmup_steps=0, steps_per_decision=1, max_sweeps=1, eval_batches=1)
     for name, low in ints.items():
@@ -105,50 +109,53 @@ def validate(cfg: EnvConfig) -> None:
     for name, (low, high, low_ok) in floats.items():
         _check_float(name, getattr(cfg, name), low, high, low_ok)
     if cfg.dropout >= 1.0:
-        raise ValueError(f"dropout={cfg.dropout!r} must be in [0, 1)")
+        raise SettingError("dropout", f"dropout={cfg.dropout!r} must be in [0, 1)")
     if cfg.n_embd % cfg.n_head:
-        raise ValueError(
+        raise SettingError(
+            "n_embd",
             f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head} "
             f"(each head gets n_embd / n_head channels)"
         )
     if cfg.n_layer < 2:
-        raise ValueError(f"n_layer={cfg.n_layer} must be >= 2: layer 0 is never tied, so "
-                         "one layer leaves no decision to make")
+        raise SettingError("n_layer", f"n_layer={cfg.n_layer} must be >= 2: layer 0 is never "
+                                      "tied, so one layer leaves no decision to make")
     choices = dict(dataset=DATASETS, tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
                    reward=REWARDS, action_mode=ACTION_MODES, device=DEVICES,
                    activation=ACTIVATIONS)
     for name, allowed in choices.items():
         value = getattr(cfg, name)
         if value not in allowed:
-            raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}")
+            raise SettingError(name, f"{name}={value!r} is unknown; allowed: "
+                                     f"{', '.join(allowed)}")
     if not isinstance(cfg.cosine_schedule, bool):
-        raise TypeError(f"cosine_schedule={cfg.cosine_schedule!r} must be a bool")
+        raise SettingTypeError("cosine_schedule",
+                               f"cosine_schedule={cfg.cosine_schedule!r} must be a bool")
     for name in ("data_dir", "tokenizer"):
         value = getattr(cfg, name)
         if value is not None and not isinstance(value, str):
-            raise TypeError(f"{name}={value!r} must be a string or None")
+            raise SettingTypeError(name, f"{name}={value!r} must be a string or None")
     if cfg.dataset == "text" and cfg.data_dir is None:
-        raise ValueError("dataset='text' needs data_dir=FOLDER holding train.txt, valid.txt, "
-                         "test.txt")
+        raise SettingError("dataset", "dataset='text' needs data_dir=FOLDER holding train.txt, "
+                                       "valid.txt, test.txt")
     if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise ValueError("device='cuda' is not available on this machine; allowed here: "
-                             "'auto', 'cpu'")
+            raise SettingError("device", "device='cuda' is not available on this machine; "
+                                         "allowed here: 'auto', 'cpu'")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int >= {low}")
+        raise SettingTypeError(name, f"{name}={value!r} must be an int >= {low}")
     if value < low:
-        raise ValueError(f"{name}={value!r} must be an int >= {low}")
+        raise SettingError(name, f"{name}={value!r} must be an int >= {low}")
 
 
 def _check_float(name: str, value: Any, low: float, high: float, low_ok: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} must be a number")
+        raise SettingTypeError(name, f"{name}={value!r} must be a number")
     ok = (value >= low if low_ok else value > low) and value <= high and math.isfinite(value)
     if not ok:
         bound = ">=" if low_ok else ">"
-        raise ValueError(f"{name}={value!r} must be a finite number {bound} {low}")
+        raise SettingError(name, f"{name}={value!r} must be a finite number {bound} {low}")

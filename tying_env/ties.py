@@ -1,11 +1,11 @@
 """The tie map as a value: its invariant and the two transitions, tie and untie.
 
-A tie map ``t`` of length L says which block each position runs:
+A tie map `t` of length L says which block each position runs:
 
-- ``t[i] == i``: position i is a *root*, it owns trainable weights;
-- ``t[i] == r < i``: position i runs the weights of root r (it is *tied*).
+- `t[i] == i`: position i is a *root*, it owns trainable weights;
+- `t[i] == r < i`: position i runs the weights of root r (it is *tied*).
 
-Invariant: ``t[0] == 0``, ``t[i] <= i`` and ``t[t[i]] == t[i]`` (every tie
+Invariant: `t[0] == 0`, `t[i] <= i` and `t[t[i]] == t[i]` (every tie
 points at a root, never at another tied position).
 
 The functions here are pure: they return a new tuple and a description of
@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 TieMap = tuple[int, ...]
 
+TIE_MODES = ("copy", "share")  # how a tied position runs its root (see tying_env.model)
+
 
 def validate(ties: Sequence[int]) -> TieMap:
-    """Return ``ties`` as a tuple, or raise ValueError naming the broken rule."""
+    """Return `ties` as a tuple, or raise ValueError naming the broken rule."""
     t = tuple(int(x) for x in ties)
     if not t:
         raise ValueError("tie map must have at least one position, got []")
@@ -54,7 +56,7 @@ def roots(ties: Sequence[int]) -> list[int]:
 
 
 def dependents(ties: Sequence[int], root: int) -> list[int]:
-    """Positions (other than ``root``) that run ``root``'s weights, in order."""
+    """Positions (other than `root`) that run `root`'s weights, in order."""
     return [i for i, r in enumerate(ties) if r == root and i != root]
 
 
@@ -62,10 +64,10 @@ def dependents(ties: Sequence[int], root: int) -> list[int]:
 class Transition:
     """What one decision changed.
 
-    ``promoted``: when a root that others ran becomes tied, the lowest of its
-    dependents takes over its weights; ``(old_root, new_root)`` or None.
-    ``cloned``: position that became a root with a clone of the weights it ran
-    (the source root), as ``(position, source)`` or None.
+    `promoted`: when a root that others ran becomes tied, the lowest of its
+    dependents takes over its weights; `(old_root, new_root)` or None.
+    `cloned`: position that became a root with a clone of the weights it ran
+    (the source root), as `(position, source)` or None.
     """
 
     before: TieMap
@@ -79,9 +81,9 @@ class Transition:
 
 
 def tie(ties: Sequence[int], i: int, j: int) -> Transition:
-    """Position ``i`` runs the weights of ``j``'s root (``j < i``).
+    """Position `i` runs the weights of `j`'s root (`j < i`).
 
-    If ``i`` was a root that others ran, they keep its current weights: the
+    If `i` was a root that others ran, they keep its current weights: the
     lowest of them becomes their root.
     """
     t = validate(ties)
@@ -105,7 +107,7 @@ def tie(ties: Sequence[int], i: int, j: int) -> Transition:
 
 
 def untie(ties: Sequence[int], i: int) -> Transition:
-    """Position ``i`` becomes a root holding a clone of the weights it ran."""
+    """Position `i` becomes a root holding a clone of the weights it ran."""
     t = validate(ties)
     _check_position(t, i, low=0)
     if t[i] == i:
@@ -116,7 +118,7 @@ def untie(ties: Sequence[int], i: int) -> Transition:
 
 
 def apply_choice(ties: Sequence[int], i: int, choice: int) -> Transition:
-    """The published action convention: ``choice < i`` copies ``choice``, else independent."""
+    """The published action convention: `choice < i` copies `choice`, else independent."""
     if choice < 0:
         raise ValueError(f"choice for layer {i} must be >= 0, got {choice}")
     return tie(ties, i, choice) if choice < i else untie(ties, i)

@@ -20,17 +20,16 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tying_env.synthetic import HMMSource
-from tying_env.tokenizer import (
-    atomic_write_bytes,
-    build_tokenizer,
-    sha256_text,
-    text_lines,
-)
+from tying_env.data.synthetic import HMMSource
+from tying_env.data.tokenizer import build_tokenizer, sha256_text, text_lines
+from tying_env.errors import DataUnavailableError, MissingDataError, SettingError
+from tying_env.files import write_bytes
 
 CACHE_VERSION = 1
 DATASETS = ("synthetic", "wikitext-2", "wikitext-103", "text")
@@ -55,6 +54,17 @@ class Corpus:
     tokenizer: str  # tokenizer identity ("synthetic" for the synthetic corpus)
     source: HMMSource | None = None  # the generating source, synthetic corpus only
 
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """What identifies the token streams: name, tokenizer, sizes and a sha256 of the ids."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.valid, self.test):
+            for start in range(0, len(split), 1 << 22):
+                digest.update(np.ascontiguousarray(split[start:start + (1 << 22)]).tobytes())
+        return dict(name=self.name, tokenizer=self.tokenizer, vocab_size=int(self.vocab_size),
+                    tokens=[len(self.train), len(self.valid), len(self.test)],
+                    sha256=digest.hexdigest())
+
 
 def default_cache_dir() -> Path:
     """$LAYER_TYING_CACHE, else ~/.cache/layer-tying-gym."""
@@ -67,7 +77,7 @@ def default_shared_data_dir() -> Path:
     env = os.environ.get("LAYER_TYING_SHARED_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
@@ -91,19 +101,22 @@ def load_corpus(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if dataset == "synthetic":
         if tokenizer not in (None, "synthetic"):
-            raise ValueError(
+            raise SettingError("tokenizer",
                 f"tokenizer={tokenizer!r} cannot be used with dataset='synthetic' "
                 "(its symbols are the tokens); pass tokenizer=None"
             )
         if data_dir is not None:
-            raise ValueError(f"data_dir={str(data_dir)!r} cannot be used with dataset='synthetic'")
+            raise SettingError("data_dir", f"data_dir={str(data_dir)!r} cannot be used with "
+                               "dataset='synthetic'")
         return synthetic_corpus(seed, vocab_size, cache_dir=cache)
     if dataset not in DATASETS:
-        raise ValueError(f"dataset={dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
+        raise SettingError("dataset", f"dataset={dataset!r} is unknown; allowed: "
+                                      f"{', '.join(DATASETS)}")
     if data_dir is not None:
         texts = read_split_files(data_dir)
     elif dataset == "text":
-        raise ValueError(
+        raise SettingError(
+            "dataset",
             "dataset='text' needs data_dir=FOLDER with train.txt, valid.txt, test.txt "
             "(or wiki.{train,valid,test}.tokens / .raw)"
         )
@@ -150,20 +163,24 @@ def read_split_files(data_dir: str | Path) -> dict[str, str]:
     """Read train/valid/test from `data_dir`: `{split}.txt`, `wiki.{split}.tokens` or `.raw`."""
     folder = Path(data_dir).expanduser()
     if not folder.exists():
-        raise FileNotFoundError(f"data_dir={str(data_dir)!r} does not exist")
+        raise MissingDataError("data_dir", f"data_dir={str(data_dir)!r} does not exist")
     if not folder.is_dir():
-        raise ValueError(f"data_dir={str(data_dir)!r} is not a folder")
+        raise SettingError("data_dir", f"data_dir={str(data_dir)!r} is not a folder")
     texts = {}
     for split in SPLITS:
         candidates = [folder / f"{split}.txt", folder / f"wiki.{split}.tokens",
                       folder / f"wiki.{split}.raw"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise FileNotFoundError(
+            raise MissingDataError(
+                "data_dir",
                 f"data_dir={str(data_dir)!r} has no {split} split; looked for "
                 + ", ".join(str(p) for p in candidates)
             )
-        texts[split] = read_text_file(path)
+        try:
+            texts[split] = read_text_file(path)
+        except ValueError as e:
+            raise SettingError("data_dir", f"data_dir={str(data_dir)!r}: {e}") from None
     return texts
 
 
@@ -201,7 +218,7 @@ def offline_wikitext2(dst: str | Path, shared_data: str | Path | None = None) ->
     texts = {"train": read_text_file(src_valid), "valid": "".join(lines[:half]),
              "test": "".join(lines[half:])}
     for split, text in texts.items():
-        atomic_write_bytes(out / f"{split}.txt", text.encode("utf-8"))
+        write_bytes(out / f"{split}.txt", text.encode("utf-8"))
     return out
 
 
@@ -244,12 +261,12 @@ def _hf_wikitext(dataset: str) -> dict[str, str]:
             why += " and it is not in the local HF datasets cache"
         else:
             why = "loading failed"
-        raise RuntimeError(
+        raise DataUnavailableError(
             f"dataset={dataset!r} could not be loaded from Hugging Face ('wikitext', {config!r}): "
             f"{why} ({type(e).__name__}: {e}). "
             "Ways to supply the data: pass data_dir=FOLDER holding train/valid/test text files "
             "(train.txt, valid.txt, test.txt or wiki.{train,valid,test}.tokens/.raw); build the "
-            "'WikiText-2, offline split' folder with tying_env.corpus.offline_wikitext2(FOLDER) "
+            "'WikiText-2, offline split' folder with tying_env.data.offline_wikitext2(FOLDER) "
             "and pass it as data_dir; or load it once with network access to fill the HF cache."
         ) from e
 
@@ -322,6 +339,6 @@ def _cached_splits(folder: Path, vocab_size: int, build) -> tuple[np.ndarray, ..
                 raise ValueError(f"{split} token ids fall outside [0, {vocab_size})")
             buf = io.BytesIO()
             np.save(buf, a.astype(dtype))
-            atomic_write_bytes(path, buf.getvalue())
+            write_bytes(path, buf.getvalue())
     return tuple(np.load(p, mmap_mode="r") for p in paths)
 

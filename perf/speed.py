@@ -1,19 +1,19 @@
 """Speed benchmark: one inner optimizer step, ours vs a nanoGPT-style reference, and env overhead.
 
 (a) The median time of one inner step (forward, backward, clip, AdamW step;
-float32 on the CPU) on the ``small`` preset's shape for our ``TiedGPT2``
+float32 on the CPU) on the `small` preset's shape for our `TiedGPT2`
 untied, 75%-tied in copy and share mode, and the reference model
-(:mod:`bench.reference`) untied and tied the published way. The five are
+(`perf.reference`) untied and tied the published way. The five are
 measured interleaved in one process (A B C D E A B C D E ...) on the same
 batch, so their ratios hold on a noisy machine.
 
-(b) The environment's own overhead per decision on the ``small`` preset: the
-time of ``env.step`` minus its inner training (``_train``) and evaluation
-(``evaluate_loss``), as a fraction of the step.
+(b) The environment's own overhead per decision on the `small` preset: the
+time of `env.step` minus its inner training and evaluation (as counted by the
+training run's own clock, `TrainingRun.seconds`), as a fraction of the step.
 
 Targets are printed as pass/fail, never asserted. Run from the repository root:
 
-    python -m bench.speed [--rounds 3] [--steps 10] [--threads 2] [--json OUT] [--profile]
+    python -m perf.speed [--rounds 3] [--steps 10] [--threads 2] [--json OUT] [--profile]
 """
 
 from __future__ import annotations
@@ -24,18 +24,17 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.memory import tie_map
-from bench.reference import ReferenceGPT, tie_published
+from perf.memory import tie_map
+from perf.reference import ReferenceGPT, tie_published
 from tying_env.model import TiedGPT2, gpt2_config
-from tying_env.optim import InnerOptimizer
 from tying_env.presets import EnvConfig, make_config
+from tying_env.training import InnerOptimizer
 
 TIED_FRACTION = 0.75
 TARGET_TIED_RATIO = 0.85  # 75%-tied copy mode must take at most this fraction of untied
@@ -95,7 +94,7 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
 def measure_steps(cfg: EnvConfig, dropout: float, rounds: int, steps: int,
                   warmup: int) -> tuple[list[Contender], dict[str, dict[str, float]]]:
-    """Interleaved timing: every round runs ``steps`` steps of each contender in turn."""
+    """Interleaved timing: every round runs `steps` steps of each contender in turn."""
     group = contenders(cfg, dropout)
     gen = torch.Generator().manual_seed(0)
     batch = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.seq_len + 1), generator=gen)
@@ -135,24 +134,13 @@ def profile(group: list[Contender], cfg: EnvConfig, names: tuple[str, ...], step
 
 
 # ---------------------------------------------------------------- env overhead
-def timed(fn: Callable[..., Any], acc: dict[str, float], key: str) -> Callable[..., Any]:
-    """``fn`` wrapped so that its wall time is added to ``acc[key]``."""
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            acc[key] += time.perf_counter() - start
-    return wrapper
-
-
 def measure_env(sweeps: int, cache_dir: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Overhead of ``env.step`` beyond training and evaluation, per decision.
+    """Overhead of `env.step` beyond training and evaluation, per decision.
 
     Sweep 1 ties to the 75% map, later sweeps alternate untying everything and
     tying again, so tie, untie (clone) and optimizer sync are all exercised.
     """
-    from tying_env.corpus import offline_wikitext2
+    from tying_env.data.corpus import offline_wikitext2
     from tying_env.env import LayerTyingEnv
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,20 +150,20 @@ def measure_env(sweeps: int, cache_dir: Path | None, overrides: dict[str, Any]) 
                             **overrides)
         env.reset(seed=0)
         L = env.cfg.n_layer
-        acc = {"train": 0.0, "eval": 0.0}
-        env._train = timed(env._train, acc, "train")
-        env.evaluate_loss = timed(env.evaluate_loss, acc, "eval")
+        assert env.run is not None
+        seconds = env.run.seconds  # the training run's own clock: training and evaluation
         ties = tie_map(L, TIED_FRACTION)
         rows = []
         for sweep in range(sweeps):
             for layer in range(1, L):
                 action = ties[layer] if sweep % 2 == 0 else layer
-                acc.update(train=0.0, eval=0.0)
+                train0, eval0 = seconds["train"], seconds["evaluate"]
                 start = time.perf_counter()
                 env.step(action)
                 total = time.perf_counter() - start
-                rows.append(dict(step=total, train=acc["train"], eval=acc["eval"],
-                                 overhead=total - acc["train"] - acc["eval"]))
+                train, evaluate = seconds["train"] - train0, seconds["evaluate"] - eval0
+                rows.append(dict(step=total, train=train, eval=evaluate,
+                                 overhead=total - train - evaluate))
         env.close()
     fractions = [r["overhead"] / r["step"] for r in rows]
     q1, _, q3 = (statistics.quantiles(fractions, n=4, method="inclusive")

@@ -1,12 +1,12 @@
 """A plain nanoGPT-style GPT standing for the published implementation (benchmarks only).
 
 Pre-norm blocks (LayerNorm with bias), causal self-attention through
-``F.scaled_dot_product_attention(is_causal=True)``, an MLP with exact GELU,
+`F.scaled_dot_product_attention(is_causal=True)`, an MLP with exact GELU,
 dropout on the embeddings, the attention weights and both residual branches,
 and an LM head tied to the token embedding.
 
-Tying follows the published code: :func:`tie_published` re-points a block's
-parameters at its source block's tensors and marks them ``requires_grad=False``,
+Tying follows the published code: `tie_published` re-points a block's
+parameters at its source block's tensors and marks them `requires_grad=False`,
 so gradient flows through the tied position but no weight gradient is
 computed for it.
 """
@@ -66,7 +66,7 @@ class Block(nn.Module):
 
 
 class ReferenceGPT(nn.Module):
-    """nanoGPT: token + position embeddings, ``n_layer`` blocks, final norm, tied LM head."""
+    """nanoGPT: token + position embeddings, `n_layer` blocks, final norm, tied LM head."""
 
     def __init__(self, n_layer: int, n_embd: int, n_head: int, seq_len: int, vocab_size: int,
                  dropout: float = 0.0):
@@ -99,15 +99,15 @@ class ReferenceGPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of targets ``y`` given inputs ``x``."""
+        """Mean next-token cross-entropy of targets `y` given inputs `x`."""
         logits = self(x)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
 def tie_published(model: ReferenceGPT, ties: Sequence[int]) -> None:
-    """Tie as the published code does: position ``i`` re-uses block ``ties[i]``'s tensors, frozen.
+    """Tie as the published code does: position `i` re-uses block `ties[i]`'s tensors, frozen.
 
-    The tied block keeps its own ``Parameter`` objects, but their ``.data`` now is
+    The tied block keeps its own `Parameter` objects, but their `.data` now is
     the source's storage and they need no gradient.
     """
     for i, j in enumerate(ties):

@@ -5,7 +5,7 @@ BPE tokenizer trained) from scratch. Warm: a second environment on the same corp
 in the same process. A sweep is one decision for each of the layers 1..L-1,
 with random valid choices.
 
-    python -m bench.envtime [--presets tiny small] [--sweeps 2] [--threads 2]
+    python -m perf.envtime [--presets tiny small] [--sweeps 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tying_env.corpus import offline_wikitext2
+from tying_env.data.corpus import offline_wikitext2
 from tying_env.env import LayerTyingEnv
 
 

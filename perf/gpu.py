@@ -1,15 +1,15 @@
 """GPU benchmark: tokens per second and peak memory of training steps, untied vs 75% tied.
 
-On CUDA: the ``gpt2`` (124M) and ``paper`` preset shapes, bf16 autocast, our
-``TiedGPT2`` (copy mode by default) with ``InnerOptimizer``, random token
+On CUDA: the `gpt2` (124M) and `paper` preset shapes, bf16 autocast, our
+`TiedGPT2` (copy mode by default) with `InnerOptimizer`, random token
 batches. Warm-up steps are excluded from the timing, which is bracketed by
-``torch.cuda.synchronize()``; peak memory is ``torch.cuda.max_memory_allocated``
+`torch.cuda.synchronize()`; peak memory is `torch.cuda.max_memory_allocated`
 over the warm-up and timed steps. An out-of-memory row is reported, not raised.
-``--smoke`` runs a tiny shape for a few steps and works on the CPU (float32, peak
+`--smoke` runs a tiny shape for a few steps and works on the CPU (float32, peak
 memory n/a there). The default run takes a few minutes on one H200.
 
-    python -m bench.gpu [--batch-size N] [--steps 20] [--json OUT]
-    python -m bench.gpu --smoke
+    python -m perf.gpu [--batch-size N] [--steps 20] [--json OUT]
+    python -m perf.gpu --smoke
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from bench.memory import tie_map
+from perf.memory import tie_map
 from tying_env.model import TiedGPT2, gpt2_config
-from tying_env.optim import InnerOptimizer
 from tying_env.presets import make_config
+from tying_env.training import InnerOptimizer
 
 TIED_FRACTION = 0.75
 DEFAULT_BATCH = {"gpt2": 8, "paper": 16}  # sized for one H200 (seq 1024 / seq 256)
@@ -37,7 +37,7 @@ COLUMNS = ("shape", "ties", "trainable params", "batch", "seq", "dtype", "step m
 
 
 def shape_settings(name: str) -> dict[str, Any]:
-    """Model shape and inner-training settings of a preset (``smoke``: a tiny ``tiny``)."""
+    """Model shape and inner-training settings of a preset (`smoke`: a tiny `tiny`)."""
     cfg = make_config("tiny", **SMOKE_SHAPE) if name == "smoke" else make_config(
         name, batch_size=DEFAULT_BATCH[name])
     keys = ("n_layer", "n_embd", "n_head", "seq_len", "vocab_size", "batch_size", "lr",
@@ -47,7 +47,7 @@ def shape_settings(name: str) -> dict[str, Any]:
 
 def run_row(shape: dict[str, Any], ties: list[int] | None, mode: str, steps: int, warmup: int,
             device: torch.device) -> dict[str, Any]:
-    """One table row: the timing of :func:`train_steps`, or its out-of-memory status."""
+    """One table row: the timing of `train_steps`, or its out-of-memory status."""
     cuda = device.type == "cuda"
     row: dict[str, Any] = {"batch": shape["batch_size"], "seq": shape["seq_len"],
                            "dtype": "bf16 autocast" if cuda else "fp32", "status": "ok",
@@ -69,7 +69,7 @@ def run_row(shape: dict[str, Any], ties: list[int] | None, mode: str, steps: int
 
 def train_steps(shape: dict[str, Any], ties: list[int] | None, mode: str, steps: int,
                 warmup: int, device: torch.device) -> dict[str, float]:
-    """Train ``warmup + steps`` steps on random tokens; time the last ``steps``."""
+    """Train `warmup + steps` steps on random tokens; time the last `steps`."""
     cuda = device.type == "cuda"
     batch, seq = shape["batch_size"], shape["seq_len"]
     torch.manual_seed(0)

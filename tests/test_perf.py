@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu, memory, speed  # bench/ is importable from the repo root (pythonpath)
-from tying_env.corpus import default_shared_data_dir
+from perf import gpu, memory, speed  # perf/ is importable from the repo root (pythonpath)
+from tying_env.data.corpus import default_shared_data_dir
 from tying_env.presets import PRESETS
 
 TINY = ["--n-layer", "4", "--n-embd", "32", "--n-head", "2", "--seq-len", "16",
@@ -55,7 +55,7 @@ def test_speed_env_overhead(capsys, cache_dir: Path) -> None:
 def test_reference_tying_skips_weight_gradients() -> None:
     import torch
 
-    from bench.reference import ReferenceGPT, tie_published
+    from perf.reference import ReferenceGPT, tie_published
 
     model = ReferenceGPT(3, 16, 2, 8, 32, dropout=0.0)
     tie_published(model, [0, 0, 2])

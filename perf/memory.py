@@ -1,9 +1,9 @@
 """Memory benchmark: bytes of parameters, gradients and optimizer state under tying.
 
-For the ``small`` preset the model is built and *measured*: one real AdamW
+For the `small` preset the model is built and *measured*: one real AdamW
 step, then the real tensors are walked. For the GPT-2 shapes (small, medium,
 large, XL) and the published run's shape the model is built on PyTorch's
-``meta`` device, so nothing is allocated, and counted. Every row is checked
+`meta` device, so nothing is allocated, and counted. Every row is checked
 against the analytic count of unique trainable tensors.
 
     python bench/memory.py [--out docs/results/memory.md]
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from tying_env.model import MemoryBytes, TiedGPT2, gpt2_config
-from tying_env.optim import InnerOptimizer
 from tying_env.presets import PRESETS
+from tying_env.training import InnerOptimizer
 
 SHAPES = {  # name: (n_layer, n_embd, n_head, seq_len, vocab)
     "small preset": None,
@@ -33,10 +33,10 @@ TOLERANCE = 0.01
 
 
 def tie_map(n_layer: int, fraction: float) -> list[int]:
-    """A map with ``round(fraction * L)`` tied layers, roots spread evenly.
+    """A map with `round(fraction * L)` tied layers, roots spread evenly.
 
     Each root is followed by the layers that copy it (SEQUENCE sharing);
-    ``fraction=1`` stands for the largest possible: one root, L - 1 tied.
+    `fraction=1` stands for the largest possible: one root, L - 1 tied.
     """
     n_roots = max(1, n_layer - round(fraction * n_layer)) if fraction < 1 else 1
     starts = sorted({round(k * n_layer / n_roots) for k in range(n_roots)})
@@ -51,8 +51,8 @@ def tie_map(n_layer: int, fraction: float) -> list[int]:
 def analytic(n_layer: int, n_embd: int, seq_len: int, vocab: int, n_roots: int) -> MemoryBytes:
     """Closed-form count of unique trainable float32 tensors of a tied GPT-2.
 
-    Embeddings (``V n``, tied to the LM head, counted once), positions (``S n``),
-    the final norm (``2 n``) and per root block ``12 n^2 + 13 n`` elements in 12
+    Embeddings (`V n`, tied to the LM head, counted once), positions (`S n`),
+    the final norm (`2 n`) and per root block `12 n^2 + 13 n` elements in 12
     tensors. Gradients equal parameters; AdamW keeps two moments and a 4-byte step
     per tensor.
     """

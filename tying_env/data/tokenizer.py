@@ -7,13 +7,14 @@ Every tokenizer has `name` (a stable identity string, used in cache keys), `voca
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from tying_env.errors import SettingError
+from tying_env.files import write_bytes
 
 BPE_FORMAT_VERSION = 1
 EOT = "<|endoftext|>"
@@ -52,19 +53,6 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style pre-tokenisation) from the `tokenizers` library."""
 
@@ -81,9 +69,8 @@ class BPETokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if vocab_size < 257:
-            raise ValueError(
-                f"vocab_size={vocab_size} is too small for byte-level BPE (need >= 257)"
-            )
+            raise SettingError("vocab_size", f"vocab_size={vocab_size} is too small for "
+                                             "byte-level BPE (need >= 257)")
         settings = f"bpe|v{BPE_FORMAT_VERSION}|vocab={vocab_size}|special={EOT}"
         key = hashlib.sha256((settings + "|" + sha256_text(train_text)).encode()).hexdigest()
         name = f"bpe-v{BPE_FORMAT_VERSION}-{vocab_size}-{key[:16]}"
@@ -102,7 +89,7 @@ class BPETokenizer:
         )
         tok.train_from_iterator(_batches(text_lines(train_text)), trainer=trainer)
         if path is not None:
-            atomic_write_bytes(path, tok.to_str().encode("utf-8"))
+            write_bytes(path, tok.to_str().encode("utf-8"))
         return cls(tok, name)
 
     def encode(self, text: str) -> np.ndarray:
@@ -162,7 +149,8 @@ class HFTokenizer:
             tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path,
                                                 local_files_only=True)
         except Exception as e:
-            raise ValueError(
+            raise SettingError(
+                "tokenizer",
                 f"tokenizer={name_or_path!r} is not a known kind, a local tokenizer folder or a "
                 f"tokenizer in the local Hugging Face cache ({type(e).__name__}: {e}). "
                 f"Allowed: {TOKENIZER_CHOICES}."
@@ -192,7 +180,8 @@ def build_tokenizer(
 ) -> Tokenizer:
     """"bpe" (trained on `train_text`, cached under `cache_dir`), "char", or an HF tokenizer."""
     if not isinstance(kind, str) or not kind:
-        raise ValueError(f"tokenizer={kind!r} is not allowed; use {TOKENIZER_CHOICES}")
+        raise SettingError("tokenizer", f"tokenizer={kind!r} is not allowed; use "
+                                        f"{TOKENIZER_CHOICES}")
     if kind == "bpe":
         return BPETokenizer.train(train_text, vocab_size, cache_dir)
     if kind == "char":

@@ -1,0 +1,312 @@
+"""The inner training run: what one episode trains, with no Gymnasium in sight.
+
+- `InnerOptimizer`: AdamW that follows every change of the tie map.
+  After each decision, `InnerOptimizer.sync` receives the model's current
+  trainable tensors: the state of tensors that are gone (a root became tied) is
+  deleted, so its memory is freed, and new tensors (an untied clone) start with
+  fresh state. Tensors that survive (a root handed to its lowest dependent
+  included) keep their state.
+- Windows of token ids: `sample_windows` (random training batches),
+  `spread_windows` (a fixed evaluation subset), `split_windows`
+  (a whole split).
+- `TrainingRun`: one seeded training run of a tied GPT-2 on a corpus:
+  apply a decision, train a few steps, evaluate; its complete state for
+  checkpoints (`TrainingRun.state` / `TrainingRun.restore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tying_env import checkpoint as ckpt
+from tying_env import ties as tm
+from tying_env.data.corpus import Corpus
+from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.presets import EnvConfig
+from tying_env.ties import Transition
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int | None, cosine: bool) -> float:
+    """Linear warm-up to 1, then constant or cosine decay to 0.1 at `total_steps`."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine or not total_steps:
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class InnerOptimizer:
+    """AdamW with weight decay, gradient clipping and an optional warm-up/cosine schedule."""
+
+    def __init__(self, params: Sequence[nn.Parameter], lr: float, weight_decay: float = 0.01,
+                 grad_clip: float = 1.0, warmup_steps: int = 0, total_steps: int | None = None,
+                 cosine: bool = False):
+        self.base_lr = lr
+        self.grad_clip = grad_clip
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.cosine = cosine
+        self.steps = 0
+        self.optimizer = torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
+        self.set_lr()
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return self.optimizer.param_groups[0]["params"]
+
+    def sync(self, params: Sequence[nn.Parameter]) -> None:
+        """Follow the model's trainable tensors: free state of removed ones."""
+        params = list(params)
+        keep = {id(p) for p in params}
+        for p in list(self.optimizer.state):
+            if id(p) not in keep:
+                del self.optimizer.state[p]
+        for p in self.params:
+            if id(p) not in keep:
+                p.grad = None  # the gradient of a freed tensor must not linger either
+        self.optimizer.param_groups[0]["params"] = params
+
+    def step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, update; returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.steps += 1
+        self.set_lr()
+        return float(norm)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def set_lr(self) -> None:
+        """Set the learning rate of the schedule at the current step count."""
+        factor = lr_factor(self.steps, self.warmup_steps, self.total_steps, self.cosine)
+        self.optimizer.param_groups[0]["lr"] = self.base_lr * factor
+
+
+# ------------------------------------------------------------------ windows
+def sample_windows(tokens: np.ndarray, rng: np.random.Generator, batch_size: int,
+                   seq_len: int) -> np.ndarray:
+    """`batch_size` random windows of `seq_len + 1` tokens, shape [batch, seq_len + 1]."""
+    starts = rng.integers(0, len(tokens) - seq_len - 1, size=batch_size)
+    return np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)])
+
+
+def spread_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
+    """`n` windows of `seq_len + 1` tokens spread evenly over `tokens`."""
+    starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)
+    return np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)])
+
+
+def split_windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
+    """A whole split as non-overlapping windows [N, seq_len + 1] (neighbours share a token)."""
+    n = (len(tokens) - 1) // seq_len
+    if n < 1:
+        raise ValueError(f"a split of {len(tokens)} tokens is shorter than one window of "
+                         f"{seq_len + 1}")
+    return np.asarray(tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)])
+
+
+# ------------------------------------------------------------------ the run
+def build_model(cfg: EnvConfig, vocab_size: int, ties: Sequence[int] | None = None) -> TiedGPT2:
+    """The tied GPT-2 of `cfg` (initialised from torch's current random state)."""
+    config = gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, vocab_size,
+                         cfg.dropout, cfg.activation)
+    return TiedGPT2(config, cfg.tie_mode, ties=ties)
+
+
+def initial_ties(cfg: EnvConfig) -> tm.TieMap | None:
+    """The tie map a fresh run starts from (None: every layer its own root)."""
+    return tm.all_first(cfg.n_layer) if cfg.initial_ties == "first" else None
+
+
+class TrainingRun:
+    """One seeded training run of a tied GPT-2 on a corpus.
+
+    `model_seed` initialises the weights; `data_seed` drives the choice of
+    training windows and, through a torch generator state kept apart from the
+    caller's, dropout. `seconds` accumulates the time spent training and
+    evaluating (for performance measurements).
+    """
+
+    def __init__(self, cfg: EnvConfig, corpus: Corpus, device: torch.device, model_seed: int,
+                 data_seed: int):
+        self.cfg = cfg
+        self.corpus = corpus
+        self.device = device
+        self.data_rng = np.random.default_rng(data_seed)
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(model_seed)
+            self.model = build_model(cfg, corpus.vocab_size, initial_ties(cfg)).to(device)
+            self.torch_rng = _rng_state(device)
+        self.optim = self._new_optimizer(self.model)
+        self.seconds = {"train": 0.0, "evaluate": 0.0}
+
+    # ---------------------------------------------------------------- decisions
+    def choose(self, layer: int, choice: int) -> Transition:
+        """Apply one decision (`choice < layer` copies it, else independent)."""
+        transition = self.model.choose(layer, choice)
+        if transition.changed:
+            self.optim.sync(self.model.trainable_parameters())
+        return transition
+
+    # ---------------------------------------------------------------- compute
+    def train(self, n_steps: int) -> float:
+        """Run `n_steps` optimizer steps on random windows; returns the last training loss.
+
+        Stops early, returning the non-finite loss, when the loss is NaN or inf.
+        """
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        self.model.train()
+        loss_value = float("nan")
+        try:
+            with self._own_rng():
+                for _ in range(n_steps):
+                    windows = sample_windows(self.corpus.train, self.data_rng, cfg.batch_size,
+                                             cfg.seq_len)
+                    x, y = self._batch(windows)
+                    with self._autocast():
+                        loss = self.model.loss(x, y)
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        return loss_value
+                    self.optim.step(loss)
+        finally:
+            self.seconds["train"] += time.perf_counter() - t0
+        return loss_value
+
+    @torch.no_grad()
+    def evaluate_loss(self, windows: np.ndarray, batch_size: int | None = None) -> float:
+        """Mean next-token loss (nats) of the current model on `windows` [N, seq_len + 1]."""
+        t0 = time.perf_counter()
+        self.model.eval()
+        batch_size = batch_size or self.cfg.batch_size
+        total, count = 0.0, 0
+        for start in range(0, len(windows), batch_size):
+            x, y = self._batch(windows[start:start + batch_size])
+            with self._autocast():
+                loss = self.model.loss(x, y)
+            total += float(loss) * y.numel()
+            count += y.numel()
+        self.seconds["evaluate"] += time.perf_counter() - t0
+        return total / count
+
+    def train_batch_loss(self) -> float:
+        """The loss of the model (eval mode) on one random training batch."""
+        windows = sample_windows(self.corpus.train, self.data_rng, self.cfg.batch_size,
+                                 self.cfg.seq_len)
+        return self.evaluate_loss(windows)
+
+    def _batch(self, windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.from_numpy(windows.astype(np.int64)).to(self.device)
+        return w[:, :-1], w[:, 1:]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _rng_devices(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Dropout draws from the run's own generator state, not from the caller's."""
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            _set_rng_state(self.device, self.torch_rng)
+            yield
+            self.torch_rng = _rng_state(self.device)
+
+    def _new_optimizer(self, model: TiedGPT2) -> InnerOptimizer:
+        cfg = self.cfg
+        total = cfg.max_sweeps * (cfg.n_layer - 1) * cfg.steps_per_decision
+        return InnerOptimizer(model.trainable_parameters(), cfg.lr,
+                              weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                              warmup_steps=cfg.warmup_steps, total_steps=total,
+                              cosine=cfg.cosine_schedule)
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> ckpt.Part:
+        """Everything the run needs to continue exactly: tensors and JSON-able metadata.
+
+        Tensors: `model/` (root blocks, embeddings, final norm), `optim/` (the
+        AdamW state, per trainable tensor in the order of
+        `model.trainable_parameters()`), `torch_rng/` (the dropout generator).
+        Metadata: the tie map, the schedule's step count, which tensors hold a
+        gradient (memory accounting sees them), the data sampler's generator.
+        """
+        model_tensors, model_meta = ckpt.module_state(self.model.lm)
+        optim_tensors, optim_meta = ckpt.optimizer_state(self.optim.optimizer)
+        tensors = {**ckpt.prefixed("model/", model_tensors),
+                   **ckpt.prefixed("optim/", optim_tensors),
+                   **{f"torch_rng/{i}": s.cpu() for i, s in enumerate(self.torch_rng)}}
+        params = self.model.trainable_parameters()
+        meta = dict(tie_map=list(self.model.ties), model=model_meta,
+                    optim=dict(steps=self.optim.steps, torch=optim_meta),
+                    grads=[i for i, p in enumerate(params) if p.grad is not None],
+                    data_rng=ckpt.generator_state(self.data_rng),
+                    torch_rng=len(self.torch_rng))
+        return tensors, meta
+
+    @classmethod
+    def restore(cls, cfg: EnvConfig, corpus: Corpus, device: torch.device,
+                tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> TrainingRun:
+        """The run saved by `state`; `CheckpointError`
+        names anything that does not fit `cfg`."""
+        ckpt.require(meta, ("tie_map", "model", "optim", "grads", "data_rng", "torch_rng"),
+                     "training run")
+        try:
+            ties = tm.validate(meta["tie_map"])
+        except (TypeError, ValueError) as e:
+            raise ckpt.CheckpointError(f"the saved tie map is invalid: {e}") from None
+        if len(ties) != cfg.n_layer:
+            raise ckpt.CheckpointError(f"the saved tie map {list(ties)} does not fit "
+                                       f"n_layer={cfg.n_layer}")
+        run = cls.__new__(cls)
+        run.cfg, run.corpus, run.device = cfg, corpus, device
+        with torch.random.fork_rng(devices=run._rng_devices()):  # the init is overwritten
+            model = build_model(cfg, corpus.vocab_size, ties)
+        ckpt.load_module_state(model.lm, ckpt.sub(tensors, "model/"), meta["model"], "model")
+        run.model = model.to(device)
+        run.optim = run._new_optimizer(run.model)
+        ckpt.load_optimizer_state(run.optim.optimizer, ckpt.sub(tensors, "optim/"),
+                                  meta["optim"]["torch"])
+        run.optim.steps = int(meta["optim"]["steps"])
+        run.optim.set_lr()
+        params = run.model.trainable_parameters()
+        if any(not 0 <= i < len(params) for i in meta["grads"]):
+            raise ckpt.CheckpointError(f"the saved gradient list {meta['grads']} does not fit "
+                                       f"{len(params)} trainable tensors")
+        for i in meta["grads"]:  # gradient values never matter (cleared before each step),
+            params[i].grad = torch.zeros_like(params[i])  # but memory accounting sees them
+        run.torch_rng = [tensors[f"torch_rng/{i}"].to("cpu")
+                         for i in range(int(meta["torch_rng"]))]
+        run.data_rng = ckpt.make_generator(meta["data_rng"])
+        run.seconds = {"train": 0.0, "evaluate": 0.0}
+        return run
+
+
+def _rng_state(device: torch.device) -> list[torch.Tensor]:
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _set_rng_state(device: torch.device, states: list[torch.Tensor]) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1], device)
