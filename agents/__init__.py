@@ -1,13 +1,43 @@
 """Agents for the layer-tying environments, behind one small interface.
 
-``agents.make(name, env, seed=0, **hparams)`` builds a registered agent;
-``agents.names()`` lists them. Importing this package registers the paper's
-Q-learner (``agents.qlearning``), the static baselines (``agents.baselines``)
-and the Stable-Baselines3 / sb3-contrib adapters (``agents.sb3``).
+`agents.make(name, env, seed=0, **hparams)` builds a registered agent;
+`agents.names()` lists them. The built-in agents are registered here by name and
+imported (with torch, and SB3 for the `agents.sb3` adapters) only when one is made,
+so `import agents` stays light.
+
+- `agents.qlearning`: `qlearning` (the paper's), `qlearning-plus`;
+- `agents.baselines`: `vanilla`, `albert`, `sequence`, `cycle`, `cycle-rev`,
+  `paper-sequence`, `paper-reverse`, `random`;
+- `agents.sb3`: `dqn`, `ppo`, `a2c`, `maskable-ppo`, `qrdqn`, `recurrent-ppo`.
 """
 
-from agents import baselines, qlearning, sb3
-from agents.base import Agent, OneEpisode, make, names, register, unregister
+from __future__ import annotations
 
-__all__ = ["Agent", "OneEpisode", "make", "names", "register", "unregister", "baselines",
-           "qlearning", "sb3"]
+import importlib
+from typing import Any
+
+from agents.registry import make, names, register, unregister
+
+# built-in agents, by name (each module's table: baselines.STATIC, sb3.ALGORITHMS)
+STATIC_AGENTS = ("vanilla", "albert", "sequence", "cycle", "cycle-rev", "paper-sequence",
+                 "paper-reverse")
+SB3_AGENTS = ("dqn", "ppo", "a2c", "maskable-ppo", "qrdqn", "recurrent-ppo")
+
+register("qlearning", "agents.qlearning:QLearningAgent")
+register("qlearning-plus", "agents.qlearning:QLearningPlusAgent")
+for _name in STATIC_AGENTS:
+    register(_name, "agents.baselines:StaticAgent", pattern=_name)
+register("random", "agents.baselines:RandomAgent")
+for _name in SB3_AGENTS:
+    register(_name, "agents.sb3:SB3Agent", algo=_name)
+
+# public names from agents.base, imported on first use
+_LAZY = {"Agent": "agents.base", "OneEpisode": "agents.base"}
+__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "make", "names", "register",
+           "unregister"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")

@@ -1,20 +1,23 @@
-"""The common agent interface, the one-episode guard, and the registry.
+"""The common agent interface, the one-episode guard and the saved-state format.
 
 Every agent learns online inside one training run (one episode), as the
 paper does, so all agents get the same inner training budget. An agent knows
-only the Gymnasium API plus ``action_masks()``.
+only the Gymnasium API plus `action_masks()`: the number of layers and the
+action mode from `action_space` (`Discrete(L)`: one layer per step;
+`MultiDiscrete`: a whole tie map per step), the episode's length from
+`info["budget"]` at reset.
 
-Checkpoints: :meth:`Agent.run` calls ``on_boundary()`` whenever the agent's
+Checkpoints: `Agent.run` calls `on_boundary()` whenever the agent's
 state is complete and consistent (for step-by-step agents: after every
-decision), and :meth:`Agent.get_state` / :meth:`Agent.set_state` hold that
+decision), and `Agent.get_state` / `Agent.set_state` hold that
 state as tensors plus JSON, so that a run can be stopped there and continued
-bit for bit (see ``agents.cli``).
+bit for bit (see `agents.runs.resume`). `Agent.save` writes the same state
+with `write_state`, one format for every agent.
 """
 
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,9 +25,11 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 from safetensors.torch import load_file, save_file
 
 from tying_env import checkpoint as ckpt
+from tying_env.files import atomic_write, write_json
 
 AgentState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
@@ -34,11 +39,11 @@ class OneEpisode(gym.Wrapper):
 
     Libraries such as Stable-Baselines3 reset an environment as soon as an
     episode ends, which would throw the trained model away. After the episode
-    this wrapper answers ``reset()`` with the last observation and leaves the
-    environment (and its model) untouched; a further ``step()`` raises.
+    this wrapper answers `reset()` with the last observation and leaves the
+    environment (and its model) untouched; a further `step()` raises.
 
-    :meth:`resume` starts it "already running" for an episode restored from a
-    checkpoint: the first ``reset()`` is answered with the restored observation.
+    `resume` starts it "already running" for an episode restored from a
+    checkpoint: the first `reset()` is answered with the restored observation.
     """
 
     def __init__(self, env: gym.Env):
@@ -49,10 +54,20 @@ class OneEpisode(gym.Wrapper):
         self._restored = False
 
     def resume(self, obs: np.ndarray, info: dict[str, Any]) -> None:
-        """Continue an episode restored underneath: answer the next ``reset()`` with it."""
+        """Continue an episode restored underneath: answer the next `reset()` with it."""
         self.started, self.finished = True, False
         self._last = (obs, info)
         self._restored = True
+
+    def start(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset now, and answer the next `reset()` with the same observation and info.
+
+        For an agent that needs the reset `info` (e.g. `info["budget"]`) before it
+        hands the environment to a library that resets it itself.
+        """
+        obs, info = self.reset(**kwargs)
+        self._restored = True
+        return obs, info
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         if self.finished or self._restored:
@@ -74,17 +89,32 @@ class OneEpisode(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
-        return self.env.unwrapped.action_masks()
+        return self.env.get_wrapper_attr("action_masks")()
 
 
-class Agent(ABC):
+def n_layers(space: spaces.Space) -> int:
+    """The number of layers a layer-tying action space decides."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(len(space.nvec))
+    raise ValueError(f"{space} is not a layer-tying action space (Discrete or MultiDiscrete)")
+
+
+def action_mode(space: spaces.Space) -> str:
+    """`"layer"` for `Discrete` (one layer per step), `"vector"` for `MultiDiscrete`."""
+    n_layers(space)  # raises for other spaces
+    return "layer" if isinstance(space, spaces.Discrete) else "vector"
+
+
+class Agent:
     """An agent that drives one episode of a layer-tying environment while it learns.
 
-    Subclasses set ``name`` and implement :meth:`run`. Agents that act step by
-    step can instead implement :meth:`act` and :meth:`observe` and use the
-    default :meth:`run` loop. Agents with state of their own (networks,
-    optimizers, random generators, counters) override :meth:`get_state` and
-    :meth:`set_state`; the defaults suit agents without any.
+    Subclasses set `name` and implement `run`. Agents that act step by
+    step can instead implement `act` and `observe` and use the
+    default `run` loop. Agents with state of their own (networks,
+    optimizers, random generators, counters) override `get_state` and
+    `set_state`; the defaults suit agents without any.
     """
 
     name: ClassVar[str] = ""
@@ -97,8 +127,8 @@ class Agent(ABC):
     def run(self, on_boundary: Callable[[], None] | None = None) -> None:
         """Run one episode, learning online, until it terminates or is truncated.
 
-        ``on_boundary()`` is called after every decision but the last, when the
-        agent has learned from it: a point where :meth:`get_state` is complete.
+        `on_boundary()` is called after every decision but the last, when the
+        agent has learned from it: a point where `get_state` is complete.
         """
         obs, info = self.env.reset(seed=self.seed)
         done = False
@@ -117,31 +147,33 @@ class Agent(ABC):
                 terminated: bool, truncated: bool, info: dict[str, Any]) -> None:
         """Learn from one transition (static agents ignore it)."""
 
-    @abstractmethod
     def save(self, path: str | Path) -> None:
-        """Save the agent's learned state under the folder ``path``."""
+        """Write `get_state` under the folder `path` (see `write_state`)."""
+        write_state(path, self.get_state(), agent=self.name)
 
-    def load(self, path: str | Path) -> None:  # noqa: B027
-        """Load state written by :meth:`save` into this agent (static agents: nothing)."""
+    def load(self, path: str | Path) -> None:
+        """Load what `save` wrote into this agent."""
+        self.set_state(*read_state(path))
 
     def get_state(self) -> AgentState:
         """Everything needed to continue exactly: tensors and JSON-able metadata.
 
         The default is no state at all (agents whose acts depend on nothing but
-        the observation); agents with state must override it and :meth:`set_state`.
+        the observation); agents with state must override it and `set_state`.
         """
         return {}, {}
 
     def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore what :meth:`get_state` returned (raise ValueError on a mismatch)."""
+        """Restore what `get_state` returned (raise ValueError on a mismatch)."""
         if tensors or meta:
             raise ckpt.CheckpointError(f"agent {self.name!r} keeps no state, but the saved "
                                        f"state holds {sorted(tensors) or sorted(meta)}")
 
 
-def write_state(path: str | Path, state: AgentState) -> None:
-    """Save an agent state into the folder ``path``: ``agent.json`` plus one
-    ``<group>.safetensors`` per first component of the tensor names (``qnet/...``)."""
+def write_state(path: str | Path, state: AgentState, agent: str | None = None) -> None:
+    """Save an agent state into the folder `path`: `agent.json` (the agent's name and
+    the JSON part) plus one `<group>.safetensors` per first component of the tensor
+    names (`qnet/...`). Safe files only: nothing is pickled."""
     tensors, meta = state
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -152,13 +184,14 @@ def write_state(path: str | Path, state: AgentState) -> None:
             raise ValueError(f"agent tensor name {key!r} must look like 'group/name'")
         groups.setdefault(group, {})[rest] = value.detach().to("cpu").contiguous()
     for group, entries in groups.items():
-        save_file(entries, str(path / f"{group}.safetensors"))
-    doc = {"state": meta, "tensor_files": sorted(groups)}
-    (path / "agent.json").write_bytes(ckpt.dumps(doc))
+        atomic_write(path / f"{group}.safetensors",
+                     lambda tmp, entries=entries: save_file(entries, str(tmp)))
+    write_json(path / "agent.json", {"agent": agent, "state": meta,
+                                     "tensor_files": sorted(groups)})
 
 
 def read_state(path: str | Path) -> AgentState:
-    """Read what :func:`write_state` wrote (no unpickling anywhere)."""
+    """Read what `write_state` wrote (no unpickling anywhere)."""
     path = Path(path)
     doc = json.loads((path / "agent.json").read_text(encoding="utf-8"))
     tensors: dict[str, torch.Tensor] = {}
@@ -168,32 +201,3 @@ def read_state(path: str | Path) -> AgentState:
         for key, value in load_file(str(path / f"{group}.safetensors")).items():
             tensors[f"{group}/{key}"] = value
     return tensors, doc["state"]
-
-
-AgentFactory = Callable[..., Agent]
-_REGISTRY: dict[str, AgentFactory] = {}
-
-
-def register(name: str, factory: AgentFactory) -> None:
-    """Make ``agents.make(name, env, ...)`` build an agent with ``factory(env, **kwargs)``."""
-    if name in _REGISTRY:
-        raise ValueError(f"agent name {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def unregister(name: str) -> None:
-    """Remove a registered agent (e.g. one registered by a test)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"agent={name!r} is not registered; registered: {', '.join(names())}")
-    del _REGISTRY[name]
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def make(name: str, env: gym.Env, **kwargs: Any) -> Agent:
-    """Build the registered agent ``name`` for ``env``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"agent={name!r} is unknown; allowed: {', '.join(names())}")
-    return _REGISTRY[name](env, **kwargs)

@@ -1,48 +1,45 @@
 """Static tying patterns, and a uniformly random agent.
 
-Every static agent plays one fixed tie map, given by :func:`tie_map` in the
-project's convention (``t[i] == i``: own weights; ``t[i] == r < i``: runs root
-``r``'s weights). In layer mode it answers ``t[i]`` for the layer in
-``info["layer"]`` (``t[i] == i`` is the "independent" action); in vector mode it
+Every static agent plays one fixed tie map, given by `tie_map` in the
+project's convention (`t[i] == i`: own weights; `t[i] == r < i`: runs root
+`r`'s weights). In layer mode it answers `t[i]` for the layer in
+`info["layer"]` (`t[i] == i` is the "independent" action); in vector mode it
 answers the whole map. Because the environment applies choices for layers
 1..L-1 in order and every entry points at a root, one sweep reaches exactly
 the map, and later sweeps keep it.
 
 | name             | pattern (L = 6)        | source                                    |
 |------------------|------------------------|-------------------------------------------|
-| ``vanilla``      | ``0 1 2 3 4 5``        | conventional training, nothing tied       |
-| ``albert``       | ``0 0 0 0 0 0``        | one block for all layers (ALBERT)         |
-| ``sequence``     | blocks ``0 0 1 1 2 2`` (M = 3) | Takase & Kiyono 2021, SEQUENCE    |
-| ``cycle``        | blocks ``0 1 2 0 1 2`` (M = 3) | Takase & Kiyono 2021, CYCLE       |
-| ``cycle-rev``    | blocks ``0 1 2 2 1 0`` (M = 3) | Takase & Kiyono 2021, CYCLE (REV) |
-| ``paper-sequence`` | ``0 0 2 2 4 4``      | Hay & Wolf's "sequence" ablation          |
-| ``paper-reverse``  | ``0 1 2 2 1 0``      | Hay & Wolf's "reverse" ablation           |
-| ``random``       | a uniform valid choice at every decision (seeded) |                |
+| `vanilla`      | `0 1 2 3 4 5`        | conventional training, nothing tied       |
+| `albert`       | `0 0 0 0 0 0`        | one block for all layers (ALBERT)         |
+| `sequence`     | blocks `0 0 1 1 2 2` (M = 3) | Takase & Kiyono 2021, SEQUENCE    |
+| `cycle`        | blocks `0 1 2 0 1 2` (M = 3) | Takase & Kiyono 2021, CYCLE       |
+| `cycle-rev`    | blocks `0 1 2 2 1 0` (M = 3) | Takase & Kiyono 2021, CYCLE (REV) |
+| `paper-sequence` | `0 0 2 2 4 4`      | Hay & Wolf's "sequence" ablation          |
+| `paper-reverse`  | `0 1 2 2 1 0`      | Hay & Wolf's "reverse" ablation           |
+| `random`       | a uniform valid choice at every decision (seeded) |                |
 
-The Takase & Kiyono patterns use ``M = n_unique`` blocks over L layers; a
+The Takase & Kiyono patterns use `M = n_unique` blocks over L layers; a
 layer's tie-map entry is the first layer that uses its block. The default
-``n_unique = max(1, L // 4)`` is the fewest blocks that leave at least 75% of
+`n_unique = max(1, L // 4)` is the fewest blocks that leave at least 75% of
 the layers tied (the paper's headline regime): 3 blocks for L = 12, 1 block
 (the ALBERT map) for L < 8. When M does not divide L:
 
-- ``sequence``: the first ``L mod M`` blocks get one layer more
-  (L = 7, M = 3: blocks ``0 0 0 1 1 2 2``);
-- ``cycle``: the last repetition is cut short (L = 7, M = 3: ``0 1 2 0 1 2 0``);
-- ``cycle-rev``: the last M layers run the blocks in reverse order, the layers
-  before them cycle (L = 7, M = 3: ``0 1 2 0 2 1 0``).
+- `sequence`: the first `L mod M` blocks get one layer more
+  (L = 7, M = 3: blocks `0 0 0 1 1 2 2`);
+- `cycle`: the last repetition is cut short (L = 7, M = 3: `0 1 2 0 1 2 0`);
+- `cycle-rev`: the last M layers run the blocks in reverse order, the layers
+  before them cycle (L = 7, M = 3: `0 1 2 0 2 1 0`).
 """
 
 from __future__ import annotations
 
-import json
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from agents.base import Agent, AgentState, register
+from agents.base import Agent, AgentState, action_mode, n_layers
 from tying_env import checkpoint as ckpt
 from tying_env import ties as tm
 
@@ -68,7 +65,7 @@ def blocks(name: str, n_layer: int, n_unique: int) -> list[int]:
 
 
 def tie_map(name: str, n_layer: int, n_unique: int | None = None) -> tm.TieMap:
-    """The tie map of the static pattern ``name`` for ``n_layer`` layers (validated)."""
+    """The tie map of the static pattern `name` for `n_layer` layers (validated)."""
     L = n_layer
     if name not in STATIC:
         raise ValueError(f"pattern {name!r} is unknown; allowed: {', '.join(STATIC)}")
@@ -96,28 +93,31 @@ class StaticAgent(Agent):
                  n_unique: int | None = None):
         super().__init__(env, seed, **({} if n_unique is None else {"n_unique": n_unique}))
         self.name = pattern  # type: ignore[misc]  # one class, one registry name per pattern
-        cfg = env.unwrapped.cfg
-        self.action_mode: str = cfg.action_mode
-        self.ties = tie_map(pattern, cfg.n_layer, n_unique)
+        self.action_mode: str = action_mode(env.action_space)
+        self.ties = tie_map(pattern, n_layers(env.action_space), n_unique)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         if self.action_mode == "vector":
             return np.asarray(self.ties, dtype=np.int64)
         return self.ties[int(info["layer"])]
 
-    def save(self, path: str | Path) -> None:
-        """Writes ``agent.json`` (pattern and tie map) for the record; nothing is learned."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = dict(agent=self.name, seed=self.seed, hparams=self.hparams, tie_map=self.ties)
-        (path / "agent.json").write_text(json.dumps(meta, indent=2))
+    def get_state(self) -> AgentState:
+        """The pattern's tie map, for the record: nothing is learned."""
+        return {}, {"agent": self.name, "tie_map": list(self.ties)}
+
+    def set_state(self, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+        ckpt.require(meta, ("agent", "tie_map"), f"agent {self.name!r}")
+        if meta["agent"] != self.name or list(meta["tie_map"]) != list(self.ties):
+            raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r} with tie "
+                                       f"map {meta['tie_map']}; this is {self.name!r} with "
+                                       f"{list(self.ties)}")
 
 
 class RandomAgent(Agent):
     """A uniform choice among the valid options at every decision, from its own seeded RNG.
 
-    Layer mode: uniform over ``action_masks()`` (the ``i + 1`` distinct choices);
-    vector mode: entry ``i`` uniform over ``0..i``.
+    Layer mode: uniform over `action_masks()` (the `i + 1` distinct choices);
+    vector mode: entry `i` uniform over `0..i`.
     """
 
     name = "random"
@@ -130,17 +130,8 @@ class RandomAgent(Agent):
         space = self.env.action_space
         if isinstance(space, gym.spaces.MultiDiscrete):
             return self.rng.integers(space.nvec)
-        return int(self.rng.choice(np.flatnonzero(self.env.unwrapped.action_masks())))
-
-    def save(self, path: str | Path) -> None:
-        """Writes ``agent.json`` with the RNG state."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = dict(agent=self.name, seed=self.seed, rng=self.rng.bit_generator.state)
-        (path / "agent.json").write_text(json.dumps(meta, indent=2))
-
-    def load(self, path: str | Path) -> None:
-        self.rng = ckpt.make_generator(json.loads((Path(path) / "agent.json").read_text())["rng"])
+        masks = self.env.get_wrapper_attr("action_masks")()
+        return int(self.rng.choice(np.flatnonzero(masks)))
 
     def get_state(self) -> AgentState:
         """The generator's state: the only thing this agent keeps."""
@@ -152,8 +143,3 @@ class RandomAgent(Agent):
             raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r}, "
                                        f"this is {self.name!r}")
         self.rng = ckpt.make_generator(meta["rng"])
-
-
-for _name in STATIC:
-    register(_name, partial(StaticAgent, pattern=_name))
-register(RandomAgent.name, RandomAgent)

@@ -1,37 +1,36 @@
 """The paper's Q-learner (Hay & Wolf, ICLR 2024), and a repaired variant.
 
-``qlearning`` reproduces the published driver in every listed detail
+`qlearning` reproduces the published driver in every listed detail
 (DESIGN.md section 2):
 
-- the Q-network is an MLP: input the tie map as raw integers (``obs[:L]``),
-  one hidden layer of 128 units, ReLU, ``L(L+1)/2`` outputs;
-- layer ``i`` owns the outputs ``[i(i+1)/2, i(i+1)/2 + i + 1)``: index ``j < i``
-  means "copy layer j", index ``i`` means "train independently" (the agent
-  returns action ``i``, which the environment reads as independent);
+- the Q-network is an MLP: input the tie map as raw integers (`obs[:L]`),
+  one hidden layer of 128 units, ReLU, `L(L+1)/2` outputs;
+- layer `i` owns the outputs `[i(i+1)/2, i(i+1)/2 + i + 1)`: index `j < i`
+  means "copy layer j", index `i` means "train independently" (the agent
+  returns action `i`, which the environment reads as independent);
 - epsilon-greedy: epsilon starts at 1.0, is multiplied by 0.95 after every
-  sweep, floor 0.01; a random action is uniform over the ``i + 1`` choices;
+  sweep, floor 0.01; a random action is uniform over the `i + 1` choices;
 - one TD step per decision, no replay buffer, no target network:
-  ``target = clip(r, -10, 10) + 0.99 * max Q(next state)[slice of the SAME layer]``,
+  `target = clip(r, -10, 10) + 0.99 * max Q(next state)[slice of the SAME layer]`,
   MSE loss on the chosen output, AdamW (lr 1e-3, weight decay 0.01);
 - the published code bootstraps even from the last transition of an episode
-  (``bootstrap_at_end=True``, the default here); set it to False to use the
+  (`bootstrap_at_end=True`, the default here); set it to False to use the
   clipped reward alone as the target when the episode ends.
 
-``qlearning-plus`` is NOT the paper's algorithm: a DQN-style repair with a
+`qlearning-plus` is NOT the paper's algorithm: a DQN-style repair with a
 replay buffer, a hard-updated target network, and a target that bootstraps
 from the NEXT decision's layer (the layer the next state is about), with no
 bootstrap after a diverged (terminated) run. It uses the same network,
 output layout, exploration schedule and action set (it masks nothing extra).
 
-Both only play layer mode (``action_mode="layer"``). The layer being decided
-is read from the observation's one-hot (``obs[L:2L]``), the sweep count from
-``info["sweep"]``.
+Both only play layer mode (`action_mode="layer"`). The layer being decided
+is read from the observation's one-hot (`obs[L:2L]`), the sweep count from
+`info["sweep"]`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.base import Agent, AgentState, read_state, register, write_state
+from agents.base import Agent, AgentState, action_mode, n_layers
 from tying_env import checkpoint as ckpt
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -48,39 +47,39 @@ ArrayLike = np.ndarray | torch.Tensor
 
 # ------------------------------------------------------------------ the pure pieces
 def n_outputs(n_layer: int) -> int:
-    """Size of the Q-network's output: ``L(L+1)/2``."""
+    """Size of the Q-network's output: `L(L+1)/2`."""
     return n_layer * (n_layer + 1) // 2
 
 
 def slice_of(i: int) -> slice:
-    """The outputs owned by layer ``i``: ``[i(i+1)/2, i(i+1)/2 + i + 1)``."""
+    """The outputs owned by layer `i`: `[i(i+1)/2, i(i+1)/2 + i + 1)`."""
     start = i * (i + 1) // 2
     return slice(start, start + i + 1)
 
 
 def greedy(q: ArrayLike, i: int) -> int:
-    """The best choice for layer ``i`` (``j < i``: copy j, ``i``: independent); ties: lowest."""
+    """The best choice for layer `i` (`j < i`: copy j, `i`: independent); ties: lowest."""
     return int(np.argmax(_numpy(q)[slice_of(i)]))
 
 
 def td_target(reward: float, q_next: ArrayLike, i: int, gamma: float = 0.99,
               clip: float = 10.0) -> float:
-    """``clip(reward, -clip, clip) + gamma * max(q_next[slice_of(i)])``.
+    """`clip(reward, -clip, clip) + gamma * max(q_next[slice_of(i)])`.
 
     The paper bootstraps from the slice of the layer that was just decided
-    (``i``), evaluated at the next tie map.
+    (`i`), evaluated at the next tie map.
     """
     return float(np.clip(reward, -clip, clip) + gamma * np.max(_numpy(q_next)[slice_of(i)]))
 
 
 def epsilon_after(sweeps: int, start: float = 1.0, decay: float = 0.95,
                   floor: float = 0.01) -> float:
-    """Exploration rate after ``sweeps`` completed sweeps."""
+    """Exploration rate after `sweeps` completed sweeps."""
     return max(floor, start * decay**sweeps)
 
 
 def random_choice(i: int, rng: np.random.Generator) -> int:
-    """A uniform choice among layer ``i``'s ``i + 1`` options (``i`` = independent)."""
+    """A uniform choice among layer `i`'s `i + 1` options (`i` = independent)."""
     return int(rng.integers(i + 1))
 
 
@@ -127,11 +126,10 @@ class QLearningAgent(Agent):
 
     def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
         super().__init__(env, seed, **hparams)
-        cfg = env.unwrapped.cfg
-        if cfg.action_mode != "layer":
-            raise ValueError(f"agent {self.name!r} plays action_mode='layer' only, "
-                             f"got action_mode={cfg.action_mode!r}")
-        self.n_layer: int = cfg.n_layer
+        if action_mode(env.action_space) != "layer":
+            raise ValueError(f"agent {self.name!r} plays action_mode='layer' only (a Discrete "
+                             f"action space), got action_mode='vector' ({env.action_space})")
+        self.n_layer: int = n_layers(env.action_space)
         self.cfg = self._config(hparams)
         self.rng = np.random.default_rng(seed)
         self.qnet = self._new_network(seed)
@@ -192,7 +190,7 @@ class QLearningAgent(Agent):
 
     @torch.no_grad()
     def q_values(self, ties: np.ndarray) -> np.ndarray:
-        """All ``L(L+1)/2`` Q-values for one tie map."""
+        """All `L(L+1)/2` Q-values for one tie map."""
         return self.qnet(torch.as_tensor(ties, dtype=torch.float32)).numpy()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> int:
@@ -220,8 +218,8 @@ class QLearningAgent(Agent):
                truncated: bool = False) -> float:
         """One TD step on one transition; returns the loss.
 
-        The paper's target uses ``layer``'s slice at ``next_ties``
-        (``next_layer`` is ignored here; ``qlearning-plus`` uses it).
+        The paper's target uses `layer`'s slice at `next_ties`
+        (`next_layer` is ignored here; `qlearning-plus` uses it).
         """
         cfg = self.cfg
         choice = min(action, layer)  # any action >= layer means independent
@@ -239,7 +237,7 @@ class QLearningAgent(Agent):
 
     # ---------------------------------------------------------- persistence
     def get_state(self) -> AgentState:
-        """Q-network (``qnet/``), AdamW state (``optim/``), epsilon, counters and the RNG."""
+        """Q-network (`qnet/`), AdamW state (`optim/`), epsilon, counters and the RNG."""
         qnet, qnet_meta = ckpt.module_state(self.qnet)
         optim, optim_meta = ckpt.optimizer_state(self.optimizer)
         meta = dict(agent=self.name, n_layer=self.n_layer, seed=self.seed,
@@ -250,7 +248,7 @@ class QLearningAgent(Agent):
         return {**ckpt.prefixed("qnet/", qnet), **ckpt.prefixed("optim/", optim)}, meta
 
     def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore :meth:`get_state`, hyperparameters included (they define the network)."""
+        """Restore `get_state`, hyperparameters included (they define the network)."""
         ckpt.require(meta, ("agent", "n_layer", "hparams", "epsilon", "sweeps", "decisions",
                             "last_loss", "rng", "qnet", "optimizer"), f"agent {self.name!r}")
         if meta["agent"] != self.name or meta["n_layer"] != self.n_layer:
@@ -266,16 +264,6 @@ class QLearningAgent(Agent):
         self.sweeps, self.decisions = int(meta["sweeps"]), int(meta["decisions"])
         self.last_loss = ckpt.from_exact(meta["last_loss"])
         self.rng = ckpt.make_generator(meta["rng"])
-
-    def save(self, path: str | Path) -> None:
-        """Write :meth:`get_state` under ``path``: ``qnet.safetensors``, ``optim.safetensors``
-        (and, for ``qlearning-plus``, ``target.safetensors`` and ``replay.safetensors``),
-        ``agent.json``."""
-        write_state(path, self.get_state())
-
-    def load(self, path: str | Path) -> None:
-        """Restore the state written by :meth:`save` (network, optimizer, epsilon, RNG)."""
-        self.set_state(*read_state(path))
 
 
 # ------------------------------------------------------------------ not the paper's
@@ -293,10 +281,10 @@ class QLearningPlusConfig(QLearningConfig):
 class QLearningPlusAgent(QLearningAgent):
     """NOT the paper's algorithm: replay buffer, target network, next-layer bootstrap.
 
-    Target: ``clip(r) + gamma * (1 - terminated) * max Q_target(s')[slice of the next
-    decision's layer]``, so the value chains decision after decision instead of
+    Target: `clip(r) + gamma * (1 - terminated) * max Q_target(s')[slice of the next
+    decision's layer]`, so the value chains decision after decision instead of
     pointing back at the layer just decided. Each decision stores the transition
-    and, once ``learning_starts`` are stored, takes one gradient step on a batch
+    and, once `learning_starts` are stored, takes one gradient step on a batch
     sampled uniformly (without replacement) from the buffer.
     """
 
@@ -346,7 +334,7 @@ class QLearningPlusAgent(QLearningAgent):
         return float(loss.detach())
 
     def get_state(self) -> AgentState:
-        """As ``qlearning``, plus the target network (``target/``) and the buffer (``replay/``)."""
+        """As `qlearning`, plus the target network (`target/`) and the buffer (`replay/`)."""
         tensors, meta = super().get_state()
         target, meta["target"] = ckpt.module_state(self.target)
         replay = {k: torch.from_numpy(np.ascontiguousarray(v))
@@ -410,7 +398,3 @@ class ReplayBuffer:
         for key, value in self.data.items():
             value[:size] = state[key]
         self.size, self.pos = size, pos
-
-
-register(QLearningAgent.name, QLearningAgent)
-register(QLearningPlusAgent.name, QLearningPlusAgent)

@@ -1,67 +1,67 @@
 """Stable-Baselines3 and sb3-contrib algorithms as online agents for one training run.
 
-One adapter, :class:`SB3Agent`, builds the algorithm's model on the
-environment and runs ``model.learn(total_timesteps=budget)`` for exactly one
+One adapter, `SB3Agent`, builds the algorithm's model on the
+environment and runs `model.learn(total_timesteps=budget)` for exactly one
 episode (one training run of the transformer), learning as it goes, like the
 paper's Q-learner.
 
-Why the environment is wrapped in :class:`agents.base.OneEpisode`: SB3 resets
-its environments when ``learn()`` starts and again as soon as an episode ends
+Why the environment is wrapped in `agents.base.OneEpisode`: SB3 resets
+its environments when `learn()` starts and again as soon as an episode ends
 (and on-policy algorithms keep stepping until their rollout buffer is full).
-A reset would throw the trained transformer away. ``OneEpisode`` answers the
+A reset would throw the trained transformer away. `OneEpisode` answers the
 reset after the end with the last observation and keeps the finished model;
-a callback stops ``learn()`` at the episode's end so that no step is taken
+a callback stops `learn()` at the episode's end so that no step is taken
 after it (on-policy algorithms skip the update on the partial last rollout).
 
 | name            | algorithm                 | action modes      |
 |-----------------|---------------------------|-------------------|
-| ``dqn``         | ``stable_baselines3.DQN``   | layer             |
-| ``ppo``         | ``stable_baselines3.PPO``   | layer, vector     |
-| ``a2c``         | ``stable_baselines3.A2C``   | layer, vector     |
-| ``maskable-ppo``| ``sb3_contrib.MaskablePPO`` | layer, vector (masks via ``action_masks()``) |
-| ``qrdqn``       | ``sb3_contrib.QRDQN``       | layer             |
-| ``recurrent-ppo``| ``sb3_contrib.RecurrentPPO`` | layer, vector |
+| `dqn`         | `stable_baselines3.DQN`   | layer             |
+| `ppo`         | `stable_baselines3.PPO`   | layer, vector     |
+| `a2c`         | `stable_baselines3.A2C`   | layer, vector     |
+| `maskable-ppo`| `sb3_contrib.MaskablePPO` | layer, vector (masks via `action_masks()`) |
+| `qrdqn`       | `sb3_contrib.QRDQN`       | layer             |
+| `recurrent-ppo`| `sb3_contrib.RecurrentPPO` | layer, vector |
 
-Defaults, sized for short online runs (``budget`` = decisions per episode;
-every one can be overridden by a keyword, and ``policy=...`` replaces the
+Defaults, sized for short online runs (`budget` = decisions per episode;
+every one can be overridden by a keyword, and `policy=...` replaces the
 policy name):
 
-- all: ``device="cpu"``, ``seed`` = the agent's seed, ``verbose=0``,
-  ``policy_kwargs=dict(net_arch=[64, 64])`` (MLP policies);
-- ``ppo``, ``maskable-ppo``: ``n_steps=16, batch_size=16, n_epochs=4,
-  learning_rate=3e-4, ent_coef=0.01``;
-- ``recurrent-ppo``: the same with ``MlpLstmPolicy``,
-  ``policy_kwargs=dict(lstm_hidden_size=64, net_arch=[64])``;
-- ``a2c``: ``n_steps=8, ent_coef=0.01`` (``learning_rate=7e-4``, SB3's default);
-- ``dqn``, ``qrdqn``: ``learning_rate=1e-3, buffer_size=10_000, batch_size=32,
+- all: `device="cpu"`, `seed` = the agent's seed, `verbose=0`,
+  `policy_kwargs=dict(net_arch=[64, 64])` (MLP policies);
+- `ppo`, `maskable-ppo`: `n_steps=16, batch_size=16, n_epochs=4,
+  learning_rate=3e-4, ent_coef=0.01`;
+- `recurrent-ppo`: the same with `MlpLstmPolicy`,
+  `policy_kwargs=dict(lstm_hidden_size=64, net_arch=[64])`;
+- `a2c`: `n_steps=8, ent_coef=0.01` (`learning_rate=7e-4`, SB3's default);
+- `dqn`, `qrdqn`: `learning_rate=1e-3, buffer_size=10_000, batch_size=32,
   learning_starts=min(16, max(1, budget // 10)), train_freq=1, gradient_steps=1,
   target_update_interval=max(1, budget // 20), exploration_fraction=0.5,
-  exploration_initial_eps=1.0, exploration_final_eps=0.05`` (the fraction is of
-  ``total_timesteps = budget``, i.e. epsilon reaches its floor half-way through
-  the episode); ``qrdqn`` adds ``n_quantiles=25`` to its policy kwargs.
+  exploration_initial_eps=1.0, exploration_final_eps=0.05` (the fraction is of
+  `total_timesteps = budget`, i.e. epsilon reaches its floor half-way through
+  the episode); `qrdqn` adds `n_quantiles=25` to its policy kwargs.
 
-Note: SB3 seeds Python's, NumPy's and torch's global RNGs from ``seed`` when
+Note: SB3 seeds Python's, NumPy's and torch's global RNGs from `seed` when
 it builds a model (SB3's own behaviour); the environment's training draws from
 its own generators, so its numbers do not depend on that.
 
-Saving and checkpoints never use SB3's ``model.save``/``load`` (its zip embeds
-cloudpickled objects, and ``save_replay_buffer`` pickles): :meth:`SB3Agent.get_state`
-holds the policy's ``state_dict`` (``policy/``), its optimizer (``optim/``), the
-last observation and episode-start flags (``rollout/``), the LSTM states of
-``recurrent-ppo`` (``lstm/``), the replay buffer of ``dqn``/``qrdqn``
-(``replay/``), and as JSON the counters (``num_timesteps``, ``_n_updates``,
-``_episode_num``, ``_n_calls``), the progress and exploration rate, the action
-space's generator and the ``Monitor``'s episode rewards. The model is rebuilt
+Saving and checkpoints never use SB3's `model.save`/`load` (its zip embeds
+cloudpickled objects, and `save_replay_buffer` pickles): `SB3Agent.get_state`
+holds the policy's `state_dict` (`policy/`), its optimizer (`optim/`), the
+last observation and episode-start flags (`rollout/`), the LSTM states of
+`recurrent-ppo` (`lstm/`), the replay buffer of `dqn`/`qrdqn`
+(`replay/`), and as JSON the counters (`num_timesteps`, `_n_updates`,
+`_episode_num`, `_n_calls`), the progress and exploration rate, the action
+space's generator and the `Monitor`'s episode rewards. The model is rebuilt
 from the same constructor arguments and then loaded, so restoring it is exact.
 
-Boundaries: ``run(on_boundary)`` calls ``on_boundary()`` at the start of every
+Boundaries: `run(on_boundary)` calls `on_boundary()` at the start of every
 rollout after the first, when the previous update is complete: every
-``train_freq`` decisions for ``dqn``/``qrdqn`` (every decision by default),
-every ``n_steps`` decisions for the on-policy algorithms. A checkpoint taken
+`train_freq` decisions for `dqn`/`qrdqn` (every decision by default),
+every `n_steps` decisions for the on-policy algorithms. A checkpoint taken
 there restores everything SB3 uses for its computation (the rollout buffer is
 refilled from scratch at every rollout), so a resumed run continues bit for bit
 on CPU. What is not restored is logging only: the episode-statistics deques
-(empty until the single episode ends), the ``learn()``-local iteration count
+(empty until the single episode ends), the `learn()`-local iteration count
 and SB3's logger values.
 """
 
@@ -85,7 +85,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.base import Agent, AgentState, OneEpisode, read_state, register, write_state
+from agents.base import Agent, AgentState, OneEpisode, read_state, write_state
 from tying_env import checkpoint as ckpt
 
 REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -141,7 +141,7 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 # ------------------------------------------------------------------ the adapter
 class StopAtEpisodeEnd(BaseCallback):
-    """Stops ``learn()`` right after the step that ends the episode."""
+    """Stops `learn()` right after the step that ends the episode."""
 
     def __init__(self, episode: OneEpisode):
         super().__init__()
@@ -152,7 +152,7 @@ class StopAtEpisodeEnd(BaseCallback):
 
 
 class AtBoundary(BaseCallback):
-    """Calls ``fn()`` at the start of every rollout but the first of a ``learn()`` call."""
+    """Calls `fn()` at the start of every rollout but the first of a `learn()` call."""
 
     def __init__(self, agent: SB3Agent, fn: Callable[[], None]):
         super().__init__()
@@ -175,7 +175,7 @@ class AtBoundary(BaseCallback):
 
 
 def find_one_episode(env: gym.Env) -> OneEpisode | None:
-    """The ``OneEpisode`` wrapper in ``env``'s wrapper chain, if any."""
+    """The `OneEpisode` wrapper in `env`'s wrapper chain, if any."""
     while isinstance(env, gym.Wrapper):
         if isinstance(env, OneEpisode):
             return env
@@ -200,15 +200,18 @@ class SB3Agent(Agent):
         if self.algorithm.discrete_only and not isinstance(env.action_space, gym.spaces.Discrete):
             raise ValueError(f"agent {algo!r} needs a Discrete action space (action_mode="
                              f"'layer'), got {env.action_space}")
-        self.budget: int = env.unwrapped.budget
-        self.model: BaseAlgorithm = self._build_model(hparams)
+        check_hparams(self.name, self.algorithm.cls, hparams)
+        self.budget: int | None = None  # decisions in the episode: info["budget"] at reset
+        self.model: BaseAlgorithm | None = None  # built when the budget is known
         self.at_boundary = False  # True while on_boundary() runs
         self._learning = False
         self._restored: dict[str, Any] | None = None  # set_state's data for the next run()
 
-    def _build_model(self, hparams: dict[str, Any]) -> BaseAlgorithm:
+    def _build_model(self, hparams: dict[str, Any], budget: int) -> BaseAlgorithm:
+        """The SB3 model, its defaults sized by `budget` (decisions in the episode)."""
         check_hparams(self.name, self.algorithm.cls, hparams)
-        kwargs = {**self.algorithm.defaults(self.budget), "seed": self.seed, "device": "cpu",
+        self.budget = budget
+        kwargs = {**self.algorithm.defaults(budget), "seed": self.seed, "device": "cpu",
                   "verbose": 0, **hparams}
         policy = kwargs.pop("policy", self.algorithm.policy)
         self.device = kwargs["device"]
@@ -218,15 +221,19 @@ class SB3Agent(Agent):
             raise ValueError(f"agent {self.name!r}: {e}") from None
 
     def run(self, on_boundary: Callable[[], None] | None = None) -> None:
-        """``model.learn`` for one episode's budget, stopped at the episode's end.
+        """`model.learn` for one episode's budget, stopped at the episode's end.
 
-        After :meth:`set_state`, it continues the restored run instead: the
+        After `set_state`, it continues the restored run instead: the
         episode guard answers the first reset with the restored observation and
-        ``learn()`` goes on from the restored counters.
+        `learn()` goes on from the restored counters.
         """
         if self.episode.finished:
             raise RuntimeError(f"agent {self.name!r}: its episode has already ended; build "
                                "the agent on a fresh environment to run again")
+        if self.model is None:  # a fresh episode: its reset info says how long it is
+            _, info = self.episode.start(seed=self.seed)
+            self.model = self._build_model(self.hparams, int(info["budget"]))
+        assert self.budget is not None
         callbacks: list[BaseCallback] = [StopAtEpisodeEnd(self.episode)]
         if on_boundary is not None:
             callbacks.append(AtBoundary(self, on_boundary))
@@ -247,6 +254,9 @@ class SB3Agent(Agent):
         if self._learning and not self.at_boundary:
             raise RuntimeError(f"agent {self.name!r}: get_state() is only complete at a rollout "
                                "boundary (inside run()'s on_boundary callback)")
+        if self.model is None:
+            raise RuntimeError(f"agent {self.name!r}: nothing to save before run() (the model "
+                               "is built when the episode starts)")
         m = self.model
         policy, policy_meta = ckpt.module_state(m.policy)
         optim, optim_meta = ckpt.optimizer_state(m.policy.optimizer)
@@ -261,7 +271,8 @@ class SB3Agent(Agent):
                 for i, t in enumerate(getattr(lstm, head)):
                     tensors[f"lstm/{head}_{i}"] = t.detach().to("cpu").clone()
         meta: dict[str, Any] = dict(
-            agent=self.name, hparams=self.hparams, policy=policy_meta, optimizer=optim_meta,
+            agent=self.name, hparams=self.hparams, budget=self.budget, policy=policy_meta,
+            optimizer=optim_meta,
             counters={k: int(getattr(m, k)) for k in COUNTERS if hasattr(m, k)},
             rates={k: ckpt.exact(getattr(m, k)) for k in RATES if hasattr(m, k)},
             action_space_rng=ckpt.generator_state(m.action_space.np_random),
@@ -278,9 +289,9 @@ class SB3Agent(Agent):
         return tensors, meta
 
     def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Load :meth:`get_state` into the freshly built model; the next :meth:`run` continues."""
-        ckpt.require(meta, ("agent", "hparams", "policy", "optimizer", "counters", "rates",
-                            "action_space_rng", "monitor"), f"agent {self.name!r}")
+        """Load `get_state` into the freshly built model; the next `run` continues."""
+        ckpt.require(meta, ("agent", "hparams", "budget", "policy", "optimizer", "counters",
+                            "rates", "action_space_rng", "monitor"), f"agent {self.name!r}")
         if meta["agent"] != self.name:
             raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r}, "
                                        f"this is {self.name!r}")
@@ -288,6 +299,8 @@ class SB3Agent(Agent):
             raise ckpt.CheckpointError(
                 f"agent {self.name!r} was saved with hyperparameters {meta['hparams']}, "
                 f"this one has {self.hparams}")
+        if self.model is None or meta["budget"] != self.budget:
+            self.model = self._build_model(self.hparams, int(meta["budget"]))
         m = self.model
         ckpt.load_module_state(m.policy, ckpt.sub(tensors, "policy/"), meta["policy"], "policy")
         ckpt.load_optimizer_state(m.policy.optimizer, ckpt.sub(tensors, "optim/"),
@@ -310,24 +323,25 @@ class SB3Agent(Agent):
                   for head in ("pi", "vf")))
         if "replay" in meta and isinstance(m, OffPolicyAlgorithm):
             self._load_replay(ckpt.sub(tensors, "replay/"), meta["replay"])
-        m.action_space._np_random = ckpt.make_generator(meta["action_space_rng"])
+        rng = ckpt.make_generator(meta["action_space_rng"])  # checks the generator's kind
+        m.action_space.np_random.bit_generator.state = rng.bit_generator.state
         self._restored = dict(monitor=meta["monitor"], rollout=rollout)
 
     def save(self, path: str | Path) -> None:
-        """Safe files only: ``policy.safetensors``, ``optim.safetensors``, ..., ``agent.json``."""
+        """Safe files only: `policy.safetensors`, `optim.safetensors`, ..., `agent.json`."""
         was, self.at_boundary = self.at_boundary, True
         try:
-            write_state(path, self.get_state())
+            write_state(path, self.get_state(), agent=self.name)
         finally:
             self.at_boundary = was
 
     def load(self, path: str | Path) -> None:
-        """Load what :meth:`save` wrote (nothing is unpickled); like SB3's ``load``, the
+        """Load what `save` wrote (nothing is unpickled); like SB3's `load`, the
         saved hyperparameters replace this agent's (the model is rebuilt with them)."""
         tensors, meta = read_state(path)
         if isinstance(meta.get("hparams"), dict) and meta["hparams"] != self.hparams:
             self.hparams = dict(meta["hparams"])
-            self.model = self._build_model(self.hparams)
+            self.model = None  # rebuilt with them by set_state
         self.set_state(tensors, meta)
         self._restored = None  # loaded to be used, not to continue a stopped run
 
@@ -349,7 +363,7 @@ class SB3Agent(Agent):
         rb.pos, rb.full = pos, full
 
     def _monitor(self) -> Monitor | None:
-        env = self.model.get_env()
+        env = self.model.get_env() if self.model is not None else None
         inner = env.envs[0] if env is not None and hasattr(env, "envs") else None
         while isinstance(inner, gym.Wrapper):
             if isinstance(inner, Monitor):
@@ -406,7 +420,3 @@ def check_hparams(name: str, cls: type[BaseAlgorithm], hparams: dict[str, Any]) 
         if not ok:
             raise TypeError(f"{key}={value!r} for agent {name!r} must be {kind} "
                             f"(default {default!r})")
-
-
-for _name in ALGORITHMS:
-    register(_name, partial(SB3Agent, algo=_name))

@@ -217,7 +217,7 @@ def test_every_agent_runs_one_episode_and_keeps_the_model(make_env, name):
     u = env.unwrapped
     assert env.finished
     assert u.model is not None and u.decision == u.budget == 6
-    assert u.optim.steps == 6 * FAST["steps_per_decision"]
+    assert u.run.optim.steps == 6 * FAST["steps_per_decision"]
     model = u.model
     obs, info = env.reset()  # answered from the finished episode, nothing is reset
     assert u.model is model and info["decision"] == 6 and info["sweep"] == 2
