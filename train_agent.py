@@ -1,6 +1,6 @@
-"""Train one agent on one layer-tying environment: ``python train_agent.py --help``."""
+"""Train one agent on one layer-tying environment: `python train_agent.py --help`."""
 
-from agents.cli import main
+from agents.runs.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tying_env  # noqa: F401  (registers the env ids)
-from agents.cli import main
+from agents.runs.cli import main
 from tying_env.env import LayerTyingEnv
 
 SMALL = dict(n_layer=4, n_embd=16, n_head=2, seq_len=16, batch_size=4, eval_batches=1,

@@ -1,4 +1,4 @@
-"""``python -m agents.benchmark``: cells in processes, resume, failures, tables, plots, options."""
+"""`python -m agents.benchmark`: cells in processes, resume, failures, tables, plots, options."""
 
 import json
 import math
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from agents import cli
 from agents.benchmark import main, run_benchmark, summarize
+from tying_env.errors import SettingError
 
 # tiny and fast: 3 decisions of 4 optimizer steps, one evaluation batch
 ENV_KWARGS = {"n_layer": 4, "max_sweeps": 1, "eval_batches": 1, "n_embd": 32, "n_head": 2}
@@ -151,10 +151,10 @@ def test_changed_env_kwargs_are_refused_without_touching_cells(bench, cache_dir,
     assert "vanilla-s0" in err and "albert-s1" in err
     assert result_mtimes(bench) == before and (bench / "results.md").read_text() == md
     # so are other hyperparameters for an agent that has results
-    with pytest.raises(cli.UsageError) as error:
+    with pytest.raises(SettingError) as error:
         run_benchmark("LayerTying-GPT2-Tiny-v0", ENV_KWARGS, ["vanilla"], [0], 1, bench,
                       agent_kwargs={"vanilla": {"n_unique": 2}}, cache_dir=cache_dir)
-    assert error.value.option == "--out"
+    assert error.value.argument == "out"
     assert "agent_kwargs.n_unique: '(absent)' -> 2" in str(error.value)
     assert result_mtimes(bench) == before
 
@@ -225,7 +225,7 @@ def test_bad_options_name_the_option(tmp_path, cache_dir, capsys, change, option
     assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
 
 
-def test_api_raises_usage_error_naming_the_option(tmp_path):
-    with pytest.raises(cli.UsageError) as error:
+def test_api_raises_setting_error_naming_the_setting(tmp_path):
+    with pytest.raises(SettingError) as error:
         run_benchmark("LayerTying-GPT2-Tiny-v0", {}, ["vanilla"], [0], 0, tmp_path)
-    assert error.value.option == "--workers"
+    assert error.value.argument == "workers"

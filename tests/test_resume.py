@@ -21,8 +21,9 @@ import torch
 from safetensors.torch import load_file
 
 import tying_env  # noqa: F401  (registers the env ids)
-from agents.cli import RESULT_TIMING_FIELDS, main
-from agents.runlog import TIMING_KEYS
+from agents.runs.cli import main
+from agents.runs.driver import RESULT_TIMING_FIELDS
+from agents.runs.runlog import TIMING_KEYS
 from tying_env import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]

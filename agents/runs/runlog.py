@@ -1,13 +1,13 @@
 """Recording one episode of a layer-tying environment, whatever agent drives it.
 
-:class:`RunLog` is a ``gym.Wrapper`` meant to sit between the environment and
-the :class:`~agents.base.OneEpisode` guard, so every agent (SB3 ones included)
+`RunLog` is a `gym.Wrapper` meant to sit between the environment and
+the `OneEpisode` guard, so every agent (SB3 ones included)
 is recorded the same way. Per decision it writes one JSON line to
-``log.jsonl``, adds TensorBoard scalars under ``tb/``, and advances a tqdm bar.
+`log.jsonl`, adds TensorBoard scalars under `tb/`, and advances a tqdm bar.
 
-A recording can be continued after a crash: :meth:`RunLog.position` says how
-far ``log.jsonl`` is written (bytes, lines, sha256 of those bytes), and
-:meth:`RunLog.resume` cuts the file back to such a position and goes on from
+A recording can be continued after a crash: `RunLog.position` says how
+far `log.jsonl` is written (bytes, lines, sha256 of those bytes), and
+`RunLog.resume` cuts the file back to such a position and goes on from
 there (TensorBoard events after it are purged, the bar starts where it was).
 """
 
@@ -25,14 +25,14 @@ import numpy as np
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from tying_env.export import to_jsonable
+from tying_env.files import to_jsonable
 
 SCALAR_TYPES = (bool, int, float, str, np.bool_, np.integer, np.floating)
 TIMING_KEYS = ("wall_s", "timestamp")  # the only log fields that differ between identical runs
 
 
 def action_value(action: Any, space: spaces.Space) -> int | list[int]:
-    """The action as plain JSON: an int for ``Discrete``, a list of ints otherwise."""
+    """The action as plain JSON: an int for `Discrete`, a list of ints otherwise."""
     arr = np.asarray(action)
     if isinstance(space, spaces.Discrete):
         return int(arr.reshape(-1)[0]) if arr.size == 1 else arr.astype(int).tolist()
@@ -40,20 +40,20 @@ def action_value(action: Any, space: spaces.Space) -> int | list[int]:
 
 
 class RunLog(gym.Wrapper):
-    """Log every decision of one episode to ``out_dir`` (``log.jsonl``, ``tb/``) and a bar.
+    """Log every decision of one episode to `out_dir` (`log.jsonl`, `tb/`) and a bar.
 
-    One line of ``log.jsonl`` per ``step``:
+    One line of `log.jsonl` per `step`:
 
-    - ``decision`` (1-based count), ``sweep`` and ``layer`` *of the decision made*
-      (``layer`` is ``None`` in vector mode), ``action``, ``reward``,
-      ``terminated``, ``truncated``, ``wall_s`` (seconds since ``reset``, not
-      counting time the run was stopped), ``timestamp`` (Unix time);
-    - every scalar key of ``info`` after the step (``val_ppl``, ``train_loss``,
-      ``trainable_fraction``, ``train_steps``, ``diverged``, ...; non-finite
-      numbers are written as ``null``), plus ``tie_map`` and ``memory_bytes``.
+    - `decision` (1-based count), `sweep` and `layer` *of the decision made*
+      (`layer` is `None` in vector mode), `action`, `reward`,
+      `terminated`, `truncated`, `wall_s` (seconds since `reset`, not
+      counting time the run was stopped), `timestamp` (Unix time);
+    - every scalar key of `info` after the step (`val_ppl`, `train_loss`,
+      `trainable_fraction`, `train_steps`, `diverged`, ...; non-finite
+      numbers are written as `null`), plus `tie_map` and `memory_bytes`.
 
-    ``records`` keeps the same dicts in memory; ``start`` is the reset ``info``.
-    Call :meth:`finish` to flush and close the files without closing the
+    `records` keeps the same dicts in memory; `start` is the reset `info`.
+    Call `finish` to flush and close the files without closing the
     environment (whose model the caller may still want to evaluate).
     """
 
@@ -93,11 +93,11 @@ class RunLog(gym.Wrapper):
 
     def resume(self, position: dict[str, Any], start: dict[str, Any], info: dict[str, Any],
                wall_s: float) -> None:
-        """Continue a recording stopped at ``position`` (see :meth:`position`).
+        """Continue a recording stopped at `position` (see `position`).
 
-        ``log.jsonl`` is cut back to ``position`` (check it first with
-        :meth:`check_position`), ``records`` are read back from it, ``start`` is the
-        reset info, ``info`` that of the last recorded decision, ``wall_s`` the
+        `log.jsonl` is cut back to `position` (check it first with
+        `check_position`), `records` are read back from it, `start` is the
+        reset info, `info` that of the last recorded decision, `wall_s` the
         recorded time so far. TensorBoard events after the position are purged.
         """
         self.finish()
@@ -113,13 +113,9 @@ class RunLog(gym.Wrapper):
         self._open_outputs(info, purge_step=len(self.records) + 1)
 
     def position(self) -> dict[str, Any]:
-        """How far ``log.jsonl`` is written: ``bytes``, ``lines`` and the bytes' ``sha256``."""
+        """How far `log.jsonl` is written: `bytes`, `lines` and the bytes' `sha256`."""
         return {"bytes": self._bytes, "lines": len(self.records),
                 "sha256": self._hash.hexdigest()}
-
-    def check_position(self, position: dict[str, Any]) -> None:
-        """ValueError unless ``log.jsonl`` begins with exactly the bytes ``position`` describes."""
-        check_position(self.log_path, position)
 
     def _open_outputs(self, info: dict[str, Any], purge_step: int | None = None) -> None:
         if self._tensorboard:
@@ -184,13 +180,8 @@ class RunLog(gym.Wrapper):
     # ------------------------------------------------------------------ helpers
     @property
     def wall_seconds(self) -> float:
-        """Seconds from ``reset`` to the last recorded decision."""
+        """Seconds from `reset` to the last recorded decision."""
         return self.records[-1]["wall_s"] if self.records else 0.0
-
-    @property
-    def last_info(self) -> dict[str, Any]:
-        """The info of the last recorded decision (of the reset before the first)."""
-        return self._prev
 
     def _add_scalars(self, record: dict[str, Any], step: int) -> None:
         if self._writer is None:
@@ -222,7 +213,7 @@ class RunLog(gym.Wrapper):
 
 
 def check_position(log_path: Path, position: dict[str, Any]) -> None:
-    """ValueError unless ``log_path`` begins with exactly the bytes ``position`` describes."""
+    """ValueError unless `log_path` begins with exactly the bytes `position` describes."""
     if not log_path.is_file():
         raise ValueError(f"{log_path} is missing")
     data = log_path.read_bytes()
@@ -238,7 +229,7 @@ def check_position(log_path: Path, position: dict[str, Any]) -> None:
 
 
 def _scalars(info: dict[str, Any]) -> dict[str, Any]:
-    """Scalar entries of ``info`` plus ``tie_map`` and ``memory_bytes``, JSON-ready."""
+    """Scalar entries of `info` plus `tie_map` and `memory_bytes`, JSON-ready."""
     keep = {k: v for k, v in info.items()
             if isinstance(v, SCALAR_TYPES) or k in ("tie_map", "memory_bytes")}
     return to_jsonable(keep)

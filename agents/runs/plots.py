@@ -1,8 +1,8 @@
-"""Figures of one run, drawn from its per-decision records (``log.jsonl`` lines).
+"""Figures of one run, drawn from its per-decision records (`log.jsonl` lines).
 
-- :func:`plot_tie_map`: layers (y) by decisions (x), each cell coloured by the
+- `plot_tie_map`: layers (y) by decisions (x), each cell coloured by the
   root block the layer runs, like the figures of Hay & Wolf (ICLR 2024).
-- :func:`plot_curves`: validation perplexity over training steps (with the
+- `plot_curves`: validation perplexity over training steps (with the
   source's optimal perplexity as a dashed line when known) above the trainable
   fraction of parameters.
 """
@@ -22,13 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
-from tying_env.export import atomic_write  # noqa: E402
+from tying_env.files import atomic_write  # noqa: E402
 
 Record = dict[str, Any]
 
 
 def read_log(path: str | Path) -> list[Record]:
-    """The records of a ``log.jsonl`` file."""
+    """The records of a `log.jsonl` file."""
     with Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -46,9 +46,9 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 
 def plot_tie_map(records: Sequence[Record], path: str | Path, *,
                  start: Record | None = None, title: str | None = None) -> Path:
-    """Draw the tie map over the run: column ``d`` is the map after decision ``d``.
+    """Draw the tie map over the run: column `d` is the map after decision `d`.
 
-    ``start`` (the reset info) adds column 0, the map before any decision.
+    `start` (the reset info) adds column 0, the map before any decision.
     """
     points = _points(records, start)
     if not points:

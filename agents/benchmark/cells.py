@@ -1,0 +1,251 @@
+"""The cells of a benchmark: agents x seeds, each one run spec, and their state on disk.
+
+A `Request` is a validated benchmark: one environment (id and settings), the
+agents, the seeds and per-agent hyperparameters. `Request.spec` gives the
+`RunSpec` of one (agent, seed) *cell*, run in
+`OUT/cells/<agent>-s<seed>/`.
+
+A cell is `finished` when its `result.json` parses, is complete (written after
+the run's outputs were saved) and records the requested agent, seed, env id, env
+settings and agent kwargs; `failed` when it holds a `failure.json`;
+`incomplete` when its folder holds anything else; `missing` otherwise.
+
+A bad request raises `SettingError` whose `argument` is the
+request field at fault (`"agents"`, `"seeds"`, `"workers"`, `"threads"`,
+`"agent_kwargs"`, `"env_id"`, `"out"`), or `"env_kwargs.<field>"`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import agents as registry
+from agents.runs.spec import RunSpec, env_ids
+from tying_env.errors import SettingError
+from tying_env.files import read_json, to_jsonable
+
+CELLS = "cells"
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated benchmark request."""
+
+    env_id: str
+    env_kwargs: Json  # as given (each cell's RunSpec.env_kwargs)
+    env_config: Json  # resolved settings: what each cell's result.json must record
+    agents: tuple[str, ...]
+    seeds: tuple[int, ...]
+    agent_kwargs: dict[str, Json]
+    workers: int
+    threads: int
+    out: Path
+    cache_dir: Path | None
+
+    def cells(self) -> list[tuple[str, int]]:
+        return list(itertools.product(self.agents, self.seeds))
+
+    def expected(self, agent: str, seed: int) -> Json:
+        """What a finished cell's result.json records about its request."""
+        return plain({"agent": agent, "seed": seed, "env_id": self.env_id,
+                      "env_kwargs": self.env_config,
+                      "agent_kwargs": self.agent_kwargs.get(agent, {})})
+
+    def spec(self, agent: str, seed: int) -> RunSpec:
+        """The run of one cell."""
+        return RunSpec(agent=agent, env_id=self.env_id, env_kwargs=self.env_kwargs, seed=seed,
+                       out=cell_dir(self.out, agent, seed),
+                       agent_kwargs=self.agent_kwargs.get(agent, {}), cache_dir=self.cache_dir,
+                       progress=False)
+
+    def command(self) -> list[str]:
+        """The equivalent `python -m agents.benchmark` command line."""
+        argv = ["python", "-m", "agents.benchmark", "--env", self.env_id,
+                "--env-kwargs", json.dumps(self.env_kwargs), "--agents", ",".join(self.agents),
+                "--seeds", ",".join(map(str, self.seeds)), "--workers", str(self.workers),
+                "--threads", str(self.threads), "--out", str(self.out)]
+        if self.agent_kwargs:
+            argv += ["--agent-kwargs", json.dumps(self.agent_kwargs)]
+        if self.cache_dir is not None:
+            argv += ["--cache-dir", str(self.cache_dir)]
+        return argv
+
+    def to_json(self) -> Json:
+        return {"env_id": self.env_id, "env_kwargs": self.env_kwargs,
+                "env_config": self.env_config, "agents": list(self.agents),
+                "seeds": list(self.seeds), "agent_kwargs": self.agent_kwargs,
+                "workers": self.workers, "threads": self.threads, "out": str(self.out),
+                "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
+                "command": shlex.join(self.command())}
+
+
+def cell_name(agent: str, seed: int) -> str:
+    return f"{agent}-s{seed}"
+
+
+def cell_dir(out: Path, agent: str, seed: int) -> Path:
+    return out / CELLS / cell_name(agent, seed)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- validation
+def parse_agents(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Registered agent names from `"a,b"` or a sequence (`--agents`)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(a).strip() for a in items]
+    if not names or any(not a for a in names):
+        raise SettingError("agents", f"{value!r} is not a comma-separated list of "
+                                         "agent names, e.g. 'vanilla,albert'")
+    unknown = [a for a in names if a not in registry.names()]
+    if unknown:
+        raise SettingError("agents", f"{', '.join(map(repr, unknown))} not registered; "
+                                         f"allowed: {', '.join(registry.names())}")
+    _no_duplicates("agents", names)
+    return tuple(names)
+
+
+def parse_seeds(value: str | Sequence[int]) -> tuple[int, ...]:
+    """Non-negative, distinct seeds from `"0,1,2"` or a sequence (`--seeds`)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    seeds = []
+    for item in items:
+        try:
+            seed = int(str(item).strip()) if not isinstance(item, bool) else -1
+        except ValueError:
+            seed = -1
+        if seed < 0:
+            raise SettingError("seeds", f"{item!r} in {value!r} is not a seed; expected "
+                                            "non-negative ints separated by commas, e.g. 0,1,2")
+        seeds.append(seed)
+    if not seeds:
+        raise SettingError("seeds", "no seeds given; expected e.g. 0,1,2")
+    _no_duplicates("seeds", seeds)
+    return tuple(seeds)
+
+
+def _no_duplicates(option: str, values: Sequence[Any]) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise SettingError(option, f"{', '.join(repeated)} given more than once")
+
+
+def _json_object(option: str, value: str | Mapping[str, Any]) -> Json:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise SettingError(option, f"{value!r} is not valid JSON ({e.msg} at character "
+                                         f"{e.pos}); expected a JSON object") from None
+    if not isinstance(value, Mapping):
+        raise SettingError(option, f"{value!r} is a {type(value).__name__}, not a JSON object")
+    return dict(value)
+
+
+def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str | Sequence[str],
+                 seeds: str | Sequence[int], workers: int, out: str | Path, *,
+                 agent_kwargs: str | Mapping[str, Any] | None = None,
+                 cache_dir: str | Path | None = None,
+                 threads: int | None = None) -> Request:
+    """Check every setting up front; a bad one raises `SettingError`."""
+    names = parse_agents(agents)
+    seed_list = parse_seeds(seeds)
+    env_kwargs = _json_object("env_kwargs", env_kwargs)
+    per_agent = _json_object("agent_kwargs", agent_kwargs or {})
+    for name, kwargs in per_agent.items():
+        if name not in names:
+            raise SettingError("agent_kwargs", f"key {name!r} is not one of --agents "
+                                                   f"({', '.join(names)})")
+        if not isinstance(kwargs, Mapping):
+            raise SettingError("agent_kwargs", f"the value for {name!r} must be a JSON "
+                                                   f"object of hyperparameters, not {kwargs!r}")
+    for option, number in (("workers", workers), ("threads", threads)):
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int)
+                                   or number < 1):
+            raise SettingError(option, f"{number!r} is not allowed; expected an int >= 1")
+    if threads is None:
+        threads = max(1, available_cores() // workers)
+    env_config = _resolve_env(env_id, env_kwargs, cache_dir)
+    return Request(env_id=env_id, env_kwargs=env_kwargs, env_config=env_config, agents=names,
+                   seeds=seed_list, agent_kwargs={k: dict(v) for k, v in per_agent.items()},
+                   workers=workers, threads=threads, out=Path(out).absolute(),
+                   cache_dir=None if cache_dir is None else Path(cache_dir).absolute())
+
+
+def _resolve_env(env_id: str, env_kwargs: Json, cache_dir: str | Path | None) -> Json:
+    """The env settings a cell will record, checked as a run checks them."""
+    spec = RunSpec(agent=registry.names()[0], env_id=env_id, env_kwargs=env_kwargs,
+                   cache_dir=None if cache_dir is None else Path(cache_dir))
+    if env_id not in env_ids():
+        raise SettingError("env_id", f"{env_id!r} is not a registered layer-tying environment "
+                                     f"id; allowed: {', '.join(env_ids())}")
+    return spec.env_config()
+
+
+def plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (for comparisons with files on disk)."""
+    return json.loads(json.dumps(to_jsonable(value)))
+
+
+# ---------------------------------------------------------------- cells on disk
+def is_complete(result: Json) -> bool:
+    """Whether `train_agent.py` got past saving its outputs (its second, final write)."""
+    return "total_seconds" in result
+
+
+def differences(result: Json, expected: Json) -> list[str]:
+    """`key: found -> expected` for every request setting `result` records otherwise."""
+    diffs = []
+    for key, want in expected.items():
+        got = result.get(key)
+        if isinstance(want, dict) and isinstance(got, dict):
+            diffs += [f"{key}.{k}: {got.get(k, '(absent)')!r} -> {want.get(k, '(absent)')!r}"
+                      for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
+        elif got != want:
+            diffs.append(f"{key}: {got!r} -> {want!r}")
+    return diffs
+
+
+def conflicts(request: Request) -> list[str]:
+    """Cells in `request.out` whose results belong to another configuration."""
+    found = []
+    for folder in sorted((request.out / CELLS).glob("*/")):
+        result = read_json(folder / "result.json")
+        if result is None:
+            continue  # no result: nothing to mix up, the folder is rerun or left alone
+        agent, seed = result.get("agent"), result.get("seed")
+        expected = {"env_id": request.env_id, "env_kwargs": request.env_config}
+        if agent in request.agents:
+            expected["agent_kwargs"] = plain(request.agent_kwargs.get(agent, {}))
+        diffs = differences(result, expected)
+        if folder.name != f"{agent}-s{seed}":
+            diffs.append(f"agent {agent!r} seed {seed!r} do not match the folder name")
+        if diffs:
+            found.append(f"{folder.name}: {'; '.join(diffs)}")
+    return found
+
+
+def cell_status(out: Path, agent: str, seed: int, expected: Json | None = None) -> str:
+    """`finished`, `failed` (failure.json), `incomplete` (other folder) or `missing`."""
+    folder = cell_dir(out, agent, seed)
+    result = read_json(folder / "result.json")
+    if result is not None and is_complete(result):
+        if expected is None or not differences(result, expected):
+            return "finished"
+    if (folder / "failure.json").is_file():
+        return "failed"
+    return "incomplete" if folder.exists() else "missing"

@@ -1,0 +1,11 @@
+"""The harness that runs one agent on one environment.
+
+| module   | role                                                              |
+|----------|-------------------------------------------------------------------|
+| `spec`   | `RunSpec`: what defines a run, checked up front, saved as run.json |
+| `driver` | `run(spec)`: build, drive, summarize and save one run              |
+| `resume` | checkpoints at the agent's boundaries, and continuing from one     |
+| `runlog` | `RunLog`: the wrapper that records every decision                  |
+| `plots`  | the run's figures (tie map over time, perplexity curves)           |
+| `cli`    | `train-agent`: options -> `RunSpec` -> `driver.run`                |
+"""

@@ -1,0 +1,209 @@
+"""`train-agent` (and `train_agent.py`): the command line over one `RunSpec`.
+
+The options build a `RunSpec`, `agents.runs.driver.run`
+runs it; this module only parses, and turns a setting's name back into the option
+that supplied it when something is wrong. The run folder and checkpoints are
+described in `agents.runs.driver` and `agents.runs.resume`;
+`--resume DIR` needs no other option: it reads `DIR/run.json`.
+
+Exit status: 0 on success (a diverged run included), 2 for bad options (a damaged or
+mismatched checkpoint included), 1 when the environment cannot be built for another
+reason (e.g. a dataset unavailable offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, RunSpec
+from tying_env.errors import DataUnavailableError, SettingError
+from tying_env.presets import DATASETS, DEVICES, PRESETS
+
+# explicit options that override --env-kwargs, by EnvConfig field
+EXPLICIT = {"preset": "--preset", "dataset": "--dataset", "data_dir": "--data-dir",
+            "max_sweeps": "--max-sweeps", "device": "--device"}
+# spec fields, by the option that sets them
+SPEC_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
+                "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
+                "cache_dir": "--cache-dir", "resume": "--resume"}
+# options that define a run, by argparse dest: --resume reads them from run.json instead
+RUN_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
+               **EXPLICIT, "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs"}
+
+
+def json_object(value: str) -> dict[str, Any]:
+    """An argparse type: a JSON object."""
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not valid JSON ({e.msg} at character {e.pos}); "
+            'expected a JSON object such as \'{"n_layer": 4}\'') from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a JSON {type(obj).__name__}, not an object; "
+            'expected a JSON object such as \'{"n_layer": 4}\'')
+    return obj
+
+
+def _int_at_least(value: str, low: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if number < low:
+        raise argparse.ArgumentTypeError(f"{value!r} is not allowed; expected an int >= {low}")
+    return number
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an int >= 1."""
+    return _int_at_least(value, 1)
+
+
+def non_negative_int(value: str) -> int:
+    """An argparse type: an int >= 0."""
+    return _int_at_least(value, 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train-agent",
+        description="Train one agent on one layer-tying environment (one episode = one "
+                    "training run) and write logs, results, the final model and figures.",
+        epilog="Settings are resolved as: the env id's defaults < --env-kwargs < explicit "
+               "options (--preset, --dataset, --data-dir, --max-sweeps, --device). "
+               "--resume DIR continues a stopped run from its checkpoint; it reads the run's "
+               "settings from DIR/run.json and takes no run-defining option.")
+    parser.add_argument("--agent", help="registered agent name (see agents.names()); "
+                                        "required unless --resume")
+    parser.add_argument("--env", dest="env_id",
+                        help=f"registered environment id (default {DEFAULT_ENV})")
+    parser.add_argument("--env-kwargs", type=json_object, metavar="JSON",
+                        help='environment settings as a JSON object, e.g. \'{"n_layer": 4}\'')
+    parser.add_argument("--preset", choices=list(PRESETS), help="named model/run shape")
+    parser.add_argument("--dataset", choices=list(DATASETS), help="corpus")
+    parser.add_argument("--data-dir", metavar="DIR", help="local folder of text splits")
+    parser.add_argument("--max-sweeps", type=positive_int, metavar="N",
+                        help="sweeps over the layers in the episode")
+    parser.add_argument("--seed", type=non_negative_int,
+                        help="episode and agent seed (default 0)")
+    parser.add_argument("--device", choices=list(DEVICES), help="where the transformer trains")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="run folder (default runs/<agent>-<env>-s<seed>)")
+    parser.add_argument("--agent-kwargs", type=json_object, metavar="JSON",
+                        help="agent hyperparameters as a JSON object")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="cache for tokenizers and tokenized corpora")
+    parser.add_argument("--checkpoint-every", type=non_negative_int, metavar="N",
+                        help="write DIR/checkpoint every N decisions, at the agent's next "
+                             f"consistent point (default {DEFAULT_CHECKPOINT_EVERY}; 0: never)")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the run in DIR from its checkpoint (settings from "
+                             "DIR/run.json)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+class UsageError(Exception):
+    """A bad option: `argument OPTION: message`, reported with exit status 2."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"argument {option}: {message}")
+        self.option = option
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The run the options describe (checked; nothing is written)."""
+    if args.resume is not None:
+        for dest, option in RUN_OPTIONS.items():
+            if getattr(args, dest) is not None:
+                raise UsageError(option, "cannot be combined with --resume: the run's settings "
+                                         f"are read from {args.resume / 'run.json'}")
+        return RunSpec.from_folder(args.resume, cache_dir=args.cache_dir,
+                                   checkpoint_every=args.checkpoint_every,
+                                   progress=not args.no_progress)
+    if args.agent is None:
+        raise UsageError("--agent", "is required (or --resume DIR to continue a stopped run)")
+    explicit = {k: getattr(args, k) for k in EXPLICIT if getattr(args, k) is not None}
+    every = DEFAULT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    spec = RunSpec(agent=args.agent, env_id=args.env_id or DEFAULT_ENV,
+                   env_kwargs={**(args.env_kwargs or {}), **explicit},
+                   seed=0 if args.seed is None else args.seed, out=args.out,
+                   agent_kwargs=dict(args.agent_kwargs or {}), cache_dir=args.cache_dir,
+                   progress=not args.no_progress, checkpoint_every=every)
+    return spec.check()
+
+
+def option_of(argument: str, env_kwargs: dict[str, Any] | None = None,
+              explicit: Collection[str] = (), resume: bool = False) -> str:
+    """The option that supplied the setting `argument` (a spec field or `env_kwargs.X`).
+
+    `env_kwargs` are the settings given with `--env-kwargs`, `explicit` the
+    EnvConfig fields given as their own options, `resume` whether `--resume` was.
+    """
+    if resume:
+        return "--resume"
+    head, _, name = argument.partition(".")
+    if head != "env_kwargs" or not name:
+        return SPEC_OPTIONS.get(head, "--env-kwargs")
+    if name in EXPLICIT and name in explicit:
+        return EXPLICIT[name]
+    if name in (env_kwargs or {}):
+        return "--env-kwargs"
+    return "--env"  # a default of the env id
+
+
+def to_argv(spec: RunSpec) -> list[str]:
+    """The `train_agent.py` options of `spec` (the command line equivalent of a spec)."""
+    if spec.resume:
+        return ["--resume", str(spec.folder)]
+    argv = ["--agent", spec.agent, "--env", spec.env_id, "--seed", str(spec.seed),
+            "--out", str(spec.folder), "--checkpoint-every", str(spec.checkpoint_every)]
+    if spec.env_kwargs:
+        argv += ["--env-kwargs", json.dumps(spec.env_kwargs)]
+    if spec.agent_kwargs:
+        argv += ["--agent-kwargs", json.dumps(spec.agent_kwargs)]
+    if spec.cache_dir is not None:
+        argv += ["--cache-dir", str(spec.cache_dir)]
+    return argv if spec.progress else [*argv, "--no-progress"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `train_agent.py` and the `train-agent` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        spec = spec_from_args(args)
+        from agents.runs.driver import run  # torch, transformers and the agents: only now
+
+        result = run(spec)
+    except UsageError as e:
+        parser.error(str(e))  # exits with status 2
+    except SettingError as e:
+        explicit = [k for k in EXPLICIT if getattr(args, k) is not None]
+        option = option_of(e.argument, args.env_kwargs, explicit, args.resume is not None)
+        parser.error(f"argument {option}: {e}")
+    except DataUnavailableError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    print(summary_line(result, spec.folder))
+    return 0
+
+
+def summary_line(result: dict[str, Any], folder: Path) -> str:
+    """The one line printed at the end of a run."""
+    return (f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
+            f"val ppl {_fmt(result['final_val_ppl'])}, test ppl "
+            f"{_fmt(result['final_test_ppl'])}, trainable fraction "
+            f"{result['trainable_fraction']:.3f}, tie map {result['tie_map']} -> {folder}")
+
+
+def _fmt(value: float | None) -> str:
+    return "null" if value is None or not math.isfinite(value) else f"{value:.3f}"

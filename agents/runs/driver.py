@@ -1,0 +1,233 @@
+"""Drive one run: build the environment and the agent, run the episode, save everything.
+
+`run` takes a `RunSpec` and writes the run folder:
+
+| path            | content                                                         |
+|-----------------|-----------------------------------------------------------------|
+| `log.jsonl`     | one JSON line per decision (see `agents.runs.runlog.RunLog`)    |
+| `tb/`           | TensorBoard scalars                                             |
+| `result.json`   | final full-split perplexities, parameters, memory, tie map, ... |
+| `model/`        | the final model, untied, as a Hugging Face folder               |
+| `compact/`      | the final model, root blocks only (`tying_env.export`)          |
+| `agent/`        | the agent's saved state                                         |
+| `tie_map.png`, `curves.png` | figures of the run                                  |
+| `run.json`      | the run's settings (what resuming reads back)                   |
+| `checkpoint/`   | the latest checkpoint (see `agents.runs.resume`)                |
+
+A resumed run (`spec.resume`) finishes as if it had never stopped: on CPU
+`result.json`, the log and the final weights equal an uninterrupted run's except
+the timing fields (`RESULT_TIMING_FIELDS`, and `wall_s` and `timestamp` in
+`log.jsonl`).
+
+Errors: a bad setting raises `SettingError` (`argument` as
+in `agents.runs.spec`, `"agent_kwargs"` for hyperparameters the agent refuses);
+a dataset that cannot be had here raises `DataUnavailableError`.
+A run that diverges is not an error: it ends early and says so in `result.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+import agents
+from agents.base import Agent, OneEpisode
+from agents.runs import resume
+from agents.runs.plots import plot_curves, plot_tie_map
+from agents.runs.runlog import RunLog
+from agents.runs.spec import RUN_FILE, RunSpec
+from tying_env import checkpoint as ckpt
+from tying_env.errors import DataUnavailableError, SettingError
+from tying_env.files import write_json
+
+if TYPE_CHECKING:
+    from tying_env.env import LayerTyingEnv
+
+# result.json fields that measure time, so differ between otherwise identical runs
+RESULT_TIMING_FIELDS = ("wall_seconds", "eval_seconds", "total_seconds")
+
+
+def run(spec: RunSpec) -> dict[str, Any]:
+    """Train (or continue), evaluate, save and plot one run; returns its result.json."""
+    t_start = time.perf_counter()
+    spec.check()
+    saved = resume.read_checkpoint(spec) if spec.resume else None  # verified; nothing written
+    env, recorder, guarded, agent = build(spec)
+    base: LayerTyingEnv = env.unwrapped
+    if saved is not None:
+        try:
+            resume.restore(spec, saved, recorder, guarded, agent)
+        except BaseException:
+            env.close()
+            raise
+        print(f"resuming {spec.folder} at decision {base.decision} of {base.budget}",
+              file=sys.stderr)
+    else:
+        start_fresh(spec)
+    checkpointer = resume.Checkpointer(spec, base, recorder, agent,
+                                       last=base.decision if saved is not None else 0)
+    try:
+        drive(agent, checkpointer)
+    finally:
+        recorder.finish()
+    last = recorder.records[-1] if recorder.records else recorder.start or {}
+    if last.get("diverged"):
+        print(f"warning: training diverged at decision {last.get('decision')} of {base.budget} "
+              "(non-finite loss); the episode ended early. Non-finite perplexities are "
+              "written as null in result.json.", file=sys.stderr)
+    elif not guarded.finished:
+        print(f"warning: the agent stopped after {len(recorder.records)} of {base.budget} "
+              "decisions", file=sys.stderr)
+
+    result = summarize(spec, base, recorder, finished=guarded.finished)
+    write_json(spec.folder / "result.json", result)  # early, in case saving or plotting fails
+    result["files"] = [RUN_FILE, *save_outputs(spec, base, recorder, agent, result)]
+    result["total_seconds"] = time.perf_counter() - t_start
+    write_json(spec.folder / "result.json", result)
+    env.close()
+    return result
+
+
+def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
+    """The environment, its recorder and one-episode guard, and the agent."""
+    try:
+        env = gym.make(spec.env_id, **spec.make_kwargs)
+    except SettingError as e:
+        raise SettingError("resume" if spec.resume else f"env_kwargs.{e.argument}",
+                           f"cannot build {spec.env_id}: {e}") from e
+    except DataUnavailableError as e:
+        raise DataUnavailableError(f"cannot build {spec.env_id}: {e}") from e
+    except (OSError, TypeError, ValueError) as e:
+        raise SettingError("resume" if spec.resume else "env_kwargs",
+                           f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    recorder = RunLog(env, spec.folder, progress=spec.progress,
+                      desc=f"{spec.agent} s{spec.seed}")
+    guarded = OneEpisode(recorder)
+    try:
+        agent = agents.make(spec.agent, guarded, seed=spec.seed, **spec.agent_kwargs)
+    except (TypeError, ValueError) as e:
+        env.close()
+        raise SettingError("resume" if spec.resume else "agent_kwargs",
+                           f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}") from e
+    return env, recorder, guarded, agent
+
+
+def start_fresh(spec: RunSpec) -> None:
+    """A new run in `spec.out`: no stale events or checkpoints; the settings in run.json."""
+    shutil.rmtree(spec.folder / "tb", ignore_errors=True)
+    ckpt.remove_checkpoints(spec.folder)
+    write_json(spec.folder / RUN_FILE, spec.to_run_file())
+
+
+def drive(agent: Agent, checkpointer: resume.Checkpointer) -> None:
+    """Run the agent's episode, checkpointing at its boundaries when it offers them."""
+    if checkpointer.every <= 0:
+        agent.run()
+    elif "on_boundary" not in inspect.signature(agent.run).parameters:
+        print(f"warning: agent {agent.name!r} offers no checkpoint boundaries "
+              "(its run() takes no on_boundary): this run cannot be resumed", file=sys.stderr)
+        agent.run()
+    else:
+        agent.run(on_boundary=checkpointer)
+
+
+def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
+              finished: bool) -> dict[str, Any]:
+    """result.json: evaluates the final model on the full validation and test splits."""
+    records, start = recorder.records, recorder.start or {}
+    last = records[-1] if records else start
+    t_eval = time.perf_counter()
+    final_val, final_test = env.evaluate_split("valid"), env.evaluate_split("test")
+    eval_seconds = time.perf_counter() - t_eval
+    assert env.model is not None
+    fractions = [r["trainable_fraction"] for r in records] or [start["trainable_fraction"]]
+    diverged = bool(last.get("diverged", False))
+    notes = []
+    if diverged:
+        notes.append("training diverged (non-finite loss): the episode ended early")
+    if not (math.isfinite(final_val) and math.isfinite(final_test)):
+        notes.append("non-finite final perplexities are written as null")
+    return {
+        "agent": spec.agent,
+        "agent_kwargs": spec.agent_kwargs,
+        "env_id": spec.env_id,
+        "env_kwargs": env.cfg.to_dict(),
+        "seed": spec.seed,
+        "device": str(env.device),
+        "final_val_ppl": final_val,
+        "final_test_ppl": final_test,
+        "optimal_ppl": env.optimal_ppl,
+        "optimal_val_ppl": _optimal_split_ppl(env, "valid"),
+        "optimal_test_ppl": _optimal_split_ppl(env, "test"),
+        "initial_val_ppl": start.get("val_ppl"),
+        "last_val_ppl": last.get("val_ppl"),
+        "trainable_params": last["trainable_params"],
+        "total_params": last["total_params"],
+        "trainable_fraction": last["trainable_fraction"],
+        "mean_trainable_fraction": float(np.mean(fractions)),
+        "tie_map": list(env.model.ties),
+        "memory_bytes": last["memory_bytes"],
+        "peak_memory_bytes": max(r["memory_bytes"]["total"] for r in [start, *records]),
+        "train_steps": last["train_steps"],
+        "decisions": len(records),
+        "budget": env.budget,
+        "finished": finished,
+        "diverged": diverged,
+        "wall_seconds": recorder.wall_seconds,
+        "eval_seconds": eval_seconds,
+        "notes": notes,
+    }
+
+
+def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Agent,
+                 result: dict[str, Any]) -> list[str]:
+    """Models (expanded and compact), the agent and the figures; returns their names."""
+    from tying_env.export import save_compact, save_expanded
+
+    assert env.model is not None
+    out = spec.folder
+    with _quiet_hf():
+        save_expanded(env.model, out / "model")
+    save_compact(env.model, out / "compact")
+    agent.save(out / "agent")
+    title = f"{spec.agent} on {spec.env_id}, seed {spec.seed}"
+    plot_tie_map(recorder.records, out / "tie_map.png", start=recorder.start,
+                 title=f"tie map: {title}")
+    final = result["final_val_ppl"]
+    plot_curves(recorder.records, out / "curves.png", start=recorder.start,
+                optimal_ppl=env.optimal_ppl,
+                final_val_ppl=final if math.isfinite(final) else None, title=title)
+    return ["log.jsonl", "tb", "model", "compact", "agent", "tie_map.png", "curves.png"]
+
+
+@contextlib.contextmanager
+def _quiet_hf() -> Iterator[None]:
+    """Hide Hugging Face's own progress bars (ours is the one that matters)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _optimal_split_ppl(env: LayerTyingEnv, split: str) -> float | None:
+    """The source's exact perplexity on the windows `evaluate_split` uses (synthetic only)."""
+    source = env.corpus.source
+    if source is None:
+        return None
+    return source.optimal_ppl(env.split_windows(split))
