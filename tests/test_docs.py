@@ -1,12 +1,12 @@
 """The documentation: the site builds strictly, its examples run, it matches the code.
 
-- ``mkdocs build --strict`` passes (skipped when MkDocs is not installed);
+- `mkdocs build --strict` passes (skipped when MkDocs is not installed);
 - every fenced ```python block of the executed pages runs, in order, in a fresh
   interpreter per page, with a temporary folder as the working directory; a ```bash
-  block whose every command is ``python train_agent.py ...`` (other than ``--resume``)
+  block whose every command is `python train_agent.py ...` (other than `--resume`)
   runs too, with small settings appended (one sweep of a 4-layer model), so that later
-  blocks can read its run folder. A block preceded by ``<!-- no-test -->`` (or with
-  ``title="not run"``) is skipped: keep those rare;
+  blocks can read its run folder. A block preceded by `<!-- no-test -->` (or with
+  `title="not run"`) is skipped: keep those rare;
 - the reference tables (result.json keys, info keys, arguments, presets, agents) list
   exactly what the code has;
 - the course notebook is stored without outputs and runs top to bottom.
@@ -73,7 +73,7 @@ def fenced_blocks(path: Path) -> list[Block]:
 
 
 def train_agent_commands(code: str) -> list[list[str]] | None:
-    """The argv of each ``python train_agent.py`` command, made small; None if not all are."""
+    """The argv of each `python train_agent.py` command, made small; None if not all are."""
     text = code.replace("\\\n", " ")
     commands = []
     for line in text.splitlines():
@@ -150,7 +150,7 @@ def run_page(page: str, workdir: Path, cache: Path) -> None:
 
 
 def table_names(page: str, heading: str) -> set[str]:
-    """The backticked names in the first column of the first table under ``heading``."""
+    """The backticked names in the first column of the first table under `heading`."""
     text = (DOCS / page).read_text(encoding="utf-8")
     start = text.index(heading)
     names: set[str] = set()
@@ -187,7 +187,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 @pytest.mark.parametrize("page", EXECUTED_PAGES)
 def test_page_examples_run(page: str, tmp_path: Path, docs_cache: Path) -> None:
     if page in NEEDS_SHARED_DATA:
-        from tying_env.corpus import default_shared_data_dir
+        from tying_env.data.corpus import default_shared_data_dir
 
         shared = default_shared_data_dir()
         if not (shared / "wikitext-2" / "valid.txt").is_file():
