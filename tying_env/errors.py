@@ -28,3 +28,17 @@ class MissingDataError(SettingError, FileNotFoundError):
 
 class DataUnavailableError(RuntimeError):
     """A dataset that cannot be had here (e.g. a hub dataset while offline, not cached)."""
+
+
+class WriteFailedError(OSError):
+    """A file could not be written (full disk, read-only or missing location, a path under a
+    file); ``path`` is what was being written. Nothing half-written is left behind."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+class ModelTooLargeError(SettingError):
+    """The run would need more memory than the device has; ``argument`` names the setting
+    to change (e.g. ``"preset"`` or ``"batch_size"``), the message gives the numbers."""
