@@ -6,7 +6,9 @@
 - "text": a local folder with train/valid/test text files.
 
 Tokenized splits are cached as .npy files (written atomically) under the cache dir and read
-back memory-mapped, so loading a corpus a second time is fast.
+back memory-mapped, so loading a corpus a second time is fast. Each entry's folder has a
+`manifest.json` (sizes and sha256 of its files, written last); an entry that does not match
+it is rebuilt from the source with a warning.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import numpy as np
 from tying_env.data.synthetic import HMMSource
 from tying_env.data.tokenizer import build_tokenizer, sha256_text, text_lines
 from tying_env.errors import DataUnavailableError, MissingDataError, SettingError
-from tying_env.files import write_bytes
+from tying_env.files import check_manifest, warn_rebuilt, write_bytes, write_manifest
 
 CACHE_VERSION = 1
+MANIFEST_NAME = "manifest.json"  # in each cache entry's folder, see `tying_env.files`
 DATASETS = ("synthetic", "wikitext-2", "wikitext-103", "text")
 SPLITS = ("train", "valid", "test")
 SYNTHETIC_TRAIN_TOKENS = 500_000
@@ -328,17 +331,29 @@ def _cache_folder(cache_dir: str | Path | None, settings: dict) -> Path:
 
 
 def _cached_splits(folder: Path, vocab_size: int, build) -> tuple[np.ndarray, ...]:
-    """Memory-mapped (train, valid, test) from `folder`, built and saved first if missing."""
-    paths = [folder / f"{split}.npy" for split in SPLITS]
-    if not all(p.is_file() for p in paths):
-        arrays = build()
-        dtype = token_dtype(vocab_size)
-        for split, path in zip(SPLITS, paths, strict=True):
-            a = np.asarray(arrays[split])
-            if a.size and (a.min() < 0 or a.max() >= vocab_size):
-                raise ValueError(f"{split} token ids fall outside [0, {vocab_size})")
-            buf = io.BytesIO()
-            np.save(buf, a.astype(dtype))
-            write_bytes(path, buf.getvalue())
-    return tuple(np.load(p, mmap_mode="r") for p in paths)
+    """Memory-mapped (train, valid, test) from `folder`, built and saved first if missing.
 
+    An entry that fails its manifest check or does not load is rebuilt with a warning, so a
+    damaged cache repairs itself and its data is never used.
+    """
+    names = [f"{split}.npy" for split in SPLITS]
+    manifest = folder / MANIFEST_NAME
+    if folder.exists():
+        problems = check_manifest(manifest, names)
+        if not problems:
+            try:
+                return tuple(np.load(folder / name, mmap_mode="r") for name in names)
+            except (OSError, ValueError, EOFError) as e:
+                problems = [f"{folder} does not load ({type(e).__name__}: {e})"]
+        warn_rebuilt(folder, problems)
+    arrays = build()
+    dtype = token_dtype(vocab_size)
+    for split, name in zip(SPLITS, names, strict=True):
+        a = np.asarray(arrays[split])
+        if a.size and (a.min() < 0 or a.max() >= vocab_size):
+            raise ValueError(f"{split} token ids fall outside [0, {vocab_size})")
+        buf = io.BytesIO()
+        np.save(buf, a.astype(dtype))
+        write_bytes(folder / name, buf.getvalue())
+    write_manifest(manifest, names)  # last: the entry is complete
+    return tuple(np.load(folder / name, mmap_mode="r") for name in names)

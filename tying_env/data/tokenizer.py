@@ -2,6 +2,9 @@
 
 Every tokenizer has `name` (a stable identity string, used in cache keys), `vocab_size`
 (the embedding rows it needs), `encode(text) -> np.ndarray` and `decode(ids) -> str`.
+
+A trained BPE is cached as `tokenizers/NAME.json` with its manifest `tokenizers/NAME.manifest`
+(see `tying_env.files.write_manifest`); a damaged one is retrained with a warning.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from tying_env.errors import SettingError
-from tying_env.files import write_bytes
+from tying_env.files import check_manifest, warn_rebuilt, write_bytes, write_manifest
 
 BPE_FORMAT_VERSION = 1
 EOT = "<|endoftext|>"
@@ -75,8 +78,10 @@ class BPETokenizer:
         key = hashlib.sha256((settings + "|" + sha256_text(train_text)).encode()).hexdigest()
         name = f"bpe-v{BPE_FORMAT_VERSION}-{vocab_size}-{key[:16]}"
         path = Path(cache_dir) / "tokenizers" / f"{name}.json" if cache_dir is not None else None
-        if path is not None and path.is_file():
-            return cls(Tokenizer.from_file(str(path)), name)
+        if path is not None:
+            cached = cls._from_cache(path, name)
+            if cached is not None:
+                return cached
 
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -90,7 +95,25 @@ class BPETokenizer:
         tok.train_from_iterator(_batches(text_lines(train_text)), trainer=trainer)
         if path is not None:
             write_bytes(path, tok.to_str().encode("utf-8"))
+            write_manifest(_manifest_path(path), [path.name])  # last: the entry is complete
         return cls(tok, name)
+
+    @classmethod
+    def _from_cache(cls, path: Path, name: str) -> BPETokenizer | None:
+        """The tokenizer cached in `path`, or None (with a warning if it is damaged)."""
+        from tokenizers import Tokenizer
+
+        manifest = _manifest_path(path)
+        if not path.exists() and not manifest.exists():
+            return None
+        problems = check_manifest(manifest, [path.name])
+        if not problems:
+            try:
+                return cls(Tokenizer.from_file(str(path)), name)
+            except Exception as e:  # `tokenizers` raises a bare Exception on bad JSON
+                problems = [f"{path} does not load ({type(e).__name__}: {e})"]
+        warn_rebuilt(path, problems)
+        return None
 
     def encode(self, text: str) -> np.ndarray:
         # encode_batch_fast (tokenizers >= 0.21) skips computing offsets
@@ -103,6 +126,11 @@ class BPETokenizer:
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def _manifest_path(path: Path) -> Path:
+    """The manifest of the cached tokenizer `path`: `NAME.manifest` beside `NAME.json`."""
+    return path.with_suffix(".manifest")
 
 
 class CharTokenizer:
