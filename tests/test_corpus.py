@@ -140,7 +140,8 @@ def test_synthetic_corpus_cached_and_deterministic(tmp_path: Path) -> None:
     assert int(c1.train.max()) < 256
     assert not np.array_equal(c1.train[:1000], c1.valid[:1000])
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["test.npy", "train.npy", "valid.npy"]  # no temp files left behind
+    # no temp files left behind; the manifest (sizes, sha256) is written last
+    assert files == ["manifest.json", "test.npy", "train.npy", "valid.npy"]
 
     # same seed in a fresh cache: same tokens; another seed: different tokens
     other = synthetic_corpus(0, 256, n_train=5000, n_valid=500, n_test=500,

@@ -38,7 +38,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from tying_env.files import dumps, fsync_dir, write_bytes
+from tying_env.errors import WriteFailedError
+from tying_env.files import dumps, fsync_dir, write_bytes, write_failed
 
 FORMAT = "layer-tying-gym/checkpoint"
 VERSION = 1
@@ -92,19 +93,28 @@ def write_checkpoint(run_dir: str | Path, parts: Mapping[str, Part]) -> Path:
                   for f, data in files.items()},
     }
     tmp = run_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    current, old = run_dir / CHECKPOINT, run_dir / OLD
     try:
+        tmp.mkdir()
         for name, data in files.items():
             write_bytes(tmp / name, data)
         write_bytes(tmp / MANIFEST, dumps(manifest))  # last: its presence means complete
         fsync_dir(tmp)
-        current, old = run_dir / CHECKPOINT, run_dir / OLD
         if current.is_dir():
             if old.is_dir():
                 shutil.rmtree(old)
             os.replace(current, old)
         os.replace(tmp, current)
         fsync_dir(run_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        size = sum(len(data) for data in files.values()) / 2**20
+        kept = find_checkpoint(run_dir)
+        previous = (f"the previous checkpoint ({kept}) is intact" if kept is not None
+                    else "there is no earlier checkpoint")
+        failed = write_failed(tmp, e)
+        raise WriteFailedError(failed.path, f"{failed}; a checkpoint of this run needs about "
+                                            f"{size:.1f} MiB; {previous}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -45,7 +45,7 @@ from agents.benchmark.cells import (
 )
 from agents.runs import cli
 from agents.runs.spec import RunSpec
-from tying_env.errors import DataUnavailableError, SettingError
+from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.files import read_json, write_json
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -56,6 +56,7 @@ STDERR_KEEP_BYTES = 256 * 1024  # a failed cell's stderr.txt keeps at most its l
 def run_cell(spec: RunSpec) -> int:
     """Run one cell in this process; returns train_agent.py's exit status for it."""
     from agents.runs.driver import run
+    from agents.runs.resume import Preempted
 
     try:
         result = run(spec)
@@ -63,9 +64,12 @@ def run_cell(spec: RunSpec) -> int:
         option = cli.option_of(e.argument, spec.env_kwargs)
         print(f"train-agent: error: argument {option}: {e}", file=sys.stderr)
         return 2
-    except DataUnavailableError as e:
+    except (DataUnavailableError, WriteFailedError) as e:
         print(f"train-agent: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:
+        print(f"train-agent: {e}", file=sys.stderr)
+        return e.exit_status
     print(cli.summary_line(result, spec.folder))
     return 0
 

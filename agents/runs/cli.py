@@ -6,9 +6,12 @@ that supplied it when something is wrong. The run folder and checkpoints are
 described in `agents.runs.driver` and `agents.runs.resume`;
 `--resume DIR` needs no other option: it reads `DIR/run.json`.
 
-Exit status: 0 on success (a diverged run included), 2 for bad options (a damaged or
-mismatched checkpoint included), 1 when the environment cannot be built for another
-reason (e.g. a dataset unavailable offline).
+Exit status: 0 on success (a diverged run included); 2 for bad options (a damaged or
+mismatched checkpoint, or an `--out` folder that holds another run, included); 1 when
+the environment cannot be built for another reason (e.g. a dataset unavailable
+offline) or a file cannot be written (full disk, read-only location); 128 + the
+signal's number (143 for SIGTERM, 130 for SIGINT) when a signal stopped the run after
+it wrote a checkpoint: `--resume DIR` continues it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, RunSpec
-from tying_env.errors import DataUnavailableError, SettingError
+from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.presets import DATASETS, DEVICES, PRESETS
 
 # explicit options that override --env-kwargs, by EnvConfig field
@@ -107,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, metavar="DIR",
                         help="continue the run in DIR from its checkpoint (settings from "
                              "DIR/run.json)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let a new run take an --out folder that holds another run: the "
+                             "old run is moved aside to DIR.old-<time>/, never deleted")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -122,6 +128,9 @@ class UsageError(Exception):
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """The run the options describe (checked; nothing is written)."""
     if args.resume is not None:
+        if args.overwrite:
+            raise UsageError("--overwrite", "cannot be combined with --resume: resuming "
+                                            "continues the run in its folder")
         for dest, option in RUN_OPTIONS.items():
             if getattr(args, dest) is not None:
                 raise UsageError(option, "cannot be combined with --resume: the run's settings "
@@ -137,7 +146,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    env_kwargs={**(args.env_kwargs or {}), **explicit},
                    seed=0 if args.seed is None else args.seed, out=args.out,
                    agent_kwargs=dict(args.agent_kwargs or {}), cache_dir=args.cache_dir,
-                   progress=not args.no_progress, checkpoint_every=every)
+                   progress=not args.no_progress, checkpoint_every=every,
+                   overwrite=args.overwrite)
     return spec.check()
 
 
@@ -172,6 +182,8 @@ def to_argv(spec: RunSpec) -> list[str]:
         argv += ["--agent-kwargs", json.dumps(spec.agent_kwargs)]
     if spec.cache_dir is not None:
         argv += ["--cache-dir", str(spec.cache_dir)]
+    if spec.overwrite:
+        argv.append("--overwrite")
     return argv if spec.progress else [*argv, "--no-progress"]
 
 
@@ -181,20 +193,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = spec_from_args(args)
-        from agents.runs.driver import run  # torch, transformers and the agents: only now
-
-        result = run(spec)
     except UsageError as e:
         parser.error(str(e))  # exits with status 2
     except SettingError as e:
-        explicit = [k for k in EXPLICIT if getattr(args, k) is not None]
-        option = option_of(e.argument, args.env_kwargs, explicit, args.resume is not None)
-        parser.error(f"argument {option}: {e}")
-    except DataUnavailableError as e:
+        parser.error(f"argument {blamed_option(e, args)}: {e}")
+    # torch, transformers and the agents: imported only now (`--help` stays fast)
+    from agents.runs.driver import run
+    from agents.runs.resume import Preempted
+
+    try:
+        result = run(spec)
+    except SettingError as e:
+        parser.error(f"argument {blamed_option(e, args)}: {e}")
+    except (DataUnavailableError, WriteFailedError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+        return e.exit_status
     print(summary_line(result, spec.folder))
     return 0
+
+
+def blamed_option(error: SettingError, args: argparse.Namespace) -> str:
+    """The option to name for `error`, given the parsed options."""
+    explicit = [k for k in EXPLICIT if getattr(args, k) is not None]
+    return option_of(error.argument, args.env_kwargs, explicit, args.resume is not None)
 
 
 def summary_line(result: dict[str, Any], folder: Path) -> str:

@@ -19,6 +19,9 @@ A resumed run (`spec.resume`) finishes as if it had never stopped: on CPU
 the timing fields (`RESULT_TIMING_FIELDS`, and `wall_s` and `timestamp` in
 `log.jsonl`).
 
+The folder is claimed first (`agents.runs.folder`): a run never overwrites another
+run's folder unless told to, and two runs never write one folder at the same time.
+
 Errors: a bad setting raises `SettingError` (`argument` as
 in `agents.runs.spec`, `"agent_kwargs"` for hyperparameters the agent refuses);
 a dataset that cannot be had here raises `DataUnavailableError`.
@@ -42,12 +45,12 @@ import numpy as np
 
 import agents
 from agents.base import Agent, OneEpisode
-from agents.runs import resume
+from agents.runs import folder, resume
 from agents.runs.plots import plot_curves, plot_tie_map
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env import checkpoint as ckpt
-from tying_env.errors import DataUnavailableError, SettingError
+from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.files import write_json
 
 if TYPE_CHECKING:
@@ -58,28 +61,48 @@ RESULT_TIMING_FIELDS = ("wall_seconds", "eval_seconds", "total_seconds")
 
 
 def run(spec: RunSpec) -> dict[str, Any]:
-    """Train (or continue), evaluate, save and plot one run; returns its result.json."""
+    """Train (or continue), evaluate, save and plot one run; returns its result.json.
+
+    Raises `SettingError` for a bad setting or a folder it may not use
+    (`agents.runs.folder`), `WriteFailedError` when a file cannot be written (the last
+    checkpoint stays valid), `resume.Preempted` when stopped by a signal (after writing
+    a checkpoint), `DataUnavailableError` when the data cannot be had here.
+    """
     t_start = time.perf_counter()
     spec.check()
+    lock = folder.claim(spec)
+    try:
+        return _run_claimed(spec, t_start)
+    except WriteFailedError as e:
+        kept = ckpt.find_checkpoint(spec.folder)
+        hint = (f" Fix the cause, then continue from the last checkpoint ({kept}) with: "
+                f"train_agent.py --resume {spec.folder}" if kept is not None
+                else " Fix the cause and start the run again.")
+        raise WriteFailedError(e.path, f"{e}.{hint}") from e
+    finally:
+        lock.release()
+
+
+def _run_claimed(spec: RunSpec, t_start: float) -> dict[str, Any]:
     saved = resume.read_checkpoint(spec) if spec.resume else None  # verified; nothing written
     env, recorder, guarded, agent = build(spec)
     base: LayerTyingEnv = env.unwrapped
-    if saved is not None:
-        try:
-            resume.restore(spec, saved, recorder, guarded, agent)
-        except BaseException:
-            env.close()
-            raise
-        print(f"resuming {spec.folder} at decision {base.decision} of {base.budget}",
-              file=sys.stderr)
-    else:
-        start_fresh(spec)
-    checkpointer = resume.Checkpointer(spec, base, recorder, agent,
-                                       last=base.decision if saved is not None else 0)
     try:
-        drive(agent, checkpointer)
-    finally:
-        recorder.finish()
+        if saved is not None:
+            resume.restore(spec, saved, recorder, guarded, agent)
+            print(f"resuming {spec.folder} at decision {base.decision} of {base.budget}",
+                  file=sys.stderr)
+        else:
+            start_fresh(spec)
+        checkpointer = resume.Checkpointer(spec, base, recorder, agent,
+                                           last=base.decision if saved is not None else 0)
+        try:
+            drive(agent, checkpointer)
+        finally:
+            recorder.finish()
+    except BaseException:
+        env.close()
+        raise
     last = recorder.records[-1] if recorder.records else recorder.start or {}
     if last.get("diverged"):
         print(f"warning: training diverged at decision {last.get('decision')} of {base.budget} "
@@ -107,10 +130,11 @@ def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
                            f"cannot build {spec.env_id}: {e}") from e
     except DataUnavailableError as e:
         raise DataUnavailableError(f"cannot build {spec.env_id}: {e}") from e
+    except WriteFailedError:
+        raise
     except (OSError, TypeError, ValueError) as e:
         raise SettingError("resume" if spec.resume else "env_kwargs",
                            f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
-    spec.folder.mkdir(parents=True, exist_ok=True)
     recorder = RunLog(env, spec.folder, progress=spec.progress,
                       desc=f"{spec.agent} s{spec.seed}")
     guarded = OneEpisode(recorder)
@@ -131,14 +155,16 @@ def start_fresh(spec: RunSpec) -> None:
 
 
 def drive(agent: Agent, checkpointer: resume.Checkpointer) -> None:
-    """Run the agent's episode, checkpointing at its boundaries when it offers them."""
-    if checkpointer.every <= 0:
+    """Run the agent's episode, checkpointing at its boundaries when it offers them, and
+    stopping at the next boundary after SIGTERM or SIGINT (see `agents.runs.resume`)."""
+    if "on_boundary" not in inspect.signature(agent.run).parameters:
+        if checkpointer.every > 0:
+            print(f"warning: agent {agent.name!r} offers no checkpoint boundaries "
+                  "(its run() takes no on_boundary): this run cannot be resumed",
+                  file=sys.stderr)
         agent.run()
-    elif "on_boundary" not in inspect.signature(agent.run).parameters:
-        print(f"warning: agent {agent.name!r} offers no checkpoint boundaries "
-              "(its run() takes no on_boundary): this run cannot be resumed", file=sys.stderr)
-        agent.run()
-    else:
+        return
+    with checkpointer.stop_on_signals():
         agent.run(on_boundary=checkpointer)
 
 

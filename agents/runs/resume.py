@@ -1,4 +1,4 @@
-"""Checkpoints of a run, and continuing a run from one.
+"""Checkpoints of a run, stopping a run on a signal, and continuing a run from one.
 
 Every `checkpoint_every` decisions, at the agent's next consistent point (after a
 decision for step-by-step agents, at a rollout boundary for SB3 ones), the
@@ -8,6 +8,12 @@ the global generators (Python, NumPy, torch) and the position in `log.jsonl`, as
 safetensors plus JSON with a sha256 manifest, swapped in atomically (see
 `tying_env.checkpoint`).
 
+Preemption: while the agent runs, SIGTERM and SIGINT (Slurm's preemption, Ctrl-C) do
+not kill the run; they ask the `Checkpointer` to write a checkpoint at the agent's next
+boundary and raise `Preempted` there, so at most the work since the last boundary is
+lost (one decision for step-by-step agents, one rollout for on-policy SB3 agents) and
+redone identically on `--resume`. A second signal kills the run at once.
+
 `read_checkpoint` verifies a checkpoint (files, settings, agent, log) before
 anything is touched; `restore` loads it into a fresh environment and agent and
 only then cuts `log.jsonl` back to it. Every refusal is a
@@ -16,7 +22,11 @@ only then cuts `log.jsonl` back to it. Every refusal is a
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, OneEpisode
@@ -33,9 +43,26 @@ RUN_STATE_FORMAT = "layer-tying-gym/run-state-v1"
 PARTS = ("state", "env", "agent", "rng")
 
 
+class Preempted(Exception):
+    """The run was stopped by a signal after writing a checkpoint; `--resume` continues it."""
+
+    def __init__(self, signum: int, decision: int, budget: int, folder: Path):
+        self.signum, self.decision, self.folder = signum, decision, folder
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at decision {decision} of {budget}; the checkpoint "
+                         f"in {folder / 'checkpoint'} holds it. Continue with: "
+                         f"train_agent.py --resume {folder}")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
+
+
 class Checkpointer:
     """Called by the agent at its boundaries; writes a checkpoint once `every` decisions
-    have passed since the last one."""
+    have passed since the last one, or at once (then raises `Preempted`) after a
+    stopping signal (see `stop_on_signals`)."""
 
     def __init__(self, spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Agent,
                  last: int = 0):
@@ -45,10 +72,38 @@ class Checkpointer:
         self.recorder = recorder
         self.agent = agent
         self.last = last
+        self.signum: int | None = None  # the stopping signal received, if any
 
     def __call__(self) -> None:
+        if self.signum is not None:
+            self.save()
+            raise Preempted(self.signum, self.env.decision, self.env.budget, self.spec.folder)
         if self.every > 0 and self.env.decision - self.last >= self.every:
             self.save()
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While inside, SIGTERM and SIGINT ask for a checkpoint and a stop at the next
+        boundary (a second signal acts as usual). Only in the main thread."""
+        signums = (signal.SIGTERM, signal.SIGINT)
+        try:
+            previous = {s: signal.getsignal(s) or signal.SIG_DFL for s in signums}
+
+            def ask_to_stop(signum: int, frame: FrameType | None) -> None:
+                self.signum = signum
+                for s, handler in previous.items():  # a second signal: the usual effect
+                    signal.signal(s, handler)
+
+            for s in signums:
+                signal.signal(s, ask_to_stop)
+        except ValueError:  # not the main thread: signals stay as they are
+            yield
+            return
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def save(self) -> None:
         """Write `out/checkpoint` (atomically) for the current decision."""

@@ -25,7 +25,7 @@ import numpy as np
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from tying_env.files import to_jsonable
+from tying_env.files import to_jsonable, write_failed
 
 SCALAR_TYPES = (bool, int, float, str, np.bool_, np.integer, np.floating)
 TIMING_KEYS = ("wall_s", "timestamp")  # the only log fields that differ between identical runs
@@ -84,7 +84,7 @@ class RunLog(gym.Wrapper):
         self.start = _scalars(info)
         self._prev = info
         self._t0 = time.perf_counter()
-        self._file = self.log_path.open("wb")
+        self._file = self._open_log("wb")
         self._hash, self._bytes = hashlib.sha256(), 0
         self._open_outputs(info)
         if self._writer is not None:
@@ -109,7 +109,7 @@ class RunLog(gym.Wrapper):
         self._prev = info
         self._t0 = time.perf_counter() - wall_s
         self._hash, self._bytes = hashlib.sha256(data), len(data)
-        self._file = self.log_path.open("ab")
+        self._file = self._open_log("ab")
         self._open_outputs(info, purge_step=len(self.records) + 1)
 
     def position(self) -> dict[str, Any]:
@@ -117,11 +117,21 @@ class RunLog(gym.Wrapper):
         return {"bytes": self._bytes, "lines": len(self.records),
                 "sha256": self._hash.hexdigest()}
 
+    def _open_log(self, mode: str) -> IO[bytes]:
+        try:
+            return self.log_path.open(mode)
+        except OSError as e:
+            raise write_failed(self.log_path, e) from e
+
     def _open_outputs(self, info: dict[str, Any], purge_step: int | None = None) -> None:
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=purge_step)
+            try:
+                self._writer = SummaryWriter(log_dir=str(self.out_dir / "tb"),
+                                             purge_step=purge_step)
+            except OSError as e:
+                raise write_failed(self.out_dir / "tb", e) from e
         total = getattr(self.env.unwrapped, "budget", None)
         self._bar = tqdm(total=total, initial=len(self.records), desc=self._desc,
                          unit="decision", disable=not self._progress, dynamic_ncols=True)
@@ -148,8 +158,11 @@ class RunLog(gym.Wrapper):
         self._prev = info
         if self._file is not None:
             line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
-            self._file.write(line)
-            self._file.flush()
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError as e:
+                raise write_failed(self.log_path, e) from e
             self._hash.update(line)
             self._bytes += len(line)
         self._add_scalars(record, step=record["decision"])

@@ -43,7 +43,8 @@ class RunSpec:
     `env_kwargs` are the settings given on top of the env id's registered defaults;
     `make_kwargs` (what `gym.make` receives) merges the two. `out` defaults to
     `runs/<agent>-<env_id>-s<seed>`. `resume` continues the run in `out` from its
-    checkpoint (build such a spec with `from_folder`).
+    checkpoint (build such a spec with `from_folder`). `overwrite` lets a new run take a
+    folder that holds another run, which is moved aside, never deleted.
     """
 
     agent: str
@@ -54,8 +55,9 @@ class RunSpec:
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     cache_dir: Path | None = None
     progress: bool = True
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # decisions; 0: no checkpoints
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # decisions; 0: only when stopped
     resume: bool = False
+    overwrite: bool = False  # move a run already in `out` aside (see agents.runs.folder)
 
     def __post_init__(self) -> None:
         if self.out is None:
