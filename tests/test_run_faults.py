@@ -239,3 +239,30 @@ def test_a_signal_checkpoints_and_resume_ends_as_uninterrupted(tmp_path, cache_d
     assert reference.wait(timeout=300) == 0
     assert result_without_timing(out) == result_without_timing(tmp_path / "reference")
     assert log_without_timing(out) == log_without_timing(tmp_path / "reference")
+
+
+def test_an_interrupted_benchmark_resumes_its_stopped_cells(tmp_path, cache_dir):
+    """Ctrl-C on the benchmark: its running cell writes a checkpoint; the same command
+    then resumes that cell, which ends as an uninterrupted run of the same spec."""
+    env_kwargs = json.dumps({**SMALL, "max_sweeps": 4})
+    bench = [sys.executable, "-m", "agents.benchmark", "--env-kwargs", env_kwargs,
+             "--agents", "qlearning", "--seeds", "0", "--threads", "1", "--out",
+             str(tmp_path / "bench"), "--cache-dir", str(cache_dir), "--no-progress"]
+    reference = train(argv("qlearning", tmp_path / "reference", cache_dir, max_sweeps=4))
+    first = subprocess.Popen(bench, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    cell = tmp_path / "bench" / "cells" / "qlearning-s0"
+    wait_for_lines(cell / "log.jsonl", 2, first)
+    first.send_signal(signal.SIGINT)  # the launcher only: it stops its cells with SIGTERM
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 130, err
+    assert "running ones wrote a checkpoint" in err
+    assert ckpt.find_checkpoint(cell) is not None and not (cell / "result.json").exists()
+
+    second = subprocess.run(bench, cwd=ROOT, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in (cell / "stderr.txt").read_text()
+    assert reference.wait(timeout=300) == 0
+    assert result_without_timing(cell) == result_without_timing(tmp_path / "reference")
+    assert log_without_timing(cell) == log_without_timing(tmp_path / "reference")

@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as e:
         parser.error(f"argument {option_of(e.argument, args.env_kwargs)}: {e}")  # status 2
     except KeyboardInterrupt:
-        print("interrupted: finished cells are kept; run the same command again to go on",
-              file=sys.stderr)
+        print("interrupted: finished cells are kept and running ones wrote a checkpoint; run "
+              "the same command again to go on", file=sys.stderr)
         return 130
     run, counts = results["run"], results["counts"]
     print(f"{counts['finished']} of {len(results['cells'])} cells finished "

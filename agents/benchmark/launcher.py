@@ -11,7 +11,9 @@ that fails gets a `failure.json` (exit status, tail of stderr, the equivalent
 `train_agent.py` command).
 
 `run_benchmark` is the whole sweep: check the request, refuse an `out` that
-holds another configuration's results, run the missing cells, summarize.
+holds another configuration's results, run the missing cells, summarize. Interrupted
+(Ctrl-C), it stops its cells with SIGTERM: each writes a checkpoint and the next run of
+the same command resumes them (`cell_run`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from agents.benchmark.cells import (
     make_request,
 )
 from agents.runs import cli
-from agents.runs.spec import RunSpec
+from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.files import read_json, write_json
 
@@ -77,7 +79,7 @@ def run_cell(spec: RunSpec) -> int:
 def _cell_process(spec: RunSpec, threads: int) -> None:
     """Body of a cell's process: one run, its output in the cell's folder."""
     for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
-        target = os.open(spec.folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        target = os.open(spec.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(target, fd)
         os.close(target)
     os.environ.update({var: str(threads) for var in THREAD_VARS})
@@ -104,12 +106,24 @@ class Running:
     started: float
 
 
-def _start(ctx: mp.context.BaseContext, request: Request, agent: str, seed: int) -> Running:
-    folder = cell_dir(request.out, agent, seed)
-    shutil.rmtree(folder, ignore_errors=True)  # a broken or incomplete cell starts afresh
+def cell_run(request: Request, agent: str, seed: int) -> RunSpec:
+    """The spec to run for a cell that is not finished: a stopped run of the same cell
+    (stopped by a signal, or killed after a checkpoint) is resumed; anything else in
+    its folder (a failure, a run without a checkpoint) is deleted and run afresh."""
+    spec = request.spec(agent, seed)
+    folder = spec.folder
+    saved = read_json(folder / RUN_FILE)
+    if (saved is not None and saved.get("settings") == spec.settings()
+            and (folder / "checkpoint" / "manifest.json").is_file()):
+        return RunSpec.from_folder(folder, cache_dir=spec.cache_dir, progress=False)
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    return spec
+
+
+def _start(ctx: mp.context.BaseContext, request: Request, agent: str, seed: int) -> Running:
     process = ctx.Process(target=_cell_process, name=cell_name(agent, seed),
-                          args=(request.spec(agent, seed), request.threads))
+                          args=(cell_run(request, agent, seed), request.threads))
     process.start()
     return Running(agent, seed, process, time.perf_counter())
 

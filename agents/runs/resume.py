@@ -12,7 +12,8 @@ Preemption: while the agent runs, SIGTERM and SIGINT (Slurm's preemption, Ctrl-C
 not kill the run; they ask the `Checkpointer` to write a checkpoint at the agent's next
 boundary and raise `Preempted` there, so at most the work since the last boundary is
 lost (one decision for step-by-step agents, one rollout for on-policy SB3 agents) and
-redone identically on `--resume`. A second signal kills the run at once.
+redone identically on `--resume`. The same signal a second time (Ctrl-C twice) stops
+the run at once.
 
 `read_checkpoint` verifies a checkpoint (files, settings, agent, log) before
 anything is touched; `restore` loads it into a fresh environment and agent and
@@ -84,15 +85,14 @@ class Checkpointer:
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
         """While inside, SIGTERM and SIGINT ask for a checkpoint and a stop at the next
-        boundary (a second signal acts as usual). Only in the main thread."""
+        boundary (the same signal a second time acts as usual). Only in the main thread."""
         signums = (signal.SIGTERM, signal.SIGINT)
         try:
             previous = {s: signal.getsignal(s) or signal.SIG_DFL for s in signums}
 
             def ask_to_stop(signum: int, frame: FrameType | None) -> None:
                 self.signum = signum
-                for s, handler in previous.items():  # a second signal: the usual effect
-                    signal.signal(s, handler)
+                signal.signal(signum, previous[signum])  # the same signal again: as usual
 
             for s in signums:
                 signal.signal(s, ask_to_stop)
