@@ -17,6 +17,7 @@ import torch
 from gymnasium import spaces
 
 from tying_env import checkpoint as ckpt
+from tying_env import memory
 from tying_env.data.corpus import Corpus, load_corpus
 from tying_env.errors import SettingError, SettingTypeError
 from tying_env.model import TiedGPT2
@@ -25,6 +26,7 @@ from tying_env.training import TrainingRun, split_windows, spread_windows
 
 ENV_STATE_FORMAT = "layer-tying-gym/env-state-v2"
 SPLITS = ("train", "valid", "test")
+NOT_COMPUTED = ("memory_check",)  # settings a checkpoint may differ in
 
 
 class LayerTyingEnv(gym.Env):
@@ -110,6 +112,10 @@ class LayerTyingEnv(gym.Env):
     `SettingError` (a ValueError; a TypeError too for a
     wrong type, a FileNotFoundError too for a missing data folder) whose
     `argument` names the setting, with the bad value and what is allowed.
+    A run whose estimated peak memory exceeds what the device has available is
+    refused the same way, once the corpus is loaded and before the model is built, with a
+    `ModelTooLargeError` giving the numbers (`tying_env.memory`);
+    `memory_check=False` turns that check off.
 
     ## Checkpoints
 
@@ -147,6 +153,8 @@ class LayerTyingEnv(gym.Env):
                     f"seq_len={cfg.seq_len} is too long for the corpus: the {split} split of "
                     f"dataset={cfg.dataset!r} has {n} tokens, and each split needs at least "
                     f"seq_len + 2 = {cfg.seq_len + 2}; use a smaller seq_len or more text")
+        if cfg.memory_check:  # refuse a run that cannot fit before its model is built
+            memory.check(cfg, self.corpus.vocab_size, self.device)
         self.eval_windows = spread_windows(self.corpus.valid, cfg.eval_batches * cfg.batch_size,
                                            cfg.seq_len)
         self.optimal_ppl = (self.corpus.source.optimal_ppl(self.eval_windows)
@@ -286,7 +294,7 @@ class LayerTyingEnv(gym.Env):
         if meta["format"] != ENV_STATE_FORMAT:
             raise ckpt.CheckpointError(f"environment state has format {meta['format']!r}; "
                                        f"expected {ENV_STATE_FORMAT!r}")
-        diff = ckpt.differences(cfg.to_dict(), meta["config"],
+        diff = ckpt.differences(_computed(cfg.to_dict()), _computed(meta["config"]),
                                 ("this environment", "the saved state"))
         if diff:
             raise ckpt.CheckpointError("the saved environment has other settings: "
@@ -372,6 +380,11 @@ class LayerTyingEnv(gym.Env):
         if self.optimal_ppl is not None:
             info["optimal_ppl"] = self.optimal_ppl
         return info
+
+
+def _computed(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change what a run computes (a checkpoint must match them)."""
+    return {k: v for k, v in config.items() if k not in NOT_COMPUTED}
 
 
 def _as_action(action: Any, space: spaces.Space) -> Any:

@@ -24,7 +24,15 @@ ACTIVATIONS = ("gelu", "gelu_new")
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Every setting of one environment (model shape, data, inner training, RL protocol)."""
+    """Every setting of one environment (model shape, data, inner training, RL protocol).
+
+    `memory_check` (default True): refuse, when the environment is built, a run whose
+    estimated peak memory (`tying_env.memory.estimate_bytes`) exceeds what the device has
+    available, with a `ModelTooLargeError`. Turn it off to try anyway where the estimate
+    or the available figure misleads: with swap, with unified memory that the GPU shares
+    with the host, or when memory will be freed by someone else before the run starts.
+    It does not change what the run computes.
+    """
 
     preset: str = "tiny"
     # model shape
@@ -56,6 +64,8 @@ class EnvConfig:
     eval_batches: int = 4
     action_mode: str = "layer"
     device: str = "auto"
+    # refuse runs that cannot fit in memory (see the docstring)
+    memory_check: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,9 +137,9 @@ def validate(cfg: EnvConfig) -> None:
         if value not in allowed:
             raise SettingError(name, f"{name}={value!r} is unknown; allowed: "
                                      f"{', '.join(allowed)}")
-    if not isinstance(cfg.cosine_schedule, bool):
-        raise SettingTypeError("cosine_schedule",
-                               f"cosine_schedule={cfg.cosine_schedule!r} must be a bool")
+    for name in ("cosine_schedule", "memory_check"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise SettingTypeError(name, f"{name}={getattr(cfg, name)!r} must be a bool")
     for name in ("data_dir", "tokenizer"):
         value = getattr(cfg, name)
         if value is not None and not isinstance(value, str):
