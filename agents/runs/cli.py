@@ -24,7 +24,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, RunSpec
+from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, TRACKERS, RunSpec
 from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.presets import DATASETS, DEVICES, PRESETS
 
@@ -34,7 +34,7 @@ EXPLICIT = {"preset": "--preset", "dataset": "--dataset", "data_dir": "--data-di
 # spec fields, by the option that sets them
 SPEC_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
                 "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
-                "cache_dir": "--cache-dir", "resume": "--resume"}
+                "cache_dir": "--cache-dir", "resume": "--resume", "tracker": "--tracker"}
 # options that define a run, by argparse dest: --resume reads them from run.json instead
 RUN_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
                **EXPLICIT, "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs"}
@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="let a new run take an --out folder that holds another run: the "
                              "old run is moved aside to DIR.old-<time>/, never deleted")
+    parser.add_argument("--sb3-zip", action="store_true",
+                        help="SB3 agents: also save agent/sb3.zip, loadable with SB3's own "
+                             "load() (for interop; SB3's zip pickles, our checkpoints never do)")
+    parser.add_argument("--tracker", choices=list(TRACKERS),
+                        help="also log to an experiment tracker (offline, in the run folder)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -147,7 +152,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    seed=0 if args.seed is None else args.seed, out=args.out,
                    agent_kwargs=dict(args.agent_kwargs or {}), cache_dir=args.cache_dir,
                    progress=not args.no_progress, checkpoint_every=every,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, sb3_zip=args.sb3_zip, tracker=args.tracker)
     return spec.check()
 
 
@@ -184,6 +189,10 @@ def to_argv(spec: RunSpec) -> list[str]:
         argv += ["--cache-dir", str(spec.cache_dir)]
     if spec.overwrite:
         argv.append("--overwrite")
+    if spec.sb3_zip:
+        argv.append("--sb3-zip")
+    if spec.tracker is not None:
+        argv += ["--tracker", spec.tracker]
     return argv if spec.progress else [*argv, "--no-progress"]
 
 

@@ -70,20 +70,31 @@ def run(spec: RunSpec) -> dict[str, Any]:
     """
     t_start = time.perf_counter()
     spec.check()
+    created = not spec.folder.exists()
     lock = folder.claim(spec)
     try:
         return _run_claimed(spec, t_start)
+    except BaseException:
+        if created:  # a run that wrote nothing leaves no folder behind
+            lock.release()
+            folder.remove_if_empty(spec.folder)
+        raise
+    finally:
+        lock.release()
+
+
+def _run_claimed(spec: RunSpec, t_start: float) -> dict[str, Any]:
+    try:
+        return _run_and_save(spec, t_start)
     except WriteFailedError as e:
         kept = ckpt.find_checkpoint(spec.folder)
         hint = (f" Fix the cause, then continue from the last checkpoint ({kept}) with: "
                 f"train_agent.py --resume {spec.folder}" if kept is not None
                 else " Fix the cause and start the run again.")
         raise WriteFailedError(e.path, f"{e}.{hint}") from e
-    finally:
-        lock.release()
 
 
-def _run_claimed(spec: RunSpec, t_start: float) -> dict[str, Any]:
+def _run_and_save(spec: RunSpec, t_start: float) -> dict[str, Any]:
     saved = resume.read_checkpoint(spec) if spec.resume else None  # verified; nothing written
     env, recorder, guarded, agent = build(spec)
     base: LayerTyingEnv = env.unwrapped

@@ -70,6 +70,7 @@ class FolderLock:
             return "?"
 
     def release(self) -> None:
+        """Let go of the lock (again: nothing)."""
         if self._file is not None:
             self._file.close()  # closing the file releases the flock
             self._file = None
@@ -118,6 +119,18 @@ def claim(spec: RunSpec) -> FolderLock:
         lock.release()
         raise
     return lock
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove `folder` when it holds nothing but its lock (a run refused before writing)."""
+    try:
+        entries = list(folder.iterdir())
+        if all(entry.name == LOCK for entry in entries):
+            for entry in entries:
+                entry.unlink()
+            folder.rmdir()
+    except OSError:
+        pass
 
 
 def move_aside(folder: Path) -> Path:

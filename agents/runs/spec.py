@@ -27,6 +27,7 @@ DEFAULT_ENV = "LayerTying-GPT2-Tiny-v0"
 DEFAULT_CHECKPOINT_EVERY = 10
 RUN_FILE = "run.json"
 RUN_FORMAT = "layer-tying-gym/run"
+TRACKERS = ("mlflow",)
 NOT_CONFIG = ("cache_dir", "render_mode")  # constructor arguments that are not EnvConfig fields
 
 
@@ -58,6 +59,8 @@ class RunSpec:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # decisions; 0: only when stopped
     resume: bool = False
     overwrite: bool = False  # move a run already in `out` aside (see agents.runs.folder)
+    sb3_zip: bool = False  # also save SB3 agents as SB3's own zip (for interop; pickles)
+    tracker: str | None = None  # an experiment tracker besides TensorBoard (TRACKERS)
 
     def __post_init__(self) -> None:
         if self.out is None:
@@ -108,6 +111,9 @@ class RunSpec:
             raise SettingError(blame or "env_id",
                                f"{self.env_id!r} is not a registered layer-tying environment "
                                f"id; allowed: {', '.join(ids)}")
+        if self.tracker is not None and self.tracker not in TRACKERS:
+            raise SettingError("tracker", f"tracker={self.tracker!r} is unknown; allowed: "
+                                          f"{', '.join(TRACKERS)} (or none)")
         for name in ("out", "cache_dir"):
             path = getattr(self, name)
             if path is not None and path.exists() and not path.is_dir():
