@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from agents.benchmark.report import RESULTS_MD
+from agents.runs.config import parse_with_config
 from agents.runs.spec import DEFAULT_ENV
 from tying_env.errors import SettingError
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run agents x seeds on one layer-tying environment (each cell one "
                     "train_agent.py run in its own process) and write results.json, "
                     "results.md, pareto.png and curves.png. Re-running skips finished cells.")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="read options from a YAML, TOML or JSON file (a run's run.json "
+                             "works too); flags override it")
     parser.add_argument("--env", default=DEFAULT_ENV, dest="env_id",
                         help=f"registered environment id (default {DEFAULT_ENV})")
     parser.add_argument("--env-kwargs", default="{}", metavar="JSON",
@@ -88,7 +92,7 @@ def option_of(argument: str, env_kwargs: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m agents.benchmark`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     try:
         from agents.benchmark.launcher import run_benchmark
 

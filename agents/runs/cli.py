@@ -24,6 +24,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from agents.runs.config import parse_with_config
 from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, TRACKERS, RunSpec
 from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.presets import DATASETS, DEVICES, PRESETS
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                "options (--preset, --dataset, --data-dir, --max-sweeps, --device). "
                "--resume DIR continues a stopped run from its checkpoint; it reads the run's "
                "settings from DIR/run.json and takes no run-defining option.")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="read options from a YAML, TOML or JSON file (a run's run.json "
+                             "works too); flags override it")
     parser.add_argument("--agent", help="registered agent name (see agents.names()); "
                                         "required unless --resume")
     parser.add_argument("--env", dest="env_id",
@@ -199,7 +203,7 @@ def to_argv(spec: RunSpec) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `train_agent.py` and the `train-agent` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     try:
         spec = spec_from_args(args)
     except UsageError as e:
