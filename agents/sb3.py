@@ -335,6 +335,28 @@ class SB3Agent(Agent):
         finally:
             self.at_boundary = was
 
+    def save_zip(self, path: str | Path) -> Path:
+        """Save the model with SB3's own `model.save`, as the zip file `path`, for
+        interoperability: `PPO.load(path)`, `MaskablePPO.load(path)`, ... (the class of
+        this agent's algorithm) load it without this package.
+
+        SB3's zip embeds cloudpickled objects (spaces, schedules), and loading it unpickles
+        them: load only zips you trust. This package never reads it back: its checkpoints
+        and `save`/`load` use safetensors and JSON only. Written atomically.
+        """
+        from tying_env.files import atomic_write
+
+        if self.model is None:
+            raise RuntimeError(f"agent {self.name!r}: nothing to save before run() (the model "
+                               "is built when the episode starts)")
+        model = self.model
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                model.save(f)
+
+        return atomic_write(path, write)
+
     def load(self, path: str | Path) -> None:
         """Load what `save` wrote (nothing is unpickled); like SB3's `load`, the
         saved hyperparameters replace this agent's (the model is rebuilt with them)."""

@@ -229,15 +229,29 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
 
 def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Agent,
                  result: dict[str, Any]) -> list[str]:
-    """Models (expanded and compact), the agent and the figures; returns their names."""
-    from tying_env.export import save_compact, save_expanded
+    """Models (expanded and compact), the agent and the figures; returns their names.
+
+    `model/` is self-contained (`tying_env.export.save_run_model`): the corpus's tokenizer
+    and a model card written from `result` sit beside the weights. With `spec.sb3_zip`, an
+    SB3 agent also writes `agent/sb3.zip` (its `save_zip`: SB3's own format, which
+    pickles, for interoperability only); other agents print a note and write no zip.
+    """
+    from tying_env.export import save_compact, save_run_model
 
     assert env.model is not None
     out = spec.folder
     with _quiet_hf():
-        save_expanded(env.model, out / "model")
+        save_run_model(env.model, out / "model", corpus=env.corpus, cfg=env.cfg, result=result,
+                       cache_dir=spec.make_kwargs.get("cache_dir"), compact=out / "compact")
     save_compact(env.model, out / "compact")
     agent.save(out / "agent")
+    if spec.sb3_zip:
+        save_zip = getattr(agent, "save_zip", None)
+        if callable(save_zip):
+            save_zip(out / "agent" / "sb3.zip")
+        else:
+            print(f"note: --sb3-zip applies to Stable-Baselines3 agents only; {spec.agent!r} "
+                  "is not one, so no agent/sb3.zip was written", file=sys.stderr)
     title = f"{spec.agent} on {spec.env_id}, seed {spec.seed}"
     plot_tie_map(recorder.records, out / "tie_map.png", start=recorder.start,
                  title=f"tie map: {title}")
