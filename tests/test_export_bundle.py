@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline
+from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline, set_seed
 from transformers.utils import logging as hf_logging
 
 from agents.runs.cli import main
@@ -92,6 +92,7 @@ def sb3_run(tmp_path_factory, cache_dir) -> Path:
 def test_text_model_generates_new_tokens_without_warnings(text_run, caplog):
     out, _, _ = text_run
     generate = pipeline("text-generation", model=str(out / "model"))
+    set_seed(0)  # the pipeline samples by default
     hf_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING, logger="transformers"):
