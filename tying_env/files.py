@@ -33,6 +33,9 @@ from typing import Any
 
 from tying_env.errors import WriteFailedError
 
+UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then move it onto `path`.
@@ -52,6 +55,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         _fsync_file(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # as open() would make it, not mkstemp's 0600
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
