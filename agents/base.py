@@ -147,6 +147,15 @@ class Agent:
                 terminated: bool, truncated: bool, info: dict[str, Any]) -> None:
         """Learn from one transition (static agents ignore it)."""
 
+    def metrics(self) -> dict[str, float]:
+        """The agent's internals now, for logging: name -> number (e.g. `epsilon`).
+
+        The recorder logs them as TensorBoard scalars `agent/<name>` at every decision
+        (`agents.runs.runlog.RunLog`). Reading them must change nothing (a resumed run
+        stays exact). The default is none.
+        """
+        return {}
+
     def save(self, path: str | Path) -> None:
         """Write `get_state` under the folder `path` (see `write_state`)."""
         write_state(path, self.get_state(), agent=self.name)

@@ -235,6 +235,12 @@ class QLearningAgent(Agent):
         self.optimizer.step()
         return float(loss.detach())
 
+    def metrics(self) -> dict[str, float]:
+        """`epsilon` (the exploration rate of the next action), `td_loss` (the loss of the
+        last update; NaN before the first), `sweeps` (completed sweeps)."""
+        return {"epsilon": float(self.epsilon), "td_loss": float(self.last_loss),
+                "sweeps": float(self.sweeps)}
+
     # ---------------------------------------------------------- persistence
     def get_state(self) -> AgentState:
         """Q-network (`qnet/`), AdamW state (`optim/`), epsilon, counters and the RNG."""

@@ -248,6 +248,20 @@ class SB3Agent(Agent):
         finally:
             self._learning = False
 
+    def metrics(self) -> dict[str, float]:
+        """The numbers SB3's logger holds now (`model.logger.name_to_value`), by their
+        SB3 names: `train/loss`, `train/entropy_loss`, `rollout/exploration_rate`, ...
+
+        They are what the algorithm recorded since its logger last wrote out (after each
+        rollout for the on-policy ones, at the episode's end for `dqn`/`qrdqn`); none
+        before `learn()` starts, nor just after a resume (SB3's logger is not restored).
+        """
+        logger = getattr(self.model, "_logger", None) if self.model is not None else None
+        values = getattr(logger, "name_to_value", None) or {}
+        return {name: float(value) for name, value in values.items()
+                if isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, (bool, np.bool_))}
+
     # ---------------------------------------------------------- persistence
     def get_state(self) -> AgentState:
         """Everything SB3 computes with (see the module docstring); only at a boundary."""

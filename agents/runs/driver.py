@@ -147,7 +147,7 @@ def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
         raise SettingError("resume" if spec.resume else "env_kwargs",
                            f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
     recorder = RunLog(env, spec.folder, progress=spec.progress,
-                      desc=f"{spec.agent} s{spec.seed}")
+                      desc=f"{spec.agent} s{spec.seed}", tracker=spec.tracker)
     guarded = OneEpisode(recorder)
     try:
         agent = agents.make(spec.agent, guarded, seed=spec.seed, **spec.agent_kwargs)
@@ -155,6 +155,7 @@ def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
         env.close()
         raise SettingError("resume" if spec.resume else "agent_kwargs",
                            f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}") from e
+    recorder.agent = agent  # its metrics() are logged with every decision
     return env, recorder, guarded, agent
 
 

@@ -1,0 +1,203 @@
+"""Experiment trackers besides TensorBoard, chosen by `RunSpec.tracker`, and a run's parameters.
+
+`agents.runs.runlog.RunLog` feeds a `Tracker` what it writes to TensorBoard: the run's
+parameters once (`run_params`: the environment's settings and the agent's
+hyperparameters), every decision's metrics (the same values as the TensorBoard scalars,
+agent internals included) and, when the episode ends, the final metrics.
+`open_tracker(None, ...)` is None: no tracker, TensorBoard only.
+
+| name     | needs                                                | writes                        |
+|----------|------------------------------------------------------|-------------------------------|
+| `mlflow` | `mlflow-skinny` (`pip install -e '.[tracking]'`) | `mlruns/` in the run folder |
+
+MLflow runs offline here: the store is MLflow's local file store in `<run folder>/mlruns`
+(no server, no database), one experiment (`EXPERIMENT`) holding the run. MLflow 3 keeps
+that store in maintenance mode and refuses it unless `MLFLOW_ALLOW_FILE_STORE=true`,
+and it sends usage telemetry unless `MLFLOW_DISABLE_TELEMETRY=true`; both variables are
+set to `true` when mlflow is first used here, unless they are already set. Read a run
+back with `mlflow_client` (or `mlflow ui --backend-store-uri <the store_uri>` with
+`MLFLOW_ALLOW_FILE_STORE=true` in the environment).
+
+A resumed run continues the store's latest MLflow run. MLflow cannot delete values, so
+decisions redone after a resume (those after the checkpoint) appear twice in its metric
+histories, with the same step and, except the timing metrics, the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tying_env.errors import SettingError
+from tying_env.files import to_jsonable
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+    from mlflow.tracking import MlflowClient
+
+    from agents.base import Agent
+
+Param = bool | int | float | str
+MLRUNS = "mlruns"
+EXPERIMENT = "layer-tying-gym"
+PACKAGES = {"mlflow": "mlflow-skinny"}  # tracker -> the package it needs (extra `tracking`)
+
+
+class Tracker(Protocol):
+    """What `RunLog` calls; every method may be called while the run goes on."""
+
+    def log_params(self, params: Mapping[str, Param]) -> None:
+        """The run's parameters (once per run)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Finite numbers at one step (a decision; 0 is the state at reset)."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Text about the run (e.g. how the episode ended)."""
+
+    def close(self, finished: bool) -> None:
+        """Stop logging: `finished` when the episode ended, False when the run stopped early."""
+
+
+def check(name: str | None) -> None:
+    """SettingError (`argument="tracker"`) unless tracker `name` is known and installed."""
+    if name is None:
+        return
+    if name not in PACKAGES:
+        raise SettingError("tracker", f"tracker={name!r} is unknown; allowed: "
+                                      f"{', '.join(PACKAGES)} (or none)")
+    if importlib.util.find_spec(name) is None:
+        raise SettingError("tracker", f"tracker={name!r} needs the package {PACKAGES[name]!r}, "
+                                      "which is not installed: pip install -e '.[tracking]'")
+
+
+def open_tracker(name: str | None, folder: str | Path, run_name: str,
+                 resume: bool = False) -> Tracker | None:
+    """The tracker `name` logging into the run folder `folder` (None for `name=None`).
+
+    `resume` continues the tracker's latest run in that folder instead of starting one.
+    """
+    check(name)
+    if name is None:
+        return None
+    return MlflowTracker(folder, run_name, resume=resume)
+
+
+# ------------------------------------------------------------------ parameters
+def run_params(env: gym.Env, agent: Agent | None = None) -> dict[str, Param]:
+    """The run's parameters, flat: `env_id`, `env.<setting>` for every `EnvConfig` field
+    (`env.unwrapped.cfg.to_dict()`), `agent`, `seed` and `agent.<hyperparameter>`.
+
+    The agent's hyperparameters are all it runs with where it says so (a dataclass
+    `cfg`, as the Q-learners; an SB3 agent's budget-sized defaults once its model is
+    built), else those it was given. Values are bools, numbers or strings (lists and
+    dicts as JSON, `None` as `"None"`).
+    """
+    base = env.unwrapped
+    spec = getattr(base, "spec", None)
+    params: dict[str, Any] = {"env_id": spec.id if spec is not None else type(base).__name__}
+    cfg = getattr(base, "cfg", None)
+    if cfg is not None:
+        params.update(_flat("env.", cfg.to_dict()))
+    if agent is not None:
+        params["agent"] = agent.name
+        params["seed"] = agent.seed
+        params.update(_flat("agent.", agent_hparams(agent)))
+    return {key: _param(value) for key, value in params.items()}
+
+
+def agent_hparams(agent: Agent) -> dict[str, Any]:
+    """The hyperparameters `agent` runs with (see `run_params`)."""
+    cfg = getattr(agent, "cfg", None)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    algorithm, budget = getattr(agent, "algorithm", None), getattr(agent, "budget", None)
+    defaults = getattr(algorithm, "defaults", None)
+    if callable(defaults) and isinstance(budget, int):  # an SB3 agent whose model is built
+        return {**defaults(budget), **agent.hparams}
+    return dict(agent.hparams)
+
+
+def _flat(prefix: str, values: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            yield from _flat(f"{prefix}{key}.", value)
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _param(value: Any) -> Param:
+    value = to_jsonable(value)
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if value is None:
+        return "None"
+    return json.dumps(value)
+
+
+# ------------------------------------------------------------------ MLflow
+def store_uri(folder: str | Path) -> str:
+    """The `file:` URI of the MLflow store in the run folder `folder`."""
+    return (Path(folder) / MLRUNS).resolve().as_uri()
+
+
+def mlflow_client(folder: str | Path) -> MlflowClient:
+    """An `MlflowClient` on the run folder's store (offline; see the module docstring)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=store_uri(folder))
+
+
+class MlflowTracker:
+    """One MLflow run in `<folder>/mlruns`, logged through `MlflowClient` (no global
+    active run, so a caller's own MLflow runs are left alone)."""
+
+    def __init__(self, folder: str | Path, run_name: str, resume: bool = False):
+        from mlflow.entities import RunStatus
+
+        self._status = RunStatus
+        self.client = mlflow_client(folder)
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else self.client.create_experiment(EXPERIMENT))
+        runs = (self.client.search_runs([experiment_id], order_by=["attributes.start_time DESC"],
+                                        max_results=1) if resume else [])
+        if runs:
+            self.run_id = runs[0].info.run_id
+            self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        else:
+            run = self.client.create_run(experiment_id, run_name=run_name,
+                                         tags={"run_folder": str(Path(folder).resolve())})
+            self.run_id = run.info.run_id
+
+    def log_params(self, params: Mapping[str, Param]) -> None:
+        from mlflow.entities import Param as MlflowParam
+
+        items = [MlflowParam(key, str(value)) for key, value in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def close(self, finished: bool) -> None:
+        status = self._status.FINISHED if finished else self._status.KILLED
+        self.client.set_terminated(self.run_id, self._status.to_string(status))
