@@ -35,27 +35,33 @@ AgentState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 class OneEpisode(gym.Wrapper):
-    """Lets exactly one episode run, then keeps the finished training run alive.
+    """Lets exactly one episode run (or `episodes`), then keeps the finished training run alive.
 
     Libraries such as Stable-Baselines3 reset an environment as soon as an
     episode ends, which would throw the trained model away. After the episode
     this wrapper answers `reset()` with the last observation and leaves the
-    environment (and its model) untouched; a further `step()` raises.
+    environment (and its model) untouched; a further `step()` raises. SB3's on-policy
+    algorithms step on until their rollout buffer is full, so with a budget that is not
+    a multiple of `n_steps` pass `callback=agents.StopAtEpisodeEnd(env)` to `learn()`:
+    it stops `learn()` right after the episode's last step.
 
     `resume` starts it "already running" for an episode restored from a
     checkpoint: the first `reset()` is answered with the restored observation.
     """
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, episodes: int = 1):
         super().__init__(env)
+        self.episodes = episodes  # how many may run, one after another
+        self.ended = 0  # episodes that have ended
         self.started = False
         self.finished = False
+        self._running = False
         self._last: tuple[np.ndarray, dict[str, Any]] | None = None
         self._restored = False
 
     def resume(self, obs: np.ndarray, info: dict[str, Any]) -> None:
         """Continue an episode restored underneath: answer the next `reset()` with it."""
-        self.started, self.finished = True, False
+        self.started, self.finished, self._running = True, False, True
         self._last = (obs, info)
         self._restored = True
 
@@ -74,18 +80,23 @@ class OneEpisode(gym.Wrapper):
             assert self._last is not None
             self._restored = False
             return self._last
-        if self.started:
+        if self._running:
             raise RuntimeError("OneEpisode: reset() during the episode is not allowed")
-        self.started = True
+        self.started, self._running = True, True
         self._last = self.env.reset(**kwargs)
         return self._last
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.finished:
-            raise RuntimeError("OneEpisode: the episode has ended")
+            raise RuntimeError("OneEpisode: the episode has ended, so this step would start "
+                               "a new training run; to stop SB3's learn() at the episode's "
+                               "end, pass callback=agents.StopAtEpisodeEnd(env) to learn()")
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._last = (obs, info)
-        self.finished = terminated or truncated
+        if terminated or truncated:
+            self._running = False
+            self.ended += 1
+            self.finished = self.ended >= self.episodes
         return obs, reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
@@ -139,6 +150,28 @@ class Agent:
             obs, done = next_obs, terminated or truncated
             if on_boundary is not None and not done:
                 on_boundary()
+
+    def train(self, episodes: int) -> None:
+        """Learn over `episodes` episodes, one after another (the train-then-evaluate
+        protocol, `agents.runs.protocol`). The first reset passes the agent's seed; later
+        ones pass none, so the environment's own generator seeds each new training run
+        (a wrapper may choose the seeds instead)."""
+        for episode in range(episodes):
+            obs, info = self.env.reset(seed=self.seed if episode == 0 else None)
+            done = False
+            while not done:
+                action = self.act(obs, info)
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                self.observe(obs, action, float(reward), next_obs, terminated, truncated,
+                             info)
+                obs, done = next_obs, terminated or truncated
+
+    def policy(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
+        """The frozen agent's action: no exploration and nothing learned (for evaluation).
+
+        The default is `act`, right for agents that neither explore nor learn.
+        """
+        return self.act(obs, info)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         raise NotImplementedError(f"{type(self).__name__} implements neither act() nor run()")

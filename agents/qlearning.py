@@ -200,6 +200,10 @@ class QLearningAgent(Agent):
             return random_choice(i, self.rng)
         return greedy(self.q_values(self.ties_of(obs)), i)
 
+    def policy(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The greedy choice (no exploration), for evaluating the frozen agent."""
+        return greedy(self.q_values(self.ties_of(obs)), int(info["layer"]))
+
     # ------------------------------------------------------------- learning
     def observe(self, obs: np.ndarray, action: Any, reward: float, next_obs: np.ndarray,
                 terminated: bool, truncated: bool, info: dict[str, Any]) -> None:

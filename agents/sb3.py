@@ -206,6 +206,7 @@ class SB3Agent(Agent):
         self.at_boundary = False  # True while on_boundary() runs
         self._learning = False
         self._restored: dict[str, Any] | None = None  # set_state's data for the next run()
+        self._policy_state: Any = None  # recurrent-ppo's LSTM state while evaluating
 
     def _build_model(self, hparams: dict[str, Any], budget: int) -> BaseAlgorithm:
         """The SB3 model, its defaults sized by `budget` (decisions in the episode)."""
@@ -247,6 +248,41 @@ class SB3Agent(Agent):
                              reset_num_timesteps=fresh)
         finally:
             self._learning = False
+
+    def train(self, episodes: int) -> None:
+        """`model.learn` over `episodes` episodes, stopped at the last one's end (the
+        train-then-evaluate protocol). The environment's guard must let that many run
+        (`OneEpisode(env, episodes=...)`); the defaults are sized by one episode's
+        budget, as online, and `total_timesteps` covers all the episodes."""
+        if self.model is None:
+            _, info = self.episode.start(seed=self.seed)
+            self.model = self._build_model(self.hparams, int(info["budget"]))
+        assert self.budget is not None
+        self._learning = True
+        try:
+            self.model.learn(total_timesteps=episodes * self.budget,
+                             callback=StopAtEpisodeEnd(self.episode))
+        finally:
+            self._learning = False
+
+    def policy(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
+        """The model's deterministic action (with the action masks for `maskable-ppo`;
+        the LSTM state carried through the episode for `recurrent-ppo`)."""
+        if self.model is None:
+            raise RuntimeError(f"agent {self.name!r} has no model yet: train it first")
+        kwargs: dict[str, Any] = {}
+        if isinstance(self.model, MaskablePPO):
+            kwargs["action_masks"] = self.env.get_wrapper_attr("action_masks")()
+        if isinstance(self.model, RecurrentPPO):
+            start = int(info["decision"]) == 0
+            if start:
+                self._policy_state = None
+            kwargs |= {"state": self._policy_state, "episode_start": np.array([start])}
+        action, state = self.model.predict(obs, deterministic=True, **kwargs)
+        self._policy_state = state
+        if isinstance(self.env.action_space, gym.spaces.Discrete):
+            return int(np.asarray(action).reshape(-1)[0])
+        return np.asarray(action, dtype=np.int64)
 
     def metrics(self) -> dict[str, float]:
         """The numbers SB3's logger holds now (`model.logger.name_to_value`), by their

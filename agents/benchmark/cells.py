@@ -52,22 +52,29 @@ class Request:
     threads: int
     out: Path
     cache_dir: Path | None
+    train_episodes: int = 0  # > 0: every cell is a train-then-evaluate run
+    eval_episodes: int = 3
 
     def cells(self) -> list[tuple[str, int]]:
         return list(itertools.product(self.agents, self.seeds))
 
     def expected(self, agent: str, seed: int) -> Json:
         """What a finished cell's result.json records about its request."""
-        return plain({"agent": agent, "seed": seed, "env_id": self.env_id,
-                      "env_kwargs": self.env_config,
-                      "agent_kwargs": self.agent_kwargs.get(agent, {})})
+        expected = {"agent": agent, "seed": seed, "env_id": self.env_id,
+                    "env_kwargs": self.env_config,
+                    "agent_kwargs": self.agent_kwargs.get(agent, {}),
+                    "train_episodes": self.train_episodes or None}
+        if self.train_episodes:
+            expected["eval_episodes"] = self.eval_episodes
+        return plain(expected)
 
     def spec(self, agent: str, seed: int) -> RunSpec:
         """The run of one cell."""
         return RunSpec(agent=agent, env_id=self.env_id, env_kwargs=self.env_kwargs, seed=seed,
                        out=cell_dir(self.out, agent, seed),
                        agent_kwargs=self.agent_kwargs.get(agent, {}), cache_dir=self.cache_dir,
-                       progress=False)
+                       progress=False, train_episodes=self.train_episodes,
+                       eval_episodes=self.eval_episodes)
 
     def command(self) -> list[str]:
         """The equivalent `python -m agents.benchmark` command line."""
@@ -79,6 +86,9 @@ class Request:
             argv += ["--agent-kwargs", json.dumps(self.agent_kwargs)]
         if self.cache_dir is not None:
             argv += ["--cache-dir", str(self.cache_dir)]
+        if self.train_episodes:
+            argv += ["--train-episodes", str(self.train_episodes),
+                     "--eval-episodes", str(self.eval_episodes)]
         return argv
 
     def to_json(self) -> Json:
@@ -86,6 +96,7 @@ class Request:
                 "env_config": self.env_config, "agents": list(self.agents),
                 "seeds": list(self.seeds), "agent_kwargs": self.agent_kwargs,
                 "workers": self.workers, "threads": self.threads, "out": str(self.out),
+                "train_episodes": self.train_episodes, "eval_episodes": self.eval_episodes,
                 "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
                 "command": shlex.join(self.command())}
 
@@ -162,7 +173,8 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                  seeds: str | Sequence[int], workers: int, out: str | Path, *,
                  agent_kwargs: str | Mapping[str, Any] | None = None,
                  cache_dir: str | Path | None = None,
-                 threads: int | None = None) -> Request:
+                 threads: int | None = None, train_episodes: int = 0,
+                 eval_episodes: int = 3) -> Request:
     """Check every setting up front; a bad one raises `SettingError`."""
     names = parse_agents(agents)
     seed_list = parse_seeds(seeds)
@@ -175,17 +187,20 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
         if not isinstance(kwargs, Mapping):
             raise SettingError("agent_kwargs", f"the value for {name!r} must be a JSON "
                                                    f"object of hyperparameters, not {kwargs!r}")
-    for option, number in (("workers", workers), ("threads", threads)):
+    for option, number, low in (("workers", workers, 1), ("threads", threads, 1),
+                                ("train_episodes", train_episodes, 0),
+                                ("eval_episodes", eval_episodes, 1)):
         if number is not None and (isinstance(number, bool) or not isinstance(number, int)
-                                   or number < 1):
-            raise SettingError(option, f"{number!r} is not allowed; expected an int >= 1")
+                                   or number < low):
+            raise SettingError(option, f"{number!r} is not allowed; expected an int >= {low}")
     if threads is None:
         threads = max(1, available_cores() // workers)
     env_config = _resolve_env(env_id, env_kwargs, cache_dir)
     return Request(env_id=env_id, env_kwargs=env_kwargs, env_config=env_config, agents=names,
                    seeds=seed_list, agent_kwargs={k: dict(v) for k, v in per_agent.items()},
                    workers=workers, threads=threads, out=Path(out).absolute(),
-                   cache_dir=None if cache_dir is None else Path(cache_dir).absolute())
+                   cache_dir=None if cache_dir is None else Path(cache_dir).absolute(),
+                   train_episodes=train_episodes, eval_episodes=eval_episodes)
 
 
 def _resolve_env(env_id: str, env_kwargs: Json, cache_dir: str | Path | None) -> Json:
@@ -231,7 +246,8 @@ def conflicts(request: Request) -> list[str]:
         if result is None:
             continue  # no result: nothing to mix up, the folder is rerun or left alone
         agent, seed = result.get("agent"), result.get("seed")
-        expected = {"env_id": request.env_id, "env_kwargs": request.env_config}
+        expected = {"env_id": request.env_id, "env_kwargs": request.env_config,
+                    "train_episodes": request.train_episodes or None}
         if agent in request.agents:
             expected["agent_kwargs"] = plain(request.agent_kwargs.get(agent, {}))
         diffs = differences(result, expected)

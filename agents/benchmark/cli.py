@@ -33,7 +33,8 @@ from tying_env.errors import SettingError
 # request fields, by the option that sets them
 OPTIONS = {"env_id": "--env", "env_kwargs": "--env-kwargs", "agents": "--agents",
            "seeds": "--seeds", "workers": "--workers", "threads": "--threads", "out": "--out",
-           "agent_kwargs": "--agent-kwargs", "cache_dir": "--cache-dir"}
+           "agent_kwargs": "--agent-kwargs", "cache_dir": "--cache-dir",
+           "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
 
 
 # ---------------------------------------------------------------- command line
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help='per-agent hyperparameters, e.g. \'{"qlearning": {"lr": 0.01}}\'')
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
                         help="cache for tokenizers and tokenized corpora (shared by cells)")
+    parser.add_argument("--train-episodes", default="0", metavar="N",
+                        help="train-then-evaluate: each cell learns over N episodes, then is "
+                             "evaluated frozen on held-out seeds (default 0: online)")
+    parser.add_argument("--eval-episodes", default="3", metavar="K",
+                        help="with --train-episodes: held-out evaluation episodes (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -100,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             args.env_id, args.env_kwargs, args.agents, args.seeds,
             _count("workers", args.workers), args.out, agent_kwargs=args.agent_kwargs,
             cache_dir=args.cache_dir, threads=_count("threads", args.threads),
-            progress=not args.no_progress)
+            progress=not args.no_progress,
+            train_episodes=_count("train_episodes", args.train_episodes),
+            eval_episodes=_count("eval_episodes", args.eval_episodes))
     except SettingError as e:
         parser.error(f"argument {option_of(e.argument, args.env_kwargs)}: {e}")  # status 2
     except KeyboardInterrupt:

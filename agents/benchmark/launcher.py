@@ -167,14 +167,16 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
                   agents: str | Sequence[str], seeds: str | Sequence[int], workers: int,
                   out: str | Path, *, agent_kwargs: str | Mapping[str, Any] | None = None,
                   cache_dir: str | Path | None = None, threads: int | None = None,
-                  progress: bool = True) -> Json:
+                  progress: bool = True, train_episodes: int = 0,
+                  eval_episodes: int = 3) -> Json:
     """Run the missing cells of agents x seeds, then summarize; returns results.json's content.
 
     Bad settings and a refused `out` raise `SettingError`
     before anything runs. Failed cells do not raise: see `result["run"]["failed"]`.
     """
     request = make_request(env_id, env_kwargs, agents, seeds, workers, out,
-                           agent_kwargs=agent_kwargs, cache_dir=cache_dir, threads=threads)
+                           agent_kwargs=agent_kwargs, cache_dir=cache_dir, threads=threads,
+                           train_episodes=train_episodes, eval_episodes=eval_episodes)
     found = conflicts(request)
     if found:
         raise SettingError("out", f"{request.out} holds results of another configuration "

@@ -67,7 +67,10 @@ def collect(out: Path, request: Json | None) -> list[Json]:
         if request is not None:
             expected = {"agent": agent, "seed": seed, "env_id": request["env_id"],
                         "env_kwargs": request["env_config"],
-                        "agent_kwargs": request["agent_kwargs"].get(agent, {})}
+                        "agent_kwargs": request["agent_kwargs"].get(agent, {}),
+                        "train_episodes": request.get("train_episodes") or None}
+            if request.get("train_episodes"):
+                expected["eval_episodes"] = request.get("eval_episodes")
         status = cell_status(out, agent, seed, expected)
         cells.append({
             "name": cell_name(agent, seed), "agent": agent, "seed": seed, "status": status,
@@ -180,6 +183,14 @@ def markdown(meta: Json) -> str:
     if request:
         lines += [f"- command: `{request['command']}`",
                   f"- env kwargs: `{json.dumps(request['env_kwargs'])}`"]
+        if request.get("train_episodes"):
+            lines.append(f"- protocol: train then evaluate: each cell trains its agent over "
+                         f"{request['train_episodes']} episodes, then runs it frozen on "
+                         f"{request['eval_episodes']} held-out seeds; the perplexities and "
+                         "trainable fractions are means over those held-out episodes")
+        else:
+            lines.append("- protocol: online (the paper's): one episode, one training run, "
+                         "learned while it is played")
     lines += [f"- date: {meta['date']}; machine: {machine.get('platform')}, "
               f"{machine.get('cpu_count')} CPUs, torch {machine.get('torch')}"
               + (f", {request['workers']} worker(s) x {request['threads']} thread(s)"

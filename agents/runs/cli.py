@@ -35,10 +35,12 @@ EXPLICIT = {"preset": "--preset", "dataset": "--dataset", "data_dir": "--data-di
 # spec fields, by the option that sets them
 SPEC_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
                 "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
-                "cache_dir": "--cache-dir", "resume": "--resume", "tracker": "--tracker"}
+                "cache_dir": "--cache-dir", "resume": "--resume", "tracker": "--tracker",
+                "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
 # options that define a run, by argparse dest: --resume reads them from run.json instead
 RUN_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
-               **EXPLICIT, "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs"}
+               **EXPLICIT, "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
+               "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
 
 
 def json_object(value: str) -> dict[str, Any]:
@@ -117,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="let a new run take an --out folder that holds another run: the "
                              "old run is moved aside to DIR.old-<time>/, never deleted")
+    parser.add_argument("--train-episodes", type=non_negative_int, metavar="N",
+                        help="the train-then-evaluate protocol: learn over N episodes (fresh "
+                             "training runs), then evaluate the frozen agent on held-out "
+                             "seeds (default 0: the paper's online protocol, one episode)")
+    parser.add_argument("--eval-episodes", type=positive_int, metavar="K",
+                        help="with --train-episodes: held-out evaluation episodes (default 3)")
     parser.add_argument("--sb3-zip", action="store_true",
                         help="SB3 agents: also save agent/sb3.zip, loadable with SB3's own "
                              "load() (for interop; SB3's zip pickles, our checkpoints never do)")
@@ -156,7 +164,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    seed=0 if args.seed is None else args.seed, out=args.out,
                    agent_kwargs=dict(args.agent_kwargs or {}), cache_dir=args.cache_dir,
                    progress=not args.no_progress, checkpoint_every=every,
-                   overwrite=args.overwrite, sb3_zip=args.sb3_zip, tracker=args.tracker)
+                   overwrite=args.overwrite, sb3_zip=args.sb3_zip, tracker=args.tracker,
+                   train_episodes=args.train_episodes or 0,
+                   eval_episodes=3 if args.eval_episodes is None else args.eval_episodes)
     return spec.check()
 
 
@@ -195,6 +205,9 @@ def to_argv(spec: RunSpec) -> list[str]:
         argv.append("--overwrite")
     if spec.sb3_zip:
         argv.append("--sb3-zip")
+    if spec.train_episodes:
+        argv += ["--train-episodes", str(spec.train_episodes),
+                 "--eval-episodes", str(spec.eval_episodes)]
     if spec.tracker is not None:
         argv += ["--tracker", spec.tracker]
     return argv if spec.progress else [*argv, "--no-progress"]
@@ -236,10 +249,14 @@ def blamed_option(error: SettingError, args: argparse.Namespace) -> str:
 
 def summary_line(result: dict[str, Any], folder: Path) -> str:
     """The one line printed at the end of a run."""
-    return (f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
+    head = (f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
             f"val ppl {_fmt(result['final_val_ppl'])}, test ppl "
             f"{_fmt(result['final_test_ppl'])}, trainable fraction "
-            f"{result['trainable_fraction']:.3f}, tie map {result['tie_map']} -> {folder}")
+            f"{_fmt(result['trainable_fraction'])}")
+    if "tie_map" in result:
+        return f"{head}, tie map {result['tie_map']} -> {folder}"
+    return (f"{head} (means over {result['eval_episodes']} held-out episodes of the frozen "
+            f"agent, after {result['train_episodes']} training episodes) -> {folder}")
 
 
 def _fmt(value: float | None) -> str:

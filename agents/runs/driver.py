@@ -95,6 +95,10 @@ def _run_claimed(spec: RunSpec, t_start: float) -> dict[str, Any]:
 
 
 def _run_and_save(spec: RunSpec, t_start: float) -> dict[str, Any]:
+    if spec.train_episodes:
+        from agents.runs.protocol import run_train_evaluate
+
+        return run_train_evaluate(spec)
     saved = resume.read_checkpoint(spec) if spec.resume else None  # verified; nothing written
     env, recorder, guarded, agent = build(spec)
     base: LayerTyingEnv = env.unwrapped
@@ -134,8 +138,23 @@ def _run_and_save(spec: RunSpec, t_start: float) -> dict[str, Any]:
 
 def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
     """The environment, its recorder and one-episode guard, and the agent."""
+    env = make_env(spec)
     try:
-        env = gym.make(spec.env_id, **spec.make_kwargs)
+        recorder = RunLog(env, spec.folder, progress=spec.progress,
+                          desc=f"{spec.agent} s{spec.seed}", tracker=spec.tracker)
+        guarded = OneEpisode(recorder)
+        agent = make_agent(spec, guarded)
+    except BaseException:
+        env.close()
+        raise
+    recorder.agent = agent  # its metrics() are logged with every decision
+    return env, recorder, guarded, agent
+
+
+def make_env(spec: RunSpec) -> gym.Env:
+    """`gym.make` of the spec's environment; its errors as the spec's errors."""
+    try:
+        return gym.make(spec.env_id, **spec.make_kwargs)
     except SettingError as e:
         raise SettingError("resume" if spec.resume else f"env_kwargs.{e.argument}",
                            f"cannot build {spec.env_id}: {e}") from e
@@ -146,17 +165,15 @@ def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
     except (OSError, TypeError, ValueError) as e:
         raise SettingError("resume" if spec.resume else "env_kwargs",
                            f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
-    recorder = RunLog(env, spec.folder, progress=spec.progress,
-                      desc=f"{spec.agent} s{spec.seed}", tracker=spec.tracker)
-    guarded = OneEpisode(recorder)
+
+
+def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
+    """The spec's agent on `env`; hyperparameters it refuses as a `SettingError`."""
     try:
-        agent = agents.make(spec.agent, guarded, seed=spec.seed, **spec.agent_kwargs)
+        return agents.make(spec.agent, env, seed=spec.seed, **spec.agent_kwargs)
     except (TypeError, ValueError) as e:
-        env.close()
         raise SettingError("resume" if spec.resume else "agent_kwargs",
                            f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}") from e
-    recorder.agent = agent  # its metrics() are logged with every decision
-    return env, recorder, guarded, agent
 
 
 def start_fresh(spec: RunSpec) -> None:

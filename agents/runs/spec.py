@@ -60,6 +60,8 @@ class RunSpec:
     resume: bool = False
     overwrite: bool = False  # move a run already in `out` aside (see agents.runs.folder)
     sb3_zip: bool = False  # also save SB3 agents as SB3's own zip (for interop; pickles)
+    train_episodes: int = 0  # > 0: the train-then-evaluate protocol (agents.runs.protocol)
+    eval_episodes: int = 3  # held-out episodes of the frozen agent (with train_episodes)
     tracker: str | None = None  # an experiment tracker besides TensorBoard (TRACKERS)
 
     def __post_init__(self) -> None:
@@ -85,8 +87,12 @@ class RunSpec:
     def settings(self) -> dict[str, Any]:
         """What defines the run (saved in run.json and in every checkpoint), as plain JSON."""
         env_kwargs = {k: v for k, v in self.make_kwargs.items() if k != "cache_dir"}
-        return to_jsonable(dict(agent=self.agent, env_id=self.env_id, env_kwargs=env_kwargs,
-                                seed=self.seed, agent_kwargs=self.agent_kwargs))
+        settings = dict(agent=self.agent, env_id=self.env_id, env_kwargs=env_kwargs,
+                        seed=self.seed, agent_kwargs=self.agent_kwargs)
+        if self.train_episodes:  # the online protocol's settings stay as they were
+            settings |= dict(train_episodes=self.train_episodes,
+                             eval_episodes=self.eval_episodes)
+        return to_jsonable(settings)
 
     def env_config(self) -> dict[str, Any]:
         """The environment's resolved settings (every EnvConfig field), as plain JSON."""
@@ -111,6 +117,14 @@ class RunSpec:
             raise SettingError(blame or "env_id",
                                f"{self.env_id!r} is not a registered layer-tying environment "
                                f"id; allowed: {', '.join(ids)}")
+        for name, low in (("train_episodes", 0), ("eval_episodes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SettingError(name, f"{name}={value!r} is not allowed; expected an int "
+                                         f">= {low}")
+        if self.train_episodes and self.resume:
+            raise SettingError("resume", "a train-then-evaluate run (train_episodes > 0) "
+                                         "writes no checkpoints: start it again instead")
         if self.tracker is not None and self.tracker not in TRACKERS:
             raise SettingError("tracker", f"tracker={self.tracker!r} is unknown; allowed: "
                                           f"{', '.join(TRACKERS)} (or none)")
@@ -128,7 +142,8 @@ class RunSpec:
         """The content of `run.json` (what `from_folder` reads back)."""
         return dict(format=RUN_FORMAT, settings=self.settings(),
                     checkpoint_every=self.checkpoint_every,
-                    cache_dir=None if self.cache_dir is None else str(self.cache_dir))
+                    cache_dir=None if self.cache_dir is None else str(self.cache_dir),
+                    tracker=self.tracker)
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, cache_dir: str | Path | None = None,
@@ -161,12 +176,15 @@ class RunSpec:
         saved_cache = saved.get("cache_dir")
         cache = cache_dir if cache_dir is not None else saved_cache
         every = saved.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+        tracker = saved.get("tracker")
         spec = cls(agent=settings["agent"], env_id=settings["env_id"],
                    env_kwargs=dict(settings["env_kwargs"]), seed=settings["seed"], out=folder,
                    agent_kwargs=dict(settings["agent_kwargs"]),
                    cache_dir=None if cache is None else Path(cache), progress=progress,
                    checkpoint_every=int(every if checkpoint_every is None else checkpoint_every),
-                   resume=True)
+                   resume=True, tracker=tracker if isinstance(tracker, str) else None,
+                   train_episodes=int(settings.get("train_episodes", 0)),
+                   eval_episodes=int(settings.get("eval_episodes", 3)))
         try:
             return spec.check()
         except SettingError as e:

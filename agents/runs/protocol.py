@@ -1,0 +1,161 @@
+"""The train-then-evaluate protocol: learn over many training runs, then test frozen.
+
+The paper's protocol (the default, `agents.runs.driver`) is online: one episode is one
+training run of a fresh transformer, and the agent learns while it plays it. RL
+researchers also train an agent over many episodes and then evaluate it, frozen, on
+held-out ones. With `RunSpec.train_episodes = N > 0` a run does that:
+
+1. **Training**: the agent plays `N` episodes one after another (`Agent.train`),
+   learning as it goes; episode `i` is a fresh transformer seeded with
+   `train_seed(seed, i)`.
+2. **Evaluation**: the frozen agent (`Agent.policy`: no exploration, no learning) plays
+   `eval_episodes` episodes on held-out seeds `eval_seed(seed, k)`, which no training
+   episode used; each ends with the final perplexities on the full validation and test
+   splits.
+
+The run folder holds `result.json`, with `protocol: "train-evaluate"`, one entry per
+training episode (`train`) and per evaluation episode (`eval`), and as its top-level
+`final_val_ppl`, `final_test_ppl`, `trainable_fraction` the means over the evaluation
+episodes (what the benchmark tables report); `eval/seed-<s>/log.jsonl` per evaluation
+episode; `run.json`; `agent/`. Such a run writes no checkpoints (a stopped one starts
+again).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.base import Agent, OneEpisode
+from agents.runs.driver import make_agent, make_env
+from agents.runs.runlog import RunLog
+from agents.runs.spec import RUN_FILE, RunSpec
+from tying_env.files import write_json
+
+if TYPE_CHECKING:
+    from tying_env.env import LayerTyingEnv
+
+PROTOCOL = "train-evaluate"
+EVAL_OFFSET = 1_000_000  # evaluation seeds start here: never a training seed
+
+
+def train_seed(seed: int, episode: int) -> int:
+    """The environment seed of training episode `episode` (0-based) of a run."""
+    return seed * 10_000 + episode
+
+
+def eval_seed(seed: int, episode: int) -> int:
+    """The environment seed of evaluation episode `episode`: held out from training."""
+    return EVAL_OFFSET + seed * 10_000 + episode
+
+
+class EpisodeSeeds(gym.Wrapper):
+    """Resets episode `i` with `seeds[i]`, whatever seed the agent (or SB3) passes."""
+
+    def __init__(self, env: gym.Env, seeds: list[int]):
+        super().__init__(env)
+        self.seeds = seeds
+        self.episodes = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        seed = self.seeds[min(self.episodes, len(self.seeds) - 1)]
+        self.episodes += 1
+        return self.env.reset(seed=seed, options=kwargs.get("options"))
+
+
+class EpisodeSummaries(gym.Wrapper):
+    """Keeps, per finished episode, its return, length and last info."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.episodes: list[dict[str, Any]] = []
+        self._return = 0.0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._return = 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        if terminated or truncated:
+            self.episodes.append(summary(info, self._return))
+        return obs, reward, terminated, truncated, info
+
+
+def summary(info: dict[str, Any], episode_return: float) -> dict[str, Any]:
+    """One episode's record from its last info."""
+    return {"return": episode_return, "decisions": int(info["decision"]),
+            "val_ppl": _finite(info["val_ppl"]), "trainable_fraction": info["trainable_fraction"],
+            "tie_map": list(info["tie_map"]), "diverged": bool(info["diverged"])}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def run_train_evaluate(spec: RunSpec) -> dict[str, Any]:
+    """Train over `spec.train_episodes` episodes, evaluate frozen; returns result.json."""
+    t_start = time.perf_counter()
+    env = make_env(spec)
+    base: LayerTyingEnv = env.unwrapped
+    try:
+        write_json(spec.folder / RUN_FILE, spec.to_run_file())
+        seeds = [train_seed(spec.seed, i) for i in range(spec.train_episodes)]
+        summaries = EpisodeSummaries(EpisodeSeeds(env, seeds))
+        guard = OneEpisode(summaries, episodes=spec.train_episodes)
+        agent = make_agent(spec, guard)
+        print(f"training {spec.agent} over {spec.train_episodes} episodes", file=sys.stderr)
+        t_train = time.perf_counter()
+        agent.train(spec.train_episodes)
+        train_seconds = time.perf_counter() - t_train
+        train = [{"seed": s, **e} for s, e in zip(seeds, summaries.episodes, strict=False)]
+
+        evaluations = []
+        for k in range(spec.eval_episodes):
+            evaluations.append(evaluate(spec, env, agent, eval_seed(spec.seed, k)))
+        agent.save(spec.folder / "agent")
+    finally:
+        env.close()
+    result = {
+        "protocol": PROTOCOL, "agent": spec.agent, "agent_kwargs": spec.agent_kwargs,
+        "env_id": spec.env_id, "env_kwargs": base.cfg.to_dict(), "seed": spec.seed,
+        "device": str(base.device), "budget": base.budget,
+        "train_episodes": spec.train_episodes, "eval_episodes": spec.eval_episodes,
+        **{key: _mean([e[key] for e in evaluations])
+           for key in ("final_val_ppl", "final_test_ppl", "trainable_fraction")},
+        "train": train, "eval": evaluations,
+        "train_seconds": train_seconds, "optimal_ppl": base.optimal_ppl,
+        "notes": ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
+                  "evaluation episodes (held-out seeds, frozen agent)"],
+    }
+    result["total_seconds"] = time.perf_counter() - t_start
+    write_json(spec.folder / "result.json", result)
+    return result
+
+
+def evaluate(spec: RunSpec, env: gym.Env, agent: Agent, seed: int) -> dict[str, Any]:
+    """One episode of the frozen agent on `seed`; the final full-split perplexities."""
+    base: LayerTyingEnv = env.unwrapped
+    recorder = RunLog(env, spec.folder / "eval" / f"seed-{seed}", progress=False,
+                      tensorboard=False)
+    obs, info = recorder.reset(seed=seed)
+    done, episode_return = False, 0.0
+    while not done:
+        obs, reward, terminated, truncated, info = recorder.step(agent.policy(obs, info))
+        episode_return += float(reward)
+        done = terminated or truncated
+    recorder.finish()
+    return {"seed": seed, **summary(info, episode_return),
+            "final_val_ppl": _finite(base.evaluate_split("valid")),
+            "final_test_ppl": _finite(base.evaluate_split("test"))}
+
+
+def _mean(values: list[Any]) -> float | None:
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
