@@ -45,7 +45,8 @@ it builds a model (SB3's own behaviour); the environment's training draws from
 its own generators, so its numbers do not depend on that.
 
 Saving and checkpoints never use SB3's `model.save`/`load` (its zip embeds
-cloudpickled objects, and `save_replay_buffer` pickles): `SB3Agent.get_state`
+cloudpickled objects, and `save_replay_buffer` pickles), except `SB3Agent.save_zip`,
+written on request (`--sb3-zip`) for SB3's own tools and never read back here: `SB3Agent.get_state`
 holds the policy's `state_dict` (`policy/`), its optimizer (`optim/`), the
 last observation and episode-start flags (`rollout/`), the LSTM states of
 `recurrent-ppo` (`lstm/`), the replay buffer of `dqn`/`qrdqn`

@@ -7,5 +7,9 @@
 | `resume` | checkpoints at the agent's boundaries, and continuing from one     |
 | `runlog` | `RunLog`: the wrapper that records every decision                  |
 | `plots`  | the run's figures (tie map over time, perplexity curves)           |
+| `folder` | the run folder's lock; never overwriting another run               |
+| `protocol` | the train-then-evaluate protocol (`RunSpec.train_episodes`)      |
+| `tracking` | an optional experiment tracker (MLflow, offline)                 |
+| `config` | `--config FILE`: options from YAML, TOML or JSON                   |
 | `cli`    | `train-agent`: options -> `RunSpec` -> `driver.run`                |
 """

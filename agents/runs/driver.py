@@ -277,7 +277,8 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
     plot_curves(recorder.records, out / "curves.png", start=recorder.start,
                 optimal_ppl=env.optimal_ppl,
                 final_val_ppl=final if math.isfinite(final) else None, title=title)
-    return ["log.jsonl", "tb", "model", "compact", "agent", "tie_map.png", "curves.png"]
+    files = ["log.jsonl", "tb", "model", "compact", "agent", "tie_map.png", "curves.png"]
+    return [*files, "mlruns"] if spec.tracker == "mlflow" else files
 
 
 @contextlib.contextmanager
