@@ -9,6 +9,10 @@ so `import agents` stays light.
 - `agents.baselines`: `vanilla`, `albert`, `sequence`, `cycle`, `cycle-rev`,
   `paper-sequence`, `paper-reverse`, `random`;
 - `agents.sb3`: `dqn`, `ppo`, `a2c`, `maskable-ppo`, `qrdqn`, `recurrent-ppo`.
+
+For plain Stable-Baselines3: `agents.OneEpisode(env)` keeps the trained model when SB3
+resets the environment, and `learn(..., callback=agents.StopAtEpisodeEnd(env))` stops
+`learn()` at the episode's end, whatever the budget.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ register("random", "agents.baselines:RandomAgent")
 for _name in SB3_AGENTS:
     register(_name, "agents.sb3:SB3Agent", algo=_name)
 
-# public names from agents.base, imported on first use
-_LAZY = {"Agent": "agents.base", "OneEpisode": "agents.base"}
-__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "make", "names", "register",
-           "unregister"]
+# public names, imported on first use (`StopAtEpisodeEnd` imports Stable-Baselines3)
+_LAZY = {"Agent": "agents.base", "OneEpisode": "agents.base",
+         "StopAtEpisodeEnd": "agents.sb3"}
+__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "StopAtEpisodeEnd", "make",
+           "names", "register", "unregister"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,16 +14,29 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gymnasium.envs.registration import register
-
 ENV_ENTRY_POINT = "tying_env.env:LayerTyingEnv"
 ENV_IDS = {
     "LayerTying-GPT2-v0": dict(preset="small", dataset="wikitext-2"),
     "LayerTying-GPT2-Tiny-v0": dict(preset="tiny", dataset="synthetic"),
 }
 
-for _env_id, _kwargs in ENV_IDS.items():
-    register(id=_env_id, entry_point=ENV_ENTRY_POINT, kwargs=_kwargs)
+
+def register_ids() -> None:
+    """Register the ids of `ENV_IDS` that are not registered yet (idempotent, no warnings).
+
+    Called on import, and by Gymnasium's plugin loader (versions before 1.0) through the
+    `gymnasium.envs` entry point in `pyproject.toml`. Gymnasium is imported here, after
+    this function exists: an `import tying_env` that comes first makes that loader call
+    it while this module is still being imported.
+    """
+    from gymnasium.envs.registration import register, registry
+
+    for env_id, kwargs in ENV_IDS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=ENV_ENTRY_POINT, kwargs=dict(kwargs))
+
+
+register_ids()
 
 # public names, imported on first use so that `import tying_env` stays light
 _LAZY = {
@@ -33,7 +46,7 @@ _LAZY = {
     "PRESETS": "tying_env.presets",
     "make_config": "tying_env.presets",
 }
-__all__ = [*_LAZY, "ENV_IDS", "ENV_ENTRY_POINT"]
+__all__ = [*_LAZY, "ENV_IDS", "ENV_ENTRY_POINT", "register_ids"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ from gymnasium import spaces
 
 from tying_env import checkpoint as ckpt
 from tying_env import memory
+from tying_env import render as rendering
 from tying_env.data.corpus import Corpus, load_corpus
 from tying_env.errors import SettingError, SettingTypeError
 from tying_env.model import TiedGPT2
@@ -103,6 +104,16 @@ class LayerTyingEnv(gym.Env):
     synthetic corpus, `optimal_ppl` (the source's exact perplexity on the
     same validation windows: a floor no model can beat in expectation).
 
+    ## Rendering
+
+    `render_mode="rgb_array"`: `render()` returns an RGB `uint8` image of shape
+    `(320, 480, 3)`: the tie map after every decision so far (layers by decisions,
+    coloured by root block) with the sweep, the layer to decide, the validation
+    perplexity, the trainable fraction and the last step's reward (`tying_env.render`).
+    `metadata["render_fps"]` is set for `gymnasium.wrappers.RecordVideo` (which needs
+    `moviepy`: `pip install -e '.[video]'`). Stable-Baselines3's `make_vec_env` asks for
+    this mode. `render_mode="ansi"`: one line of text.
+
     ## Arguments
 
     `preset` (`tiny`, `small`, `gpt2`, `paper`) then any field of
@@ -126,14 +137,14 @@ class LayerTyingEnv(gym.Env):
     `tying_env.training.TrainingRun`; this class is the MDP around it.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
 
     def __init__(self, preset: str = "tiny", *, render_mode: str | None = None,
                  cache_dir: str | Path | None = None, **kwargs: Any):
         self.cfg: EnvConfig = make_config(preset, **kwargs)
-        if render_mode not in (None, "ansi"):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise SettingError("render_mode", f"render_mode={render_mode!r} is unknown; "
-                                              "allowed: None, 'ansi'")
+                                              "allowed: None, 'rgb_array', 'ansi'")
         if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
             raise SettingTypeError("cache_dir", f"cache_dir={cache_dir!r} must be a folder path "
                                                 "(str or Path) or None")
@@ -171,6 +182,8 @@ class LayerTyingEnv(gym.Env):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.decisions_per_sweep = L - 1
         self.run: TrainingRun | None = None
+        self._tie_log = rendering.TieLog()  # what render() draws
+        self._canvas: rendering.Canvas | None = None
 
     @property
     def model(self) -> TiedGPT2 | None:
@@ -226,6 +239,7 @@ class LayerTyingEnv(gym.Env):
             self.val_loss = val_loss
         self._advance()
         truncated = not self.diverged and self.sweep >= self.cfg.max_sweeps
+        self._tie_log.last_reward = reward
         return self._obs(), reward, self.diverged, truncated, self._info(changed)
 
     def action_masks(self) -> np.ndarray:
@@ -234,14 +248,34 @@ class LayerTyingEnv(gym.Env):
             return np.ones(int(np.sum(self.action_space.nvec)), dtype=bool)
         return np.arange(self.cfg.n_layer) <= self.layer
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi" or self.run is None:
+    def render(self) -> np.ndarray | str | None:
+        """The episode so far as `render_mode` asks (None before `reset()` or without a mode).
+
+        `"rgb_array"`: an RGB `uint8` image of shape `(320, 480, 3)`: the tie map after
+        every decision so far (layers by decisions, coloured by root block) and the current
+        numbers (see `tying_env.render`). `"ansi"`: one line,
+        `sweep S layer I ties [...] val_ppl P`.
+        """
+        if self.render_mode is None or self.run is None:
             return None
-        return (f"sweep {self.sweep} layer {self.layer} ties {list(self.run.model.ties)} "
-                f"val_ppl {math.exp(self.val_loss):.3f}")
+        cfg = self.cfg
+        view = rendering.EpisodeView(
+            maps=self._tie_log.grid(cfg.n_layer, self.budget), ties=tuple(self.run.model.ties),
+            decision=self.decision, budget=self.budget, sweep=self.sweep,
+            max_sweeps=cfg.max_sweeps, layer=self.layer, vector=cfg.action_mode == "vector",
+            val_ppl=math.exp(self.val_loss), optimal_ppl=self.optimal_ppl,
+            trainable_fraction=self.trainable_fraction, last_reward=self._tie_log.last_reward,
+            diverged=self.diverged,
+            decisions_per_sweep=1 if cfg.action_mode == "vector" else self.decisions_per_sweep)
+        if self.render_mode == "ansi":
+            return rendering.ansi_line(view)
+        if self._canvas is None:
+            self._canvas = rendering.Canvas(cfg.n_layer, self.budget, view.decisions_per_sweep)
+        return self._canvas.draw(view)
 
     def close(self) -> None:
         self.run = None
+        self._canvas = None
 
     # ---------------------------------------------------------- evaluation
     def split_windows(self, split: str = "valid") -> np.ndarray:
@@ -368,6 +402,7 @@ class LayerTyingEnv(gym.Env):
         run = self.run
         assert run is not None
         trainable, total = run.model.param_counts()
+        self._tie_log.note(run, self.decision, run.model.ties)
         info: dict[str, Any] = dict(
             tie_map=list(run.model.ties), layer=self.layer, sweep=self.sweep,
             decision=self.decision, budget=self.budget, val_loss=self.val_loss,
