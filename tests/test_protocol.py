@@ -15,7 +15,7 @@ import tying_env  # noqa: F401  (registers the env ids)
 from agents.base import OneEpisode
 from agents.benchmark import main as benchmark_main
 from agents.runs.cli import main
-from agents.runs.protocol import EVAL_OFFSET, evaluate, eval_seed, train_seed
+from agents.runs.protocol import EVAL_OFFSET, eval_seed, evaluate, train_seed
 from agents.runs.spec import RunSpec
 
 SMALL = {"n_layer": 4, "n_embd": 32, "n_head": 2, "eval_batches": 1, "max_sweeps": 1}
