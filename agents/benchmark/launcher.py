@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -38,7 +37,6 @@ from agents.benchmark import report
 from agents.benchmark.cells import (
     Json,
     Request,
-    available_cores,
     cell_dir,
     cell_name,
     cell_status,
@@ -47,7 +45,7 @@ from agents.benchmark.cells import (
 )
 from agents.runs import cli
 from agents.runs.spec import RUN_FILE, RunSpec
-from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
+from tying_env.errors import SettingError
 from tying_env.files import read_json, write_json
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -57,23 +55,8 @@ STDERR_KEEP_BYTES = 256 * 1024  # a failed cell's stderr.txt keeps at most its l
 
 def run_cell(spec: RunSpec) -> int:
     """Run one cell in this process; returns train_agent.py's exit status for it."""
-    from agents.runs.driver import run
-    from agents.runs.resume import Preempted
-
-    try:
-        result = run(spec)
-    except SettingError as e:
-        option = cli.option_of(e.argument, spec.env_kwargs)
-        print(f"train-agent: error: argument {option}: {e}", file=sys.stderr)
-        return 2
-    except (DataUnavailableError, WriteFailedError) as e:
-        print(f"train-agent: error: {e}", file=sys.stderr)
-        return 1
-    except Preempted as e:
-        print(f"train-agent: {e}", file=sys.stderr)
-        return e.exit_status
-    print(cli.summary_line(result, spec.folder))
-    return 0
+    return cli.run_and_report(spec, "train-agent",
+                              lambda e: cli.option_of(e.argument, spec.env_kwargs))
 
 
 def _cell_process(spec: RunSpec, threads: int) -> None:
@@ -190,7 +173,7 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
         (skipped if finished else todo).append((agent, seed))
     started = datetime.now(timezone.utc)
     header = {"request": request.to_json(), "started": started.isoformat(timespec="seconds"),
-              "machine": machine_info(request.threads),
+              "machine": report.machine_info(request.threads),
               "run": {"skipped": [cell_name(*c) for c in skipped], "ran": [], "failed": []}}
     write_json(request.out / report.RESULTS_JSON, header)
 
@@ -241,13 +224,3 @@ def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tupl
     return ran, failed
 
 
-def machine_info(threads: int | None = None) -> Json:
-    import torch
-
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "available_cores": available_cores(), "torch": torch.__version__,
-            "threads_per_worker": threads, "cuda": torch.cuda.is_available()}
-    if info["cuda"]:
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    return info

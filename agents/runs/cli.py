@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))  # exits with status 2
     except SettingError as e:
         parser.error(f"argument {blamed_option(e, args)}: {e}")
+    return run_and_report(spec, parser.prog, lambda e: blamed_option(e, args),
+                          usage=parser.format_usage())
+
+
+def run_and_report(spec: RunSpec, prog: str, option_for: Callable[[SettingError], str],
+                   usage: str = "") -> int:
+    """Run `spec` and report as `train-agent` does: the summary line and status 0, or the
+    error and its status (a bad setting exits with 2, as argparse does)."""
     # torch, transformers and the agents: imported only now (`--help` stays fast)
     from agents.runs.driver import run
     from agents.runs.resume import Preempted
@@ -230,12 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(spec)
     except SettingError as e:
-        parser.error(f"argument {blamed_option(e, args)}: {e}")
+        sys.stderr.write(usage)
+        print(f"{prog}: error: argument {option_for(e)}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (DataUnavailableError, WriteFailedError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except Preempted as e:
-        print(f"{parser.prog}: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_status
     print(summary_line(result, spec.folder))
     return 0
