@@ -39,10 +39,14 @@ def result_mtimes(out: Path) -> dict[str, int]:
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
-    """Rows of the results table by first cell (agent)."""
-    rows = {}
+    """Rows of the first table (the results table) by first cell (agent)."""
+    rows: dict[str, list[str]] = {}
     for line in markdown.splitlines():
-        if line.startswith("| ") and not line.startswith("| agent") and "---" not in line:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        if not line.startswith("| agent") and "---" not in line:
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = cells[1:]
     return rows
@@ -88,27 +92,37 @@ def test_results_json_holds_every_cell_with_request_and_machine(bench):
     assert cells["albert", 0]["result"]["trainable_fraction"] < 0.5
 
 
-def test_results_md_has_one_row_per_agent_with_mean_and_std(bench):
+def test_results_md_has_one_row_per_agent_with_iqm_and_interval(bench):
     results = load(bench / "results.json")
     text = (bench / "results.md").read_text()
     rows = table_rows(text)
     assert set(rows) == {*AGENTS, "*optimal (source)*"}
     for agent in AGENTS:
         finished = [c["result"] for c in results["cells"] if c["agent"] == agent]
+        iqm = results["agents"][agent]["iqm"]
         for column, key in ((0, "final_val_ppl"), (1, "final_test_ppl")):
             values = [r[key] for r in finished]
-            assert rows[agent][column] == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+            assert iqm[key]["value"] == pytest.approx(np.mean(values))  # IQM of 2 = mean
+            assert iqm[key]["n"] == 2 and iqm[key]["low"] <= iqm[key]["high"]
+            assert rows[agent][column] == (f"{iqm[key]['value']:.2f} [{iqm[key]['low']:.2f}, "
+                                           f"{iqm[key]['high']:.2f}]")
         memory = np.mean([r["memory_bytes"]["total"] for r in finished]) / 2**20
-        assert rows[agent][7] == f"{memory:.3f}"
+        assert rows[agent][6] == f"{memory:.3f}"
         assert rows[agent][-1] == "0, 1"
-    assert float(rows["vanilla"][2].split()[0]) == 1.0  # trainable fraction at the end
-    assert float(rows["albert"][7]) < float(rows["vanilla"][7])  # memory goes down with ties
+        returns = [c["episode_return"] for c in results["cells"] if c["agent"] == agent]
+        assert all(math.isfinite(r) for r in returns)
+        assert iqm["episode_return"]["value"] == pytest.approx(np.mean(returns))
+    assert float(rows["vanilla"][3].split()[0]) == 1.0  # trainable fraction at the end
+    assert float(rows["albert"][4].split()[0]) == 0.75  # 3 of 4 layers tied
+    assert float(rows["albert"][6]) < float(rows["vanilla"][6])  # memory goes down with ties
     optimal = results["cells"][0]["result"]["optimal_val_ppl"]
     assert rows["*optimal (source)*"][0] == f"{optimal:.2f}"
+    assert "mean ± std" not in text and "±" not in text
+    assert "Skipped: no comparison: 'qlearning' has no finished seed" in text
 
 
 def test_plots_are_pngs(bench):
-    for name in ("pareto.png", "curves.png"):
+    for name in ("pareto.png", "curves.png", "intervals.png", "profiles.png"):
         path = bench / name
         assert path.read_bytes()[:8] == PNG_MAGIC
         image = imread(path)
@@ -161,12 +175,13 @@ def test_changed_env_kwargs_are_refused_without_touching_cells(bench, cache_dir,
 
 def test_summarize_rebuilds_outputs_from_cells(bench):
     text = (bench / "results.md").read_text()
-    for name in ("results.md", "pareto.png", "curves.png"):
+    names = ("results.md", "pareto.png", "curves.png", "intervals.png", "profiles.png")
+    for name in names:
         (bench / name).unlink()
     rebuilt = summarize(bench)
     assert (bench / "results.md").read_text() == rebuilt
-    assert table_rows(rebuilt) == table_rows(text)
-    assert (bench / "pareto.png").is_file() and (bench / "curves.png").is_file()
+    assert table_rows(rebuilt) == table_rows(text)  # the same intervals: seeded bootstrap
+    assert all((bench / name).is_file() for name in names)
 
 
 def test_failing_cell_is_reported_and_exits_nonzero(tmp_path, cache_dir, capsys):

@@ -2,14 +2,19 @@
 
 | path             | content                                                           |
 |------------------|-------------------------------------------------------------------|
-| `results.json`   | the request (and its equivalent command), date, machine, every    |
-|                  | cell's status and `result.json`, per-agent aggregates             |
-| `results.md`     | one row per agent: final val/test perplexity (mean ± std over     |
-|                  | seeds), trainable fraction, memory, wall time; failed cells       |
-| `pareto.png`     | final validation perplexity against final trainable fraction      |
-| `curves.png`     | validation perplexity over optimizer steps, per agent, over seeds |
+| `results.json`   | the request (and its equivalent command), date, machine, commit,  |
+|                  | every cell's status, `result.json` and episode return, per-agent  |
+|                  | aggregates and statistics (`agents.benchmark.stats`)              |
+| `results.md`     | one row per agent: IQM [95% CI] over seeds of final val/test      |
+|                  | perplexity, return, trainable fraction, layers tied; memory, wall |
+|                  | time; P(improves on qlearning); hypervolume; the paper's claim;   |
+|                  | failed cells                                                      |
+| `*.png`          | `agents.benchmark.plots`: intervals, Pareto, curves, profiles     |
 
-`summarize` rebuilds all of them from `OUT/cells` at any time.
+`summarize` rebuilds all of them from `OUT/cells` at any time. A results.json may carry
+a top-level `track` (`{"name", "version"}`, shown in the page's heading; an optional
+`hypervolume_reference` `{"final_val_ppl", "trainable_fraction"}` fixes the
+hypervolume's reference point).
 """
 
 from __future__ import annotations
@@ -19,21 +24,25 @@ import json
 import math
 import os
 import platform
+import subprocess
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter
 
+from agents.benchmark import plots
 from agents.benchmark.cells import CELLS, Json, available_cores, cell_dir, cell_name, cell_status
-from agents.runs.plots import plt, read_log  # plt: matplotlib with the Agg backend
-from tying_env.files import atomic_write, read_json, write_json, write_text
+from agents.benchmark.stats import BASELINE, TIED_CLAIM, Bootstrap
+from agents.runs.plots import read_log
+from tying_env.files import read_json, write_json, write_text
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
-PARETO_PNG, CURVES_PNG = "pareto.png", "curves.png"
+PARETO_PNG, CURVES_PNG = plots.PARETO_PNG, plots.CURVES_PNG
+INTERVALS_PNG, PROFILES_PNG = plots.INTERVALS_PNG, plots.PROFILES_PNG
 MIB = 2.0 ** 20
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def machine_info(threads: int | None = None) -> Json:
@@ -127,44 +136,94 @@ def _optimal(cells: Sequence[Json]) -> Json | None:
     return None
 
 
-def summarize(out: str | Path) -> str:
-    """Rebuild results.json's cells, results.md and the plots from the cells on disk.
+def episode_return(out: Path, cell: Json) -> float | None:
+    """A finished cell's episode return: the sum of its log's rewards (online), or the
+    mean return of its evaluation episodes (train-then-evaluate)."""
+    result = cell.get("result") or {}
+    if result.get("eval"):
+        returns = [e.get("return") for e in result["eval"]]
+        finite = [float(r) for r in returns if isinstance(r, (int, float)) and math.isfinite(r)]
+        return float(np.mean(finite)) if finite else None
+    try:
+        records = read_log(out / cell["path"] / "log.jsonl")
+    except (OSError, ValueError):
+        return None
+    total = sum(float(r.get("reward", 0.0)) for r in records)
+    return total if records and math.isfinite(total) else None
+
+
+def code_version(root: Path = ROOT) -> Json:
+    """The git commit of the code (`None` outside a git checkout) and whether files differ."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def summarize(out: str | Path, bootstrap: Bootstrap | None = None) -> str:
+    """Rebuild results.json's cells and statistics, results.md and the plots from the
+    cells on disk.
 
     Covers the request recorded in `out/results.json` (every cell folder when there is
-    none); returns the text of results.md.
+    none); returns the text of results.md. `bootstrap` sets the replications, interval
+    size and seed of every interval (default `Bootstrap()`: deterministic).
     """
+    from agents.benchmark.stats import benchmark_statistics
+
     out = Path(out)
     meta = read_json(out / RESULTS_JSON) or {}
     request = meta.get("request")
     cells = collect(out, request)
+    for cell in cells:
+        cell["episode_return"] = episode_return(out, cell) if cell["status"] == "finished" \
+            else None
     agents = request["agents"] if request else sorted({c["agent"] for c in cells})
     table = aggregate(cells, agents)
-    optimal = _optimal(cells)
-    meta.setdefault("machine", machine_info())
+    track = track_of(meta)
+    per_agent, statistics = benchmark_statistics(
+        cells, agents, reference=track.get("hypervolume_reference"),
+        bootstrap=bootstrap or Bootstrap())
+    for agent in agents:
+        table[agent] |= per_agent[agent]
+    if "machine" not in meta:
+        meta["machine"] = machine_info()
+    if "code" not in meta:
+        meta["code"] = code_version()
     meta |= {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "counts": {s: sum(c["status"] == s for c in cells)
                         for s in ("finished", "failed", "incomplete", "missing")},
-             "optimal": optimal, "agents": table, "cells": cells}
+             "optimal": _optimal(cells), "agents": table, "statistics": statistics,
+             "cells": cells}
     write_json(out / RESULTS_JSON, meta)
     text = markdown(meta)
     write_text(out / RESULTS_MD, text)
-    plot_pareto(cells, agents, out / PARETO_PNG, optimal)
-    plot_curves(out, cells, agents, out / CURVES_PNG, optimal)
+    plots.plot_all(out, meta)
     return text
 
 
+# ---------------------------------------------------------------- text
 def fmt(value: Any, digits: int = 2) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+            not math.isfinite(value):
         return "—"
     return f"{value:.{digits}f}"
 
 
-def _pm(stats: Json, digits: int = 2) -> str:
-    if stats["mean"] is None:
+def ci(estimate: Json | None, digits: int = 2) -> str:
+    """`value [low, high]` of an estimate; `value (n=1)` for one seed; `—` for none."""
+    if not estimate or estimate.get("value") is None:
         return "—"
-    if stats["std"] is None:
-        return f"{fmt(stats['mean'], digits)} (n=1)"
-    return f"{fmt(stats['mean'], digits)} ± {fmt(stats['std'], digits)}"
+    if estimate.get("n") == 1:
+        return f"{fmt(estimate['value'], digits)} (n=1)"
+    return (f"{fmt(estimate['value'], digits)} "
+            f"[{fmt(estimate['low'], digits)}, {fmt(estimate['high'], digits)}]")
 
 
 def _seeds(row: Json) -> str:
@@ -176,10 +235,70 @@ def _seeds(row: Json) -> str:
     return text
 
 
+def track_of(meta: Json) -> Json:
+    """The results' track (`{"name", "version", ...}`): top-level, or in the request."""
+    return meta.get("track") or (meta.get("request") or {}).get("track") or {}
+
+
+def heading(meta: Json) -> str:
+    """The page's title: the track (name and version) when there is one, and the env."""
+    env = (meta.get("request") or {}).get("env_id", "(unknown env)")
+    track = track_of(meta)
+    if track.get("name"):
+        return f"Track `{track['name']}` (version {track.get('version', '?')}) on {env}"
+    return f"Benchmark on {env}"
+
+
+def method_text(meta: Json) -> str:
+    """One paragraph: how the intervals were computed."""
+    method = (meta.get("statistics") or {}).get("method") or {}
+    return (f"IQM = interquartile mean over seeds (the mean of the middle 50%); brackets: "
+            f"{round(100 * method.get('confidence', 0.95))}% stratified-bootstrap interval over "
+            f"seeds ({method.get('reps', '?')} replications, percentile method, seed "
+            f"{method.get('seed', '?')}; {method.get('library', 'rliable, pymoo')}).")
+
+
+def claim_lines(meta: Json) -> list[str]:
+    """What the numbers say, as Markdown bullets: who beats the baseline, the paper's claim."""
+    statistics = meta.get("statistics") or {}
+    claims = statistics.get("claims") or {}
+    lines = []
+    baseline = claims.get("baseline")
+    if baseline is None:
+        lines.append(f"- **Beats `{BASELINE}`:** not computed: "
+                     f"{statistics.get('note', f'no {BASELINE} results')}.")
+    else:
+        beats = claims.get("beat_baseline") or []
+        listed = ", ".join(f"`{a}`" for a in beats) or "none"
+        lines.append(f"- **Beats `{baseline}`** (P(improvement) interval entirely above 0.5): "
+                     f"{listed}.")
+    paper = claims.get("paper") or {}
+    if paper.get("holds") is None:
+        lines.append(f"- **The paper's claim** (at least {TIED_CLAIM:.0%} of layers tied with "
+                     f"perplexity within conventional training's interval): cannot be checked "
+                     f"({paper.get('note', 'no data')}).")
+        return lines
+    bound = paper["conventional_val_ppl"]
+    rows = paper.get("agents") or {}
+    meeting = paper.get("meeting") or []
+    verdict = "holds" if paper["holds"] else "does not hold"
+    lines.append(f"- **The paper's claim** (IQM of layers tied at least {TIED_CLAIM:.0%}, IQM "
+                 f"final val ppl at most the upper end of `{paper['conventional']}`'s interval, "
+                 f"{ci(bound)}): **{verdict}** at this scale"
+                 + (f"; met by {', '.join(f'`{a}`' for a in meeting)}." if meeting else "."))
+    if BASELINE in rows:
+        q = rows[BASELINE]
+        lines.append(f"  `{BASELINE}`: {q['layers_tied']:.0%} of layers tied, val ppl "
+                     f"{fmt(q['val_ppl'])}: " + ("meets it." if q["holds"] else
+                     "does not meet it (" + ("too few layers tied" if not q["tied_enough"]
+                                             else "perplexity above the interval") + ")."))
+    return lines
+
+
 def markdown(meta: Json) -> str:
     """results.md from results.json's content."""
     request, machine, counts = meta.get("request") or {}, meta.get("machine") or {}, meta["counts"]
-    lines = [f"# Benchmark on {request.get('env_id', '(unknown env)')}", ""]
+    lines = [f"# {heading(meta)}", ""]
     if request:
         lines += [f"- command: `{request['command']}`",
                   f"- env kwargs: `{json.dumps(request['env_kwargs'])}`"]
@@ -191,10 +310,13 @@ def markdown(meta: Json) -> str:
         else:
             lines.append("- protocol: online (the paper's): one episode, one training run, "
                          "learned while it is played")
+    code = meta.get("code") or {}
     lines += [f"- date: {meta['date']}; machine: {machine.get('platform')}, "
               f"{machine.get('cpu_count')} CPUs, torch {machine.get('torch')}"
               + (f", {request['workers']} worker(s) x {request['threads']} thread(s)"
                  if request else ""),
+              f"- commit: {code.get('commit') or 'unknown'}"
+              + (" (with uncommitted changes)" if code.get("dirty") else ""),
               "- cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
               + f" (of {sum(counts.values())})"]
     optimal = meta.get("optimal")
@@ -202,23 +324,33 @@ def markdown(meta: Json) -> str:
         lines.append(f"- optimal perplexity of the synthetic source: "
                      f"{fmt(optimal['optimal_val_ppl'], 3)} (validation), "
                      f"{fmt(optimal['optimal_test_ppl'], 3)} (test)")
-    lines += ["", "Final perplexities are on the full validation and test splits, as mean ± "
-              "sample std over the finished seeds. Trainable fraction at the end of the run and "
-              "averaged over its decisions; memory (MiB) of parameters, gradients and optimizer "
-              "state at the end; wall time per cell in seconds.", "",
-              "| agent | val ppl | test ppl | trainable (end) | trainable (run mean) | "
-              "params MiB | grads MiB | optimizer MiB | total MiB | wall s | seeds |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Final perplexities are on the full validation and test splits. "
+              + method_text(meta) + " Return: the episode's sum of rewards. Trainable "
+              "fraction and layers tied at the end of the run; trainable (run mean), memory "
+              "(MiB of parameters, gradients and optimizer state at the end) and wall time "
+              "per cell (s) are means over seeds.", "",
+              "| agent | val ppl | test ppl | return | trainable (end) | layers tied (end) | "
+              "trainable (run mean) | total MiB | wall s | seeds |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for agent, row in meta["agents"].items():
+        iqm = row.get("iqm") or {}
         lines.append(
-            f"| {agent} | {_pm(row['final_val_ppl'])} | {_pm(row['final_test_ppl'])} | "
-            f"{_pm(row['trainable_fraction'], 3)} | {_pm(row['mean_trainable_fraction'], 3)} | "
-            + " | ".join(fmt(row[f"{k}_mib"]["mean"], 3)
-                         for k in ("params", "grads", "optimizer", "total"))
-            + f" | {fmt(row['wall_seconds']['mean'], 1)} | {_seeds(row)} |")
+            f"| {agent} | {ci(iqm.get('final_val_ppl'))} | {ci(iqm.get('final_test_ppl'))} | "
+            f"{ci(iqm.get('episode_return'), 3)} | {ci(iqm.get('trainable_fraction'), 3)} | "
+            f"{ci(iqm.get('layers_tied_fraction'), 3)} | "
+            f"{fmt(row['mean_trainable_fraction']['mean'], 3)} | "
+            f"{fmt(row['total_mib']['mean'], 3)} | {fmt(row['wall_seconds']['mean'], 1)} | "
+            f"{_seeds(row)} |")
     if optimal:
         lines.append(f"| *optimal (source)* | {fmt(optimal['optimal_val_ppl'])} | "
-                     f"{fmt(optimal['optimal_test_ppl'])} |  |  |  |  |  |  |  |  |")
+                     f"{fmt(optimal['optimal_test_ppl'])} |  |  |  |  |  |  |  |")
+    lines += ["", *comparison_section(meta), "", *hypervolume_section(meta), "",
+              "## What the numbers say", "", *claim_lines(meta), "", "## Figures", ""]
+    lines += [f"![{what}]({name})" for what, name in (
+        ("IQM and intervals per agent", INTERVALS_PNG),
+        ("final perplexity against trainable fraction", PARETO_PNG),
+        ("validation perplexity over training", CURVES_PNG),
+        ("performance profiles", PROFILES_PNG))]
     failed = [c for c in meta["cells"] if c["status"] == "failed"]
     if failed:
         lines += ["", "## Failed cells", "", "| cell | exit status | last line of stderr |",
@@ -232,111 +364,44 @@ def markdown(meta: Json) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------- plots
-def _colors(agents: Sequence[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10" if len(agents) <= 10 else "tab20")
-    return {a: cmap(i % cmap.N) for i, a in enumerate(agents)}
-
-
-def _finish_plot(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """Label, grid and legend the axes, then write the figure atomically."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
-def _no_data(ax: Any) -> None:
-    ax.text(0.5, 0.5, "no finished cells", ha="center", va="center", transform=ax.transAxes)
-
-
-def plot_pareto(cells: Sequence[Json], agents: Sequence[str], path: Path,
-                optimal: Json | None = None) -> Path:
-    """Final validation perplexity against final trainable fraction; agent means larger."""
-    fig, ax = plt.subplots(figsize=(7, 5))
-    colors = _colors(agents)
-    plotted = False
-    for agent in agents:
-        points = [(c["result"]["trainable_fraction"], c["result"]["final_val_ppl"])
-                  for c in cells if c["agent"] == agent and c["status"] == "finished"
-                  and c["result"].get("final_val_ppl") is not None]
-        if not points:
+def comparison_section(meta: Json) -> list[str]:
+    """The table of P(improves on the baseline), or a note when it is not there."""
+    statistics = meta.get("statistics") or {}
+    baseline = statistics.get("baseline")
+    lines = [f"## Against `{baseline or BASELINE}`", ""]
+    if baseline is None:
+        return lines + [f"Skipped: {statistics.get('note', f'no {BASELINE} results')}."]
+    lines += [f"P(improvement) = probability that a seed of the agent ends with a lower "
+              f"final validation perplexity than a seed of `{baseline}` (ties count half), "
+              "with its interval (the seeds of both agents resampled independently). "
+              "*better*: the interval lies above 0.5; *worse*: below; *undecided*: it "
+              "contains 0.5.", "",
+              f"| agent | P(improves on {baseline}) | verdict | seeds (agent, {baseline}) |",
+              "|---|---|---|---|"]
+    for agent, row in meta["agents"].items():
+        est = row.get("improvement")
+        if agent == baseline or not est:
             continue
-        x, y = np.array(points, dtype=float).T
-        ax.scatter(x, y, s=25, alpha=0.6, color=colors[agent])
-        ax.scatter([x.mean()], [y.mean()], s=160, marker="D", color=colors[agent],
-                   edgecolor="black", label=f"{agent} (mean of {len(x)})", zorder=3)
-        plotted = True
-    if optimal and optimal.get("optimal_val_ppl") is not None:
-        ax.axhline(optimal["optimal_val_ppl"], linestyle="--", color="gray",
-                   label=f"optimal {optimal['optimal_val_ppl']:.3f}")
-    if not plotted:
-        _no_data(ax)
-    ax.set_xlim(0, 1.05)
-    return _finish_plot(fig, ax, path, "trainable fraction of parameters (end of run)",
-                        "final validation perplexity (full split)",
-                        "perplexity against trainable parameters (small: seeds, large: mean)")
+        lines.append(f"| {agent} | {ci(est)} | {est.get('verdict') or '—'} | "
+                     f"{est.get('n')}, {est.get('n_baseline')} |")
+    return lines
 
 
-def curve(out: Path, cells: Sequence[Json]) -> tuple[np.ndarray, ...]:
-    """(steps, mean, min, max) of validation perplexity over `cells`' log.jsonl files.
-
-    Step 0 is each run's initial perplexity; a step enters with the seeds that reached it.
-    """
-    by_step: dict[int, list[float]] = {}
-    for cell in cells:
-        result = cell["result"] or {}
-        try:
-            records = read_log(out / cell["path"] / "log.jsonl")
-        except (OSError, ValueError):
-            continue
-        points = [(0, result.get("initial_val_ppl"))]
-        points += [(r.get("train_steps"), r.get("val_ppl")) for r in records]
-        for step, ppl in points:
-            if isinstance(step, int) and isinstance(ppl, (int, float)) and math.isfinite(ppl):
-                by_step.setdefault(step, []).append(float(ppl))
-    steps = np.array(sorted(by_step), dtype=float)
-    values = [by_step[int(s)] for s in steps]
-    return (steps, np.array([np.mean(v) for v in values]), np.array([min(v) for v in values]),
-            np.array([max(v) for v in values]))
-
-
-def _minor_label(y: float, _: Any) -> str:
-    """Plain labels at 2, 3 and 5 times a power of ten (log axes), none elsewhere."""
-    mantissa = round(y / 10 ** math.floor(math.log10(y)), 6) if y > 0 else 0
-    return f"{y:g}" if mantissa in (2, 3, 5) else ""
-
-
-def plot_curves(out: Path, cells: Sequence[Json], agents: Sequence[str], path: Path,
-                optimal: Json | None = None) -> Path:
-    """Validation perplexity over optimizer steps: mean over seeds and min-max band."""
-    fig, ax = plt.subplots(figsize=(7, 5))
-    colors = _colors(agents)
-    plotted = False
-    for agent in agents:
-        mine = [c for c in cells if c["agent"] == agent and c["status"] == "finished"]
-        steps, mean, low, high = curve(out, mine)
-        if not steps.size:
-            continue
-        ax.plot(steps, mean, marker=".", color=colors[agent],
-                label=f"{agent} (mean of {len(mine)} seed(s))")
-        ax.fill_between(steps, low, high, color=colors[agent], alpha=0.2, linewidth=0)
-        plotted = True
-    if optimal and optimal.get("optimal_ppl") is not None:
-        ax.axhline(optimal["optimal_ppl"], linestyle="--", color="gray",
-                   label=f"optimal {optimal['optimal_ppl']:.3f}")
-    if plotted:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
-    else:
-        _no_data(ax)
-    return _finish_plot(fig, ax, path, "optimizer steps",
-                        "validation perplexity (evaluation subset)",
-                        "validation perplexity over training (band: min-max over seeds)")
+def hypervolume_section(meta: Json) -> list[str]:
+    """The hypervolume table with its reference point."""
+    ref = (meta.get("statistics") or {}).get("hypervolume_reference")
+    lines = ["## Two objectives: hypervolume", ""]
+    if not ref:
+        return lines + ["No finished cell: no hypervolume."]
+    lines += [f"Objectives, both lower-better: final validation perplexity and trainable "
+              f"fraction. Hypervolume = share of the box from (ppl 1, fraction 0) to the "
+              f"reference point (ppl {fmt(ref['final_val_ppl'])}, fraction "
+              f"{fmt(ref['trainable_fraction'])}: {ref['source']}) that the agent's seed "
+              "results dominate (pymoo's HV; 1 would be ppl 1 with no trainable parameter). "
+              "Interval: the seeds resampled; a resample can only lose points, so the "
+              "upper end is the estimate itself.", "",
+              "| agent | hypervolume | seeds |", "|---|---|---|"]
+    for agent, row in meta["agents"].items():
+        est = row.get("hypervolume") or {}
+        lines.append(f"| {agent} | {ci(est, 4)} | {est.get('n', 0)} |")
+    return lines
