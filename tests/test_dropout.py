@@ -1,4 +1,4 @@
-"""The fast CPU dropout: same distribution as PyTorch's, same attention without dropout."""
+"""The cheap CPU dropout: keep rate, independence, gradient; attention without dropout."""
 
 import pytest
 import torch
@@ -51,3 +51,47 @@ def test_model_uses_fast_dropout_and_export_does_not():
     assert exported.config._attn_implementation == "sdpa"
     assert {type(m) for m in exported.modules() if isinstance(m, torch.nn.Dropout)} == {
         torch.nn.Dropout}
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_keep_mask_keeps_one_minus_p_independently(p):
+    """Keep rate and pairwise independence, within 5 standard errors, over 2**22 draws.
+
+    Neighbours within one 64-bit draw (even, odd) and across draws (odd, even)
+    must be kept together with probability (1 - p)**2.
+    """
+    torch.manual_seed(3)
+    n = 2 ** 22
+    keep = fd.keep_mask((n,), p)
+    assert set(keep.unique().tolist()) <= {0.0, 1.0}
+    q = 1.0 - p
+    assert abs(keep.mean().item() - q) < 5 * (q * p / n) ** 0.5
+    for a, b in ((keep[0::2], keep[1::2]), (keep[1:-1:2], keep[2::2])):
+        both = (a * b).mean().item()
+        se = (q * q * (1 - q * q) / len(a)) ** 0.5
+        assert abs(both - q * q) < 5 * se
+
+
+def test_keep_mask_follows_the_torch_generator():
+    torch.manual_seed(4)
+    first = fd.keep_mask((3, 1001), 0.3)
+    torch.manual_seed(4)
+    assert torch.equal(first, fd.keep_mask((3, 1001), 0.3))
+    assert not torch.equal(first, fd.keep_mask((3, 1001), 0.3))
+
+
+def test_attention_dropout_zeroes_p_of_the_weights_and_rescales():
+    """With value = identity, the output rows are the dropped-out attention weights."""
+    torch.manual_seed(5)
+    t = 64
+    q = torch.zeros(200, 1, t, 8)  # equal scores: row i attends 1/(i+1) to each visible key
+    value = torch.eye(t).expand(200, 1, t, t)
+    out, _ = fd.attention(torch.nn.Module(), q, q.clone(), value, None, dropout=0.25)
+    weights = out.transpose(1, 2)  # [batch, head, query, key]
+    visible = torch.ones(t, t, dtype=torch.bool).tril().expand_as(weights)
+    assert torch.all(weights[~visible] == 0)
+    kept = weights[visible] != 0
+    n = kept.numel()
+    assert abs(kept.float().mean().item() - 0.75) < 5 * (0.75 * 0.25 / n) ** 0.5
+    rows = torch.arange(1, t + 1, dtype=torch.float32).view(1, 1, t, 1).expand_as(weights)
+    torch.testing.assert_close(weights[visible][kept], (1 / rows / 0.75)[visible][kept])

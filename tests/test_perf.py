@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from perf import gpu, memory, speed  # perf/ is importable from the repo root (pythonpath)
+# perf/ is importable from the repo root (pythonpath)
+from perf import gpu, memory, speed, throughput
 from tying_env.data.corpus import default_shared_data_dir
 from tying_env.presets import PRESETS
 
@@ -74,3 +75,36 @@ def test_memory_small_preset_is_exactly_analytic(mode: str) -> None:
     tied, tied_want = memory.measure_small(memory.tie_map(n_layer, 0.75), mode)
     assert untied == untied_want and tied == tied_want
     assert untied.total / tied.total == untied_want.total / tied_want.total
+
+
+@pytest.mark.parametrize("mode,tied", [("copy", False), ("copy", True), ("share", True)])
+def test_step_flops_equal_torch_flop_counter(mode: str, tied: bool) -> None:
+    """The analytic FLOPs of a step are those torch counts in forward + backward."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = throughput.make_config("tiny", n_layer=4, n_embd=32, n_head=2, seq_len=16,
+                                 vocab_size=50, batch_size=3)
+    model, _, ties = throughput.build(cfg, mode, tied)
+    batch = torch.randint(0, 50, (3, 17), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter:
+        model.loss(batch[:, :-1], batch[:, 1:]).backward()
+    assert counter.get_total_flops() == throughput.step_flops(cfg, ties, mode)
+    assert (ties != list(range(4))) == tied
+
+
+def test_throughput_prints_shares_and_profile(capsys, tmp_path: Path) -> None:
+    result = throughput.main(["--presets", "tiny", "--threads", "1", "--rounds", "1",
+                              "--steps", "1", "--warmup", "0", "--peak-size", "256",
+                              "--profile", "--json", str(tmp_path / "t.json")])
+    out = capsys.readouterr().out
+    assert "matmul peak (256^2 fp32 mm)" in out and "top operations, tiny untied" in out
+    rows = result["presets"][0]["rows"]
+    assert set(rows) == {"untied", "75% copy", "75% share"}
+    for row in rows.values():
+        assert row["share_of_peak"] == pytest.approx(row["gflops"] / result["peak_gflops"])
+        assert "| tiny | " in out and f"{row['share_of_peak']:.1%}" in out
+    assert rows["75% copy"]["gflop_per_step"] < rows["untied"]["gflop_per_step"]
+    assert result["profiles"]["tiny"][0]["op"].startswith("aten::")
+    assert "tiny: untied >= 30% of the matmul peak" in result["targets"]
+    assert json.loads((tmp_path / "t.json").read_text())["presets"][0]["preset"] == "tiny"

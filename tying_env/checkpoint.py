@@ -267,6 +267,9 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> Part:
     return tensors, {"param_groups": sd["param_groups"], "plain_state": plain}
 
 
+IMPLEMENTATION_FLAGS = ("fused", "foreach")  # kept from the optimizer that loads a state
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
                          meta: Mapping[str, Any]) -> None:
     """Inverse of `optimizer_state` (tuples such as AdamW's `betas` come back as tuples)."""
@@ -284,6 +287,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str,
         for key, value in current.items():
             if isinstance(value, tuple) and isinstance(saved.get(key), list):
                 saved[key] = tuple(saved[key])
+            if key in IMPLEMENTATION_FLAGS:  # how this process computes the update, not what
+                saved[key] = value
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:

@@ -1,16 +1,25 @@
-"""Dropout that is fast on the CPU, for the GPT-2 the environment trains.
+"""Dropout that is cheap on the CPU, for the GPT-2 the environment trains.
 
-PyTorch's CPU dropout draws its mask with `bernoulli_`, which took about 30%
-of an inner training step at the `small` preset (dropout 0.2). Comparing
-uniform numbers with `p` gives the same distribution of masks at about half
-the cost. The same holds for attention dropout, which also keeps CPU attention
-off its fused kernel; this module's attention function computes causal
-attention with the cheap mask. On other devices both defer to PyTorch's and
-Hugging Face's own kernels, and without dropout (evaluation) nothing changes.
+On the CPU, PyTorch draws a dropout mask with `bernoulli_`, and at the small
+shapes of the environment random numbers and mask arithmetic, not matrix
+products, set the pace of an inner step. This module draws the mask from raw
+random bits instead: one 64-bit draw of torch's generator gives two
+independent 32-bit integers (half the draws of one float per element), and an
+element is kept when its integer lies above `round(p * 2**32)` in the
+unsigned range. The mask is built with vectorised float arithmetic only
+(`keep_mask`); comparing in float32 moves the threshold by at most 2**-24
+of probability, the resolution of a float32 uniform. The 1 / (1 - p)
+rescaling is folded into the smallest tensor that can carry it (for attention,
+the output of `probs @ value`).
+
+Attention with dropout uses this mask in an explicit causal attention;
+without dropout (evaluation), and on other devices, both defer to PyTorch's and
+Hugging Face's own kernels.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -21,50 +30,72 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "layer_tying_sdpa"
+_INT32_MIN = -(2 ** 31)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float,
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """A float mask of `shape`: 1.0 (keep) with probability 1 - `p`, else 0.0.
+
+    Each 64-bit draw of torch's generator yields two of the mask's elements.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device)
+    words.random_(-(2 ** 63), None)  # the full 64-bit range: every bit uniform
+    halves = words.view(torch.int32)[:n].view(shape)
+    threshold = _INT32_MIN + round(p * 2 ** 32)
+    # sign(h - threshold) is 1 above the threshold, else 0 or -1; relu keeps the 1s
+    return halves.to(torch.float32).sub_(threshold).sign_().relu_()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Inverted dropout; on the CPU the mask comes from `rand_like(x) >= p`."""
+    """Inverted dropout; on the CPU with the mask of `keep_mask`."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    return x * ((torch.rand_like(x) >= p) * (1.0 / (1.0 - p))).to(x.dtype)
+    return x * keep_mask(x.shape, p).mul_(1.0 / (1.0 - p)).to(x.dtype)
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` with the fast CPU mask."""
+    """`nn.Dropout` with the cheap CPU mask."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
 
 
+@functools.lru_cache(maxsize=16)
+def causal_bias(q_len: int, k_len: int, device: str) -> torch.Tensor:
+    """0 where a query may see a key, -inf above the causal diagonal (added to the scores)."""
+    bias = torch.zeros(q_len, k_len, device=device)
+    return bias.masked_fill_(torch.ones_like(bias, dtype=torch.bool).triu(k_len - q_len + 1),
+                             float("-inf"))
+
+
 def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               attention_mask: torch.Tensor | None, dropout: float = 0.0,
               scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Causal attention (Hugging Face's attention-function signature), fast dropout on CPU."""
+    """Causal attention (Hugging Face's attention-function signature), cheap dropout on CPU."""
     if dropout == 0.0 or query.device.type != "cpu":
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     scale = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
-    scores = (query @ key.transpose(-1, -2)) * scale
+    scores = (query * scale) @ key.transpose(-1, -2)  # scaling q: fewer elements than scores
     if attention_mask is None:  # causal, no padding: the mask Hugging Face leaves out
         q_len, k_len = scores.shape[-2:]
-        future = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device)
-        scores = scores.masked_fill(future.triu(k_len - q_len + 1), float("-inf"))
+        scores += causal_bias(q_len, k_len, str(scores.device))  # adding: no backward pass
     elif attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask, float("-inf"))
+        scores = scores.masked_fill_(~attention_mask, float("-inf"))
     else:
         scores = scores + attention_mask
-    probs = _dropout_probs(torch.softmax(scores, dim=-1), dropout)
-    return (probs @ value).transpose(1, 2).contiguous(), None
-
-
-_dropout_probs = dropout  # the parameter `dropout` of `attention` shadows the function
+    probs = torch.softmax(scores, dim=-1)
+    kept = probs * keep_mask(probs.shape, dropout).to(probs.dtype)
+    out = (kept @ value).mul_(1.0 / (1.0 - dropout))
+    return out.transpose(1, 2).contiguous(), None
 
 
 def install(model: nn.Module) -> nn.Module:
-    """Use the fast dropout in every dropout module and in the attention of `model`."""
+    """Use the cheap dropout in every dropout module and in the attention of `model`."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:

@@ -57,7 +57,9 @@ class InnerOptimizer:
         self.total_steps = total_steps
         self.cosine = cosine
         self.steps = 0
-        self.optimizer = torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
+        params = list(params)
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay,
+                                           fused=fused_supported(params))
         self.set_lr()
 
     @property
@@ -94,6 +96,19 @@ class InnerOptimizer:
         """Set the learning rate of the schedule at the current step count."""
         factor = lr_factor(self.steps, self.warmup_steps, self.total_steps, self.cosine)
         self.optimizer.param_groups[0]["lr"] = self.base_lr * factor
+
+
+EVAL_BATCH_FACTOR = 4  # evaluation batches hold this many training batches
+
+
+def fused_supported(params: Sequence[torch.Tensor]) -> bool:
+    """Whether AdamW's fused kernel (one pass over all tensors, same update) fits `params`.
+
+    It needs floating-point tensors on the CPU or on CUDA, all on one device.
+    """
+    devices = {p.device.type for p in params}
+    return (bool(params) and devices <= {"cpu", "cuda"} and len({p.device for p in params}) == 1
+            and all(p.is_floating_point() for p in params))
 
 
 # ------------------------------------------------------------------ windows
@@ -188,12 +203,16 @@ class TrainingRun:
             self.seconds["train"] += time.perf_counter() - t0
         return loss_value
 
-    @torch.no_grad()
+    @torch.no_grad()  # not inference_mode: a tied block's twin built here is used in training
     def evaluate_loss(self, windows: np.ndarray, batch_size: int | None = None) -> float:
-        """Mean next-token loss (nats) of the current model on `windows` [N, seq_len + 1]."""
+        """Mean next-token loss (nats) of the current model on `windows` [N, seq_len + 1].
+
+        Without autograd or dropout; by default in batches of `EVAL_BATCH_FACTOR`
+        training batches (no activations are kept for a backward pass).
+        """
         t0 = time.perf_counter()
         self.model.eval()
-        batch_size = batch_size or self.cfg.batch_size
+        batch_size = batch_size or EVAL_BATCH_FACTOR * self.cfg.batch_size
         total, count = 0.0, 0
         for start in range(0, len(windows), batch_size):
             x, y = self._batch(windows[start:start + batch_size])
