@@ -1,13 +1,14 @@
 """Agents for the layer-tying environments, behind one small interface.
 
 `agents.make(name, env, seed=0, **hparams)` builds a registered agent;
-`agents.names()` lists them. The built-in agents are registered here by name and
+`agents.names()` lists them; a name `"package.module:ClassName"` builds an unregistered
+agent class. The built-in agents are registered here by name and
 imported (with torch, and SB3 for the `agents.sb3` adapters) only when one is made,
 so `import agents` stays light.
 
 - `agents.qlearning`: `qlearning` (the paper's), `qlearning-plus`;
-- `agents.baselines`: `vanilla`, `albert`, `sequence`, `cycle`, `cycle-rev`,
-  `paper-sequence`, `paper-reverse`, `random`;
+- `agents.baselines`: `vanilla` (conventional training), `untie-all`, `albert`,
+  `sequence`, `cycle`, `cycle-rev`, `paper-sequence`, `paper-reverse`, `random`;
 - `agents.sb3`: `dqn`, `ppo`, `a2c`, `maskable-ppo`, `qrdqn`, `recurrent-ppo`.
 
 For plain Stable-Baselines3: `agents.OneEpisode(env)` keeps the trained model when SB3
@@ -20,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from agents.registry import make, names, register, unregister
+from agents.registry import env_settings, factory, make, names, register, unregister
 
 # built-in agents, by name (each module's table: baselines.STATIC, sb3.ALGORITHMS)
 STATIC_AGENTS = ("vanilla", "albert", "sequence", "cycle", "cycle-rev", "paper-sequence",
@@ -29,8 +30,10 @@ SB3_AGENTS = ("dqn", "ppo", "a2c", "maskable-ppo", "qrdqn", "recurrent-ppo")
 
 register("qlearning", "agents.qlearning:QLearningAgent")
 register("qlearning-plus", "agents.qlearning:QLearningPlusAgent")
-for _name in STATIC_AGENTS:
+register("vanilla", "agents.baselines:ConventionalAgent")
+for _name in STATIC_AGENTS[1:]:
     register(_name, "agents.baselines:StaticAgent", pattern=_name)
+register("untie-all", "agents.baselines:UntieAll")
 register("random", "agents.baselines:RandomAgent")
 for _name in SB3_AGENTS:
     register(_name, "agents.sb3:SB3Agent", algo=_name)
@@ -38,8 +41,8 @@ for _name in SB3_AGENTS:
 # public names, imported on first use (`StopAtEpisodeEnd` imports Stable-Baselines3)
 _LAZY = {"Agent": "agents.base", "OneEpisode": "agents.base",
          "StopAtEpisodeEnd": "agents.sb3"}
-__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "StopAtEpisodeEnd", "make",
-           "names", "register", "unregister"]
+__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "StopAtEpisodeEnd",
+           "env_settings", "factory", "make", "names", "register", "unregister"]
 
 
 def __getattr__(name: str) -> Any:

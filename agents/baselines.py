@@ -10,7 +10,9 @@ the map, and later sweeps keep it.
 
 | name             | pattern (L = 6)        | source                                    |
 |------------------|------------------------|-------------------------------------------|
-| `vanilla`      | `0 1 2 3 4 5`        | conventional training, nothing tied       |
+| `vanilla`      | `0 1 2 3 4 5`        | conventional training: independently      |
+|                  |                        | initialised blocks, never tied (below)    |
+| `untie-all`    | `0 1 2 3 4 5`        | unties every layer from the env's start   |
 | `albert`       | `0 0 0 0 0 0`        | one block for all layers (ALBERT)         |
 | `sequence`     | blocks `0 0 1 1 2 2` (M = 3) | Takase & Kiyono 2021, SEQUENCE    |
 | `cycle`        | blocks `0 1 2 0 1 2` (M = 3) | Takase & Kiyono 2021, CYCLE       |
@@ -18,6 +20,13 @@ the map, and later sweeps keep it.
 | `paper-sequence` | `0 0 2 2 4 4`      | Hay & Wolf's "sequence" ablation          |
 | `paper-reverse`  | `0 1 2 2 1 0`      | Hay & Wolf's "reverse" ablation           |
 | `random`       | a uniform valid choice at every decision (seeded) |                |
+
+`vanilla` is the published baseline (`--vnl`): it requires the environment
+setting `initial_ties="none"` (`ConventionalAgent.env_settings`, applied by
+the run over any `env_kwargs` and recorded in `run.json`), so every block has
+its own random initialisation from the first step. `untie-all` plays the
+same map from whatever start the environment has: from `initial_ties="first"`
+each untied block begins as a copy of block 0.
 
 The Takase & Kiyono patterns use `M = n_unique` blocks over L layers; a
 layer's tie-map entry is the first layer that uses its block. The default
@@ -45,6 +54,7 @@ from tying_env import ties as tm
 
 TAKASE = ("sequence", "cycle", "cycle-rev")
 STATIC = ("vanilla", "albert", *TAKASE, "paper-sequence", "paper-reverse")
+CONVENTIONAL_START = {"initial_ties": "none"}
 
 
 # ------------------------------------------------------------------ the tie maps
@@ -111,6 +121,32 @@ class StaticAgent(Agent):
             raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r} with tie "
                                        f"map {meta['tie_map']}; this is {self.name!r} with "
                                        f"{list(self.ties)}")
+
+
+class ConventionalAgent(StaticAgent):
+    """Conventional training (`vanilla`): independently initialised blocks, nothing tied.
+
+    `env_settings` makes the run build its environment with `initial_ties="none"`,
+    whatever the given `env_kwargs` say.
+    """
+
+    env_settings = CONVENTIONAL_START
+
+    def __init__(self, env: gym.Env, seed: int = 0):
+        start = env.get_wrapper_attr("cfg").initial_ties
+        if start != CONVENTIONAL_START["initial_ties"]:
+            raise ValueError(f"vanilla (conventional training) needs an environment built with "
+                             f"initial_ties='none', got initial_ties={start!r}; runs and "
+                             f"benchmarks apply it for you (agents.env_settings)")
+        super().__init__(env, seed, pattern="vanilla")
+
+
+class UntieAll(StaticAgent):
+    """`untie-all`: the untied map, played from the environment's start (no requirement)."""
+
+    def __init__(self, env: gym.Env, seed: int = 0):
+        super().__init__(env, seed, pattern="vanilla")
+        self.name = "untie-all"  # type: ignore[misc]
 
 
 class RandomAgent(Agent):

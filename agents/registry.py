@@ -38,12 +38,39 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def factory(name: str) -> AgentFactory:
+    """The factory of `name`: a registered agent, or a `"package.module:ClassName"`.
+
+    The second form runs an agent class that is not registered (e.g. your own,
+    for the benchmark); it is imported here.
+    """
+    if name in _REGISTRY:
+        built, defaults = _REGISTRY[name]
+    elif ":" in name:
+        built, defaults = name, {}
+    else:
+        raise ValueError(f"agent={name!r} is unknown; allowed: {', '.join(names())}, or "
+                         f"'package.module:ClassName' for an agent class of your own")
+    if isinstance(built, str):
+        module, _, attribute = built.partition(":")
+        try:
+            built = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"agent={name!r} cannot be imported: {type(e).__name__}: {e}"
+                             ) from None
+    return partial(built, **defaults) if defaults else built
+
+
+def env_settings(name: str) -> dict[str, Any]:
+    """Environment settings agent `name` requires (its factory's `env_settings`, if any).
+
+    They override the run's `env_kwargs`: e.g. `vanilla` (conventional training)
+    starts from independently initialised blocks, `initial_ties="none"`.
+    """
+    built = factory(name)
+    return dict(getattr(getattr(built, "func", built), "env_settings", {}))
+
+
 def make(name: str, env: gym.Env, **kwargs: Any) -> Agent:
-    """Build the registered agent `name` for `env`."""
-    if name not in _REGISTRY:
-        raise ValueError(f"agent={name!r} is unknown; allowed: {', '.join(names())}")
-    factory, defaults = _REGISTRY[name]
-    if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-    return partial(factory, **defaults)(env, **kwargs)
+    """Build the agent `name` (registered, or `"package.module:ClassName"`) for `env`."""
+    return factory(name)(env, **kwargs)

@@ -211,7 +211,7 @@ def test_registry_lists_every_agent():
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_every_agent_runs_one_episode_and_keeps_the_model(make_env, name):
-    env = OneEpisode(make_env())
+    env = OneEpisode(make_env(**agents.env_settings(name)))
     agent = agents.make(name, env, seed=0)
     agent.run()
     u = env.unwrapped
@@ -350,7 +350,8 @@ def test_static_agents_reach_exactly_their_map(make_env, mode, name, n_layer, n_
     # L = 12 starts from all-independent blocks, L = 6 from the published all-copies start
     env = OneEpisode(make_env(n_layer=n_layer, action_mode=mode,
                               max_sweeps=2 if n_layer == 6 else 1,
-                              initial_ties="first" if n_layer == 6 else "none"))
+                              **{"initial_ties": "first" if n_layer == 6 else "none",
+                                 **agents.env_settings(name)}))
     kwargs = {} if n_unique is None else {"n_unique": n_unique}
     agent = agents.make(name, env, seed=0, **kwargs)
     maps = []
@@ -361,3 +362,46 @@ def test_static_agents_reach_exactly_their_map(make_env, mode, name, n_layer, n_
             maps.append(tuple(info["tie_map"]))  # after every full sweep
     assert maps and all(m == TABLES[name, n_layer, n_unique] for m in maps)
     assert tuple(info["tie_map"]) == TABLES[name, n_layer, n_unique]
+
+
+def _cosine_to_block0(env: gym.Env) -> list[float]:
+    model = env.unwrapped.model
+    first = model.block(0).mlp.c_fc.weight.detach().flatten()
+    return [float(torch.nn.functional.cosine_similarity(
+        model.block(i).mlp.c_fc.weight.detach().flatten(), first, dim=0)) for i in range(1, 4)]
+
+
+def test_vanilla_is_conventional_training_and_untie_all_is_not(make_env):
+    """`vanilla` trains independently initialised blocks; `untie-all` clones block 0."""
+    assert agents.env_settings("vanilla") == {"initial_ties": "none"}
+    assert agents.env_settings("untie-all") == {} == agents.env_settings("albert")
+    with pytest.raises(ValueError, match="initial_ties='first'"):
+        agents.make("vanilla", make_env(initial_ties="first"))
+    similarity = {}
+    for name, start in (("vanilla", "none"), ("untie-all", "first")):
+        env = OneEpisode(make_env(initial_ties=start, max_sweeps=1))
+        agent = agents.make(name, env, seed=0)
+        agent.run()
+        assert env.unwrapped.model.ties == (0, 1, 2, 3) and agent.name == name
+        similarity[name] = _cosine_to_block0(env)
+    assert all(abs(c) < 0.2 for c in similarity["vanilla"])
+    assert all(c > 0.9 for c in similarity["untie-all"])
+
+
+def test_run_records_the_settings_vanilla_requires(tmp_path):
+    from agents.runs.spec import RunSpec
+
+    spec = RunSpec(agent="vanilla", env_kwargs={"initial_ties": "first"}, out=tmp_path)
+    assert spec.settings()["env_kwargs"]["initial_ties"] == "none"
+    assert spec.to_run_file()["settings"]["env_kwargs"]["initial_ties"] == "none"
+    assert RunSpec(agent="untie-all").env_config()["initial_ties"] == "first"
+
+
+def test_an_unregistered_agent_class_runs_by_its_import_path(make_env):
+    agent = agents.make("agents.baselines:RandomAgent", OneEpisode(make_env()), seed=3)
+    agent.run()
+    assert agent.name == "random"
+    with pytest.raises(ValueError, match="cannot be imported"):
+        agents.make("agents.baselines:NoSuchAgent", make_env())
+    with pytest.raises(ValueError, match="package.module:ClassName"):
+        agents.make("no-such-agent", make_env())

@@ -61,7 +61,7 @@ class Request:
     def expected(self, agent: str, seed: int) -> Json:
         """What a finished cell's result.json records about its request."""
         expected = {"agent": agent, "seed": seed, "env_id": self.env_id,
-                    "env_kwargs": self.env_config,
+                    "env_kwargs": cell_env_config(self.env_config, agent),
                     "agent_kwargs": self.agent_kwargs.get(agent, {}),
                     "train_episodes": self.train_episodes or None}
         if self.train_episodes:
@@ -102,7 +102,8 @@ class Request:
 
 
 def cell_name(agent: str, seed: int) -> str:
-    return f"{agent}-s{seed}"
+    """The cell's folder name (an agent class `package.module:Class` as `package.module.Class`)."""
+    return f"{agent.replace(':', '.')}-s{seed}"
 
 
 def cell_dir(out: Path, agent: str, seed: int) -> Path:
@@ -118,16 +119,23 @@ def available_cores() -> int:
 
 # ---------------------------------------------------------------- validation
 def parse_agents(value: str | Sequence[str]) -> tuple[str, ...]:
-    """Registered agent names from `"a,b"` or a sequence (`--agents`)."""
+    """Agent names from `"a,b"` or a sequence (`--agents`): registered names, or
+    `package.module:ClassName` for an agent class of your own (imported to check it)."""
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(a).strip() for a in items]
     if not names or any(not a for a in names):
         raise SettingError("agents", f"{value!r} is not a comma-separated list of "
                                          "agent names, e.g. 'vanilla,albert'")
-    unknown = [a for a in names if a not in registry.names()]
+    unknown = [a for a in names if a not in registry.names() and ":" not in a]
     if unknown:
         raise SettingError("agents", f"{', '.join(map(repr, unknown))} not registered; "
-                                         f"allowed: {', '.join(registry.names())}")
+                                     f"allowed: {', '.join(registry.names())}, or "
+                                     f"'package.module:ClassName' for an agent class")
+    for name in (a for a in names if ":" in a):
+        try:
+            registry.factory(name)
+        except ValueError as e:
+            raise SettingError("agents", str(e)) from None
     _no_duplicates("agents", names)
     return tuple(names)
 
@@ -213,6 +221,16 @@ def _resolve_env(env_id: str, env_kwargs: Json, cache_dir: str | Path | None) ->
     return spec.env_config()
 
 
+def cell_env_config(env_config: Json, agent: Any) -> Json:
+    """The env settings a cell of `agent` records: the request's, then what the agent
+    requires (`agents.env_settings`; e.g. `vanilla` starts untied)."""
+    try:
+        required = registry.env_settings(agent) if isinstance(agent, str) else {}
+    except ValueError:
+        required = {}
+    return {**env_config, **plain(required)}
+
+
 def plain(value: Any) -> Any:
     """`value` as it reads back from JSON (for comparisons with files on disk)."""
     return json.loads(json.dumps(to_jsonable(value)))
@@ -246,12 +264,14 @@ def conflicts(request: Request) -> list[str]:
         if result is None:
             continue  # no result: nothing to mix up, the folder is rerun or left alone
         agent, seed = result.get("agent"), result.get("seed")
-        expected = {"env_id": request.env_id, "env_kwargs": request.env_config,
+        expected = {"env_id": request.env_id,
+                    "env_kwargs": cell_env_config(request.env_config, agent),
                     "train_episodes": request.train_episodes or None}
         if agent in request.agents:
             expected["agent_kwargs"] = plain(request.agent_kwargs.get(agent, {}))
         diffs = differences(result, expected)
-        if folder.name != f"{agent}-s{seed}":
+        if not isinstance(agent, str) or not isinstance(seed, int) or \
+                folder.name != cell_name(agent, seed):
             diffs.append(f"agent {agent!r} seed {seed!r} do not match the folder name")
         if diffs:
             found.append(f"{folder.name}: {'; '.join(diffs)}")

@@ -77,9 +77,21 @@ class RunSpec:
         return self.out
 
     @property
+    def agent_env_settings(self) -> dict[str, Any]:
+        """Environment settings the agent requires; {} when it cannot be imported (`check`
+        reports that)."""
+        import agents
+
+        try:
+            return agents.env_settings(self.agent)
+        except ValueError:
+            return {}
+
+    @property
     def make_kwargs(self) -> dict[str, Any]:
-        """What `gym.make(env_id, ...)` receives: the id's defaults, then `env_kwargs`."""
-        kwargs = {**gym.spec(self.env_id).kwargs, **self.env_kwargs}
+        """What `gym.make(env_id, ...)` receives: the id's defaults, then `env_kwargs`, then
+        the settings the agent requires (`agents.env_settings`, e.g. `vanilla`'s start)."""
+        kwargs = {**gym.spec(self.env_id).kwargs, **self.env_kwargs, **self.agent_env_settings}
         if self.cache_dir is not None:
             kwargs["cache_dir"] = str(self.cache_dir)
         return kwargs
@@ -108,10 +120,15 @@ class RunSpec:
         import agents  # the registry: imported here so that reading a spec stays light
 
         blame = "resume" if self.resume else None
-        if self.agent not in agents.names():
+        if self.agent not in agents.names() and ":" not in self.agent:
             allowed = ", ".join(agents.names()) or "(no agent is registered)"
             raise SettingError(blame or "agent",
-                               f"{self.agent!r} is not a registered agent; allowed: {allowed}")
+                               f"{self.agent!r} is not a registered agent; allowed: {allowed}, "
+                               f"or 'package.module:ClassName' for an agent class of your own")
+        try:
+            agents.factory(self.agent)
+        except ValueError as e:
+            raise SettingError(blame or "agent", str(e)) from None
         ids = env_ids()
         if self.env_id not in ids:
             raise SettingError(blame or "env_id",
