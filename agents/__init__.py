@@ -6,7 +6,8 @@ agent class. The built-in agents are registered here by name and
 imported (with torch, and SB3 for the `agents.sb3` adapters) only when one is made,
 so `import agents` stays light.
 
-- `agents.qlearning`: `qlearning` (the paper's), `qlearning-plus`;
+- `agents.qlearning`: `qlearning` (the paper's), `qlearning-fast` (its exploration
+  shortened for 10-sweep budgets), `qlearning-plus`;
 - `agents.baselines`: `vanilla` (conventional training), `untie-all`, `albert`,
   `sequence`, `cycle`, `cycle-rev`, `paper-sequence`, `paper-reverse`, `random`;
 - `agents.sb3`: `dqn`, `ppo`, `a2c`, `maskable-ppo`, `qrdqn`, `recurrent-ppo`.
@@ -30,6 +31,8 @@ SB3_AGENTS = ("dqn", "ppo", "a2c", "maskable-ppo", "qrdqn", "recurrent-ppo")
 
 register("qlearning", "agents.qlearning:QLearningAgent")
 register("qlearning-plus", "agents.qlearning:QLearningPlusAgent")
+# the paper's Q-learner with epsilon x 0.6 per sweep: at its 0.01 floor after 9 sweeps
+register("qlearning-fast", "agents.qlearning:QLearningAgent", epsilon_decay=0.6)
 register("vanilla", "agents.baselines:ConventionalAgent")
 for _name in STATIC_AGENTS[1:]:
     register(_name, "agents.baselines:StaticAgent", pattern=_name)

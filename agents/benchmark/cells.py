@@ -54,6 +54,7 @@ class Request:
     cache_dir: Path | None
     train_episodes: int = 0  # > 0: every cell is a train-then-evaluate run
     eval_episodes: int = 3
+    track: Json | None = None  # `agents.benchmark.tracks.Track.to_json()` of a track run
 
     def cells(self) -> list[tuple[str, int]]:
         return list(itertools.product(self.agents, self.seeds))
@@ -66,6 +67,8 @@ class Request:
                     "train_episodes": self.train_episodes or None}
         if self.train_episodes:
             expected["eval_episodes"] = self.eval_episodes
+        if self.track is not None:
+            expected["track"] = self.track["label"]
         return plain(expected)
 
     def spec(self, agent: str, seed: int) -> RunSpec:
@@ -74,10 +77,18 @@ class Request:
                        out=cell_dir(self.out, agent, seed),
                        agent_kwargs=self.agent_kwargs.get(agent, {}), cache_dir=self.cache_dir,
                        progress=False, train_episodes=self.train_episodes,
-                       eval_episodes=self.eval_episodes)
+                       eval_episodes=self.eval_episodes,
+                       track=None if self.track is None else self.track["label"])
 
     def command(self) -> list[str]:
         """The equivalent `python -m agents.benchmark` command line."""
+        if self.track is not None:
+            argv = ["python", "-m", "agents.benchmark", "--track", self.track["name"],
+                    "--agents", ",".join(self.agents), "--workers", str(self.workers),
+                    "--threads", str(self.threads), "--out", str(self.out)]
+            if self.cache_dir is not None:
+                argv += ["--cache-dir", str(self.cache_dir)]
+            return argv
         argv = ["python", "-m", "agents.benchmark", "--env", self.env_id,
                 "--env-kwargs", json.dumps(self.env_kwargs), "--agents", ",".join(self.agents),
                 "--seeds", ",".join(map(str, self.seeds)), "--workers", str(self.workers),
@@ -98,7 +109,7 @@ class Request:
                 "workers": self.workers, "threads": self.threads, "out": str(self.out),
                 "train_episodes": self.train_episodes, "eval_episodes": self.eval_episodes,
                 "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "command": shlex.join(self.command())}
+                "track": self.track, "command": shlex.join(self.command())}
 
 
 def cell_name(agent: str, seed: int) -> str:
@@ -182,7 +193,7 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                  agent_kwargs: str | Mapping[str, Any] | None = None,
                  cache_dir: str | Path | None = None,
                  threads: int | None = None, train_episodes: int = 0,
-                 eval_episodes: int = 3) -> Request:
+                 eval_episodes: int = 3, track: Json | None = None) -> Request:
     """Check every setting up front; a bad one raises `SettingError`."""
     names = parse_agents(agents)
     seed_list = parse_seeds(seeds)
@@ -208,7 +219,7 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                    seeds=seed_list, agent_kwargs={k: dict(v) for k, v in per_agent.items()},
                    workers=workers, threads=threads, out=Path(out).absolute(),
                    cache_dir=None if cache_dir is None else Path(cache_dir).absolute(),
-                   train_episodes=train_episodes, eval_episodes=eval_episodes)
+                   train_episodes=train_episodes, eval_episodes=eval_episodes, track=track)
 
 
 def _resolve_env(env_id: str, env_kwargs: Json, cache_dir: str | Path | None) -> Json:
@@ -267,6 +278,8 @@ def conflicts(request: Request) -> list[str]:
         expected = {"env_id": request.env_id,
                     "env_kwargs": cell_env_config(request.env_config, agent),
                     "train_episodes": request.train_episodes or None}
+        if request.track is not None:
+            expected["track"] = request.track["label"]
         if agent in request.agents:
             expected["agent_kwargs"] = plain(request.agent_kwargs.get(agent, {}))
         diffs = differences(result, expected)

@@ -63,6 +63,7 @@ class RunSpec:
     train_episodes: int = 0  # > 0: the train-then-evaluate protocol (agents.runs.protocol)
     eval_episodes: int = 3  # held-out episodes of the frozen agent (with train_episodes)
     tracker: str | None = None  # an experiment tracker besides TensorBoard (TRACKERS)
+    track: str | None = None  # the benchmark track's `NAME/vVERSION` (agents.benchmark.tracks)
 
     def __post_init__(self) -> None:
         if self.out is None:
@@ -104,6 +105,8 @@ class RunSpec:
         if self.train_episodes:  # the online protocol's settings stay as they were
             settings |= dict(train_episodes=self.train_episodes,
                              eval_episodes=self.eval_episodes)
+        if self.track is not None:
+            settings["track"] = self.track
         return to_jsonable(settings)
 
     def env_config(self) -> dict[str, Any]:
@@ -201,7 +204,8 @@ class RunSpec:
                    checkpoint_every=int(every if checkpoint_every is None else checkpoint_every),
                    resume=True, tracker=tracker if isinstance(tracker, str) else None,
                    train_episodes=int(settings.get("train_episodes", 0)),
-                   eval_episodes=int(settings.get("eval_episodes", 3)))
+                   eval_episodes=int(settings.get("eval_episodes", 3)),
+                   track=settings["track"] if isinstance(settings.get("track"), str) else None)
         try:
             return spec.check()
         except SettingError as e:

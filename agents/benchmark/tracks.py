@@ -1,0 +1,154 @@
+"""Named, versioned benchmark tracks: the settings a leaderboard compares agents under.
+
+A track fixes everything but the agents: the environment and its settings (budget
+included), the seeds, the evaluation split and the metrics. `python -m agents.benchmark
+--track NAME` runs it; the options that would change a fixed setting (`--env`,
+`--env-kwargs`, `--seeds`, `--agent-kwargs`, `--train-episodes`) are refused with a
+track, so changing one makes another track (a new entry here, or a new version).
+Every cell records `track` as `NAME/vVERSION`, and a benchmark folder never mixes
+versions: a cell of another version counts as another configuration.
+
+| track       | env, corpus                                  | budget (sweeps x steps) | seeds |
+|-------------|----------------------------------------------|-------------------------|-------|
+| `tiny`      | `LayerTying-GPT2-Tiny-v0`, synthetic HMM (its optimum known) | 100 x 5 x 2 | 0-9 |
+| `wikitext2` | `LayerTying-GPT2-v0` at 12 x 64, offline WikiText-2 split | 10 x 11 x 4 | 0-4 |
+
+Both run `MAIN_AGENTS`; `wikitext2` adds `qlearning-fast`. Every other registered agent
+runs on the tiny track too, on seeds 0-4 (`extra_agents`):
+`--track tiny --agents A,B` with only such agents takes those seeds.
+
+Why these budgets: the paper's Q-learner multiplies epsilon by 0.95 per sweep from 1.0
+and reaches its 0.01 floor after 90 sweeps, so the tiny track runs 100 sweeps (the last 10
+at the floor). The WikiText-2 track must run its main agents x 5 seeds within 3 hours on
+2 CPU cores, which allows 10 sweeps: there the paper's schedule ends at epsilon 0.63 (80%
+of its decisions random), so `qlearning-fast` (epsilon x 0.6 per sweep, at the floor
+after 9 sweeps) runs beside it. Evaluation sizes come from the reward-noise measurement
+(`agents.benchmark.noise`, reported on the results page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tying_env.errors import SettingError
+
+# the agents every track compares (issue 10's main agents)
+MAIN_AGENTS = ("qlearning", "qlearning-plus", "vanilla", "albert", "cycle", "paper-sequence",
+               "random", "maskable-ppo", "dqn")
+# the "WikiText-2, offline split" folder the wikitext2 track reads (built when missing)
+WIKITEXT2_DIR = "runs/wikitext-2-offline"
+# options a track fixes (refused beside --track)
+FIXED_OPTIONS = ("--env", "--env-kwargs", "--seeds", "--agent-kwargs", "--train-episodes",
+                 "--eval-episodes")
+
+
+@dataclass(frozen=True)
+class Track:
+    """One track: everything but the agents is fixed."""
+
+    name: str
+    version: int
+    env_id: str
+    env_kwargs: dict[str, Any]
+    seeds: tuple[int, ...]
+    agents: tuple[str, ...]  # the main agents, run by default
+    description: str
+    extra_agents: tuple[str, ...] = ()  # every other registered agent, on `extra_seeds`
+    extra_seeds: tuple[int, ...] = ()
+    agent_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ("final_val_ppl", "final_test_ppl", "episode_return",
+                                "trainable_fraction")
+    eval_split: str = "the full validation and test splits, at the end of the episode"
+
+    @property
+    def label(self) -> str:
+        """`NAME/vVERSION`, as every cell records it."""
+        return f"{self.name}/v{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "label": self.label,
+                "env_id": self.env_id, "env_kwargs": dict(self.env_kwargs),
+                "seeds": list(self.seeds), "agents": list(self.agents),
+                "extra_agents": list(self.extra_agents), "extra_seeds": list(self.extra_seeds),
+                "agent_kwargs": self.agent_kwargs, "metrics": list(self.metrics),
+                "eval_split": self.eval_split, "description": self.description}
+
+
+def _other_agents() -> tuple[str, ...]:
+    import agents
+
+    return tuple(a for a in agents.names() if a not in MAIN_AGENTS and a != "qlearning-fast")
+
+
+TRACKS: dict[str, Track] = {
+    "tiny": Track(
+        name="tiny", version=1, env_id="LayerTying-GPT2-Tiny-v0",
+        env_kwargs={"max_sweeps": 100, "steps_per_decision": 2, "eval_batches": 4,
+                    "device": "cpu"},
+        seeds=tuple(range(10)), agents=MAIN_AGENTS,
+        extra_seeds=tuple(range(5)),
+        description="6-layer GPT-2 on the synthetic HMM corpus (its optimal perplexity "
+                    "known); 100 sweeps, so that the paper's epsilon schedule reaches its "
+                    "floor (after 90)"),
+    "wikitext2": Track(
+        name="wikitext2", version=1, env_id="LayerTying-GPT2-v0",
+        env_kwargs={"n_layer": 12, "n_embd": 64, "n_head": 4, "seq_len": 64, "batch_size": 8,
+                    "vocab_size": 2048, "max_sweeps": 10, "eval_batches": 4,
+                    "data_dir": WIKITEXT2_DIR, "device": "cpu"},
+        seeds=tuple(range(5)), agents=(*MAIN_AGENTS, "qlearning-fast"),
+        description="12-layer GPT-2 (n_embd 128) on the offline WikiText-2 split; 10 sweeps, "
+                    "what fits 3 hours on 2 CPU cores: the paper's epsilon ends at 0.63, so "
+                    "qlearning-fast (decay 0.6, at the floor after 9 sweeps) runs beside it"),
+}
+
+
+def get(name: str) -> Track:
+    """The track `name`; a `SettingError` lists the tracks there are."""
+    if name not in TRACKS:
+        raise SettingError("track", f"{name!r} is not a track; allowed: {', '.join(TRACKS)}")
+    track = TRACKS[name]
+    if track.extra_seeds and not track.extra_agents:  # filled lazily: the registry may grow
+        track = Track(**{**track.__dict__, "extra_agents": _other_agents()})
+    return track
+
+
+def cells(track: Track, agents: tuple[str, ...] | None = None) -> dict[str, tuple[int, ...]]:
+    """Seeds per agent: the main agents on `seeds`, the extra ones on `extra_seeds`
+    (`agents` given: those agents, a main or extra one on its seeds, any other on `seeds`)."""
+    chosen = agents or (*track.agents, *track.extra_agents)
+    return {a: track.extra_seeds if a in track.extra_agents else track.seeds for a in chosen}
+
+
+def seeds_for(track: Track, agents: tuple[str, ...]) -> tuple[int, ...]:
+    """The seeds of one benchmark run of `agents` on `track`: `extra_seeds` when every agent
+    is an extra one, else `seeds` (a mix of both kinds is refused: run them apart)."""
+    extra = [a in track.extra_agents for a in agents]
+    if all(extra) and track.extra_seeds:
+        return track.extra_seeds
+    if any(extra):
+        extras = ", ".join(a for a, e in zip(agents, extra, strict=True) if e)
+        raise SettingError("agents", f"{extras} run "
+                                     f"on seeds {list(track.extra_seeds)} of track "
+                                     f"{track.name!r}, the others on {list(track.seeds)}; "
+                                     f"run the two groups with separate --out folders")
+    return track.seeds
+
+
+def prepare(track: Track) -> None:
+    """Write what the track reads that can be built offline (the WikiText-2 split)."""
+    data_dir = track.env_kwargs.get("data_dir")
+    if data_dir == WIKITEXT2_DIR and not (Path(data_dir) / "train.txt").is_file():
+        from tying_env.data.corpus import offline_wikitext2
+
+        offline_wikitext2(data_dir)
+
+
+def refuse_overrides(given: list[str]) -> None:
+    """A `SettingError` when options that a track fixes were given beside `--track`."""
+    fixed = [o for o in FIXED_OPTIONS if o in given]
+    if fixed:
+        raise SettingError("track", f"a track fixes {', '.join(fixed)}; changing them makes "
+                                    f"another track (add one in agents/benchmark/tracks.py, "
+                                    f"or run without --track)")
