@@ -33,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark import plots
-from agents.benchmark.cells import CELLS, Json, available_cores, cell_dir, cell_name, cell_status
+from agents.benchmark.cells import (
+    CELLS,
+    Json,
+    available_cores,
+    cell_dir,
+    cell_env_config,
+    cell_name,
+    cell_status,
+)
 from agents.benchmark.stats import BASELINE, TIED_CLAIM, Bootstrap
 from agents.runs.plots import read_log
 from tying_env.files import read_json, write_json, write_text
@@ -75,7 +83,7 @@ def collect(out: Path, request: Json | None) -> list[Json]:
         expected = None
         if request is not None:
             expected = {"agent": agent, "seed": seed, "env_id": request["env_id"],
-                        "env_kwargs": request["env_config"],
+                        "env_kwargs": cell_env_config(request["env_config"], agent),
                         "agent_kwargs": request["agent_kwargs"].get(agent, {}),
                         "train_episodes": request.get("train_episodes") or None}
             if request.get("train_episodes"):

@@ -1,0 +1,326 @@
+"""`python -m agents.benchmark.leaderboard RESULTS.json ... --out docs/leaderboard.md`.
+
+Builds the leaderboard page from benchmark results files (`results.json` of
+`python -m agents.benchmark`, or their published copies in `docs/results/`) and nothing
+else: every number on it is read from those files. One table per track (name and
+version; results of different versions are different tables, and a file without a
+track is a table of its own), one row per agent, sorted by final validation perplexity:
+IQM [95% CI] of final val and test perplexity, trainable fraction and layers tied,
+P(improves on `qlearning`) [CI], hypervolume [CI], seeds. Under each table: which agents
+beat `qlearning`, whether the paper's claim holds (`agents.benchmark.stats.claims`), and
+for each results file its commit, command and wall time. Then "Submit your agent".
+
+Paths under the current folder or the repository are written relative; any other
+absolute path left in what the page would show stops the generator (publish such a file
+with `scripts/portable_results.py` first), so the page never carries machine paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
+from agents.benchmark.stats import BASELINE, TIED_CLAIM, claims
+from tying_env.files import write_text
+
+Json = dict[str, Any]
+# an absolute path of some machine: POSIX folders, a home (~user), a Windows drive
+ABSOLUTE = re.compile(r"(?<![\w.:/-])(?:/(?:work|home|tmp|Users|root|mnt|var|opt|private|srv|"
+                      r"data|scratch|media)/[^\s`'\"|)]*|[A-Za-z]:\\[^\s`'\"|)]*)")
+COLUMNS = ("agent", "val ppl", "test ppl", "trainable (end)", "layers tied (end)",
+           f"P(improves on {BASELINE})", "hypervolume", "seeds")
+
+
+class LeaderboardError(ValueError):
+    """Results that cannot make a leaderboard (mixed tracks, machine paths, ...)."""
+
+
+# ---------------------------------------------------------------- inputs
+def relative(value: Any, bases: Sequence[str]) -> Any:
+    """`value` with every string's occurrences of the absolute folders `bases` made
+    relative (as `scripts/portable_results.py` does for one base)."""
+    if isinstance(value, dict):
+        return {k: relative(v, bases) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative(v, bases) for v in value]
+    if isinstance(value, str):
+        for base in bases:
+            value = value.replace(base + "/", "").replace(base, ".")
+        return value
+    return value
+
+
+def absolute_paths(text: str) -> list[str]:
+    """The absolute machine paths in `text` (e.g. `/home/me/runs`, `C:\\runs`)."""
+    return sorted(set(ABSOLUTE.findall(text)))
+
+
+def _bases() -> list[str]:
+    found = [str(Path.cwd().resolve()), str(ROOT)]
+    return sorted(set(found), key=len, reverse=True)  # the longest (innermost) first
+
+
+def display_path(path: Path) -> str:
+    """`path` as the page shows it: relative to the current folder or the repository."""
+    resolved = path.resolve()
+    for base in (Path.cwd().resolve(), ROOT):
+        if resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+    if path.is_absolute():
+        raise LeaderboardError(f"{path} is outside this folder and the repository: copy it "
+                               "into the repository (scripts/portable_results.py) first")
+    return path.as_posix()
+
+
+def load(path: Path) -> Json:
+    """One results file, its paths under this folder or the repository made relative."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LeaderboardError(f"{path}: not a readable results file ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("agents"), dict):
+        raise LeaderboardError(f"{path}: no per-agent results (is it a benchmark's "
+                               "results.json?)")
+    meta = relative(meta, _bases())
+    meta["_file"] = display_path(path)
+    return meta
+
+
+def track_key(meta: Json) -> tuple[str, str]:
+    """(name, version) of a results file's track; an untracked file is its own group."""
+    track = track_of(meta)
+    if track.get("name"):
+        return str(track["name"]), str(track.get("version", "?"))
+    return "", meta["_file"]
+
+
+def group(files: Sequence[Json]) -> dict[tuple[str, str], list[Json]]:
+    """Results files by track, in the order given; an agent twice in a track is refused."""
+    groups: dict[tuple[str, str], list[Json]] = {}
+    for meta in files:
+        groups.setdefault(track_key(meta), []).append(meta)
+    for key, members in groups.items():
+        seen: dict[str, str] = {}
+        for meta in members:
+            for agent in meta["agents"]:
+                if agent in seen:
+                    raise LeaderboardError(
+                        f"agent {agent!r} of track {key[0]} v{key[1]} is in both "
+                        f"{seen[agent]} and {meta['_file']}: give one results file per agent")
+                seen[agent] = meta["_file"]
+    return groups
+
+
+# ---------------------------------------------------------------- the page
+def _sort_key(item: tuple[str, Json]) -> tuple[float, str]:
+    value = ((item[1].get("iqm") or {}).get("final_val_ppl") or {}).get("value")
+    return (float("inf") if value is None else value, item[0])
+
+
+def _seeds(row: Json) -> str:
+    text = str(len(row.get("seeds") or []))
+    failed = len(row.get("failed_seeds") or []) + len(row.get("missing_seeds") or [])
+    return text + (f" ({failed} failed or missing)" if failed else "")
+
+
+def table(rows: dict[str, Json]) -> list[str]:
+    """The Markdown table of one track's agents."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for agent, row in sorted(rows.items(), key=_sort_key):
+        iqm = row.get("iqm") or {}
+        lines.append(" | ".join([
+            f"| `{agent}`", ci(iqm.get("final_val_ppl")), ci(iqm.get("final_test_ppl")),
+            ci(iqm.get("trainable_fraction"), 3), ci(iqm.get("layers_tied_fraction"), 3),
+            ci(row.get("improvement")), ci(row.get("hypervolume"), 4), _seeds(row)]) + " |")
+    return lines
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "unknown"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else \
+        f"{seconds / 60:.1f} min"
+
+
+def source_lines(meta: Json) -> list[str]:
+    """Where a results file's numbers come from: file, commit, command, wall time."""
+    code = meta.get("code") or {}
+    run = meta.get("run") or {}
+    request = meta.get("request") or {}
+    cells = sum(float((c.get("result") or {}).get("total_seconds") or 0)
+                for c in meta.get("cells") or [])
+    commit = code.get("commit")
+    lines = [f"- {_link(meta['_file'])}: commit "
+             + (f"`{commit[:12]}`" + (" (with uncommitted changes)" if code.get("dirty")
+                                      else "") if commit else "not recorded")
+             + f", {meta.get('date', 'date unknown')}, "
+             f"{(meta.get('machine') or {}).get('cpu_count', '?')} CPUs"]
+    if request.get("command"):
+        lines.append(f"    - command: `{request['command']}`")
+    lines.append(f"    - wall time: {_duration(run.get('seconds'))} for the last invocation "
+                 f"({len(run.get('ran') or [])} cells run, {len(run.get('skipped') or [])} "
+                 f"skipped, {request.get('workers', '?')} worker(s)); the cells' own times add "
+                 f"up to {_duration(cells)}")
+    return lines
+
+
+def _link(file: str) -> str:
+    """A file as the page names it: a link when it is a docs page's neighbour (docs/)."""
+    if file.startswith("docs/"):
+        return f"[`{file}`]({file[len('docs/'):]})"
+    return f"`{file}`"
+
+
+def track_section(key: tuple[str, str], members: Sequence[Json]) -> list[str]:
+    """One track: heading, table, what the numbers say, sources."""
+    name, version = key
+    env = (members[0].get("request") or {}).get("env_id", "unknown env")
+    title = f"Track `{name}` (version {version})" if name else f"`{members[0]['_file']}`"
+    rows: dict[str, Json] = {}
+    for meta in members:
+        rows |= meta["agents"]
+    has_baseline = any((m.get("statistics") or {}).get("baseline") for m in members)
+    verdict = claims(rows, BASELINE if has_baseline else None)
+    lines = [f"## {title}", "", f"Environment `{env}`"
+             + ("" if name else " (no track recorded: compare with care)") + ".", "",
+             *table(rows), "", *verdict_lines(verdict, rows), ""]
+    references = {json.dumps((m.get("statistics") or {}).get("hypervolume_reference"),
+                             sort_keys=True) for m in members}
+    for text in sorted(references):
+        ref = json.loads(text)
+        if ref:
+            lines.append(f"Hypervolume reference point: val ppl {fmt(ref['final_val_ppl'])}, "
+                         f"trainable fraction {fmt(ref['trainable_fraction'])} "
+                         f"({ref.get('source', '')}).")
+    if len(references) > 1:
+        lines.append("The results files use different reference points: their hypervolumes "
+                     "do not compare.")
+    lines += ["", "Results files:", ""]
+    for meta in members:
+        lines += source_lines(meta)
+    return lines
+
+
+def verdict_lines(verdict: Json, rows: dict[str, Json]) -> list[str]:
+    """Who beats `qlearning`; whether the paper's claim holds (from `stats.claims`)."""
+    if verdict["baseline"] is None:
+        lines = [f"- **Beats `{BASELINE}`:** not computed (no `{BASELINE}` results here)."]
+    else:
+        beats = verdict["beat_baseline"]
+        lines = [f"- **Beats `{BASELINE}`** (P(improvement) interval entirely above 0.5): "
+                 + (", ".join(f"`{a}`" for a in beats) if beats else "none") + "."]
+    paper = verdict["paper"]
+    if paper.get("holds") is None:
+        lines.append(f"- **The paper's claim** (at least {TIED_CLAIM:.0%} of layers tied, "
+                     f"perplexity within conventional training's interval): cannot be checked "
+                     f"here ({paper.get('note')}).")
+        return lines
+    meeting = paper["meeting"]
+    lines.append(f"- **The paper's claim** (IQM layers tied at least {TIED_CLAIM:.0%} and IQM "
+                 f"val ppl at most the upper end of `{paper['conventional']}`'s interval, "
+                 f"{ci(paper['conventional_val_ppl'])}): "
+                 + (f"**holds**, for {', '.join(f'`{a}`' for a in meeting)}." if meeting
+                    else "**does not hold** for any agent."))
+    mine = paper["agents"].get(BASELINE)
+    if mine:
+        lines.append(f"- `{BASELINE}` (the paper's Q-learner): {mine['layers_tied']:.0%} "
+                     f"of layers tied, val ppl {fmt(mine['val_ppl'])}: the claim "
+                     + ("holds for it." if mine["holds"] else "does not hold for it."))
+    return lines
+
+
+SUBMIT = """## Submit your agent
+
+Write your agent as a class with the interface of `agents.base.Agent` (see
+[Agents](agents.md)): `__init__(self, env, seed=0, **hparams)`, `run()` for the online
+protocol, and for checkpoints `get_state`/`set_state`. Then run a track with it beside
+the published agents, naming the class as `package.module:ClassName`, without
+registering it in this repository:
+
+```bash
+python -m agents.benchmark --track TRACK --agents qlearning,my_pkg.my_agents:MyAgent --out runs/mine
+```
+
+The module must be importable by the benchmark's worker processes (installed, or on
+`PYTHONPATH`). Publish the results file without machine paths and regenerate this page:
+
+```bash
+python scripts/portable_results.py runs/mine/results.json docs/results/mine.json --base .
+python -m agents.benchmark.leaderboard docs/results/*.json --out docs/leaderboard.md
+```
+
+Then open a pull request with both files. The page is generated; do not edit its numbers.
+"""
+
+
+def render(files: Sequence[Json], command: str, commit: Json) -> str:
+    """The leaderboard page from loaded results files."""
+    groups = group(files)
+    head = commit.get("commit")
+    lines = ["# Leaderboard", "",
+             f"Generated from benchmark results files by `{command}`"
+             + (f" at commit `{head[:12]}`" + (" (with uncommitted changes)"
+                                               if commit.get("dirty") else "")
+                if head else "") + "; do not edit it by hand.", "",
+             "Every number is an interquartile mean (IQM, the mean of the middle 50%) over "
+             "seeds with its 95% stratified-bootstrap interval in brackets (rliable), except "
+             f"P(improves on {BASELINE}): the probability that a seed of the agent ends with a "
+             f"lower final validation perplexity than a seed of `{BASELINE}` (ties count "
+             "half), and the hypervolume of the agent's (val ppl, trainable fraction) results "
+             "(pymoo; both lower-better; share of the box from (ppl 1, fraction 0) to the "
+             "reference point; its interval's upper end is the estimate, as a resample of seeds "
+             "can only lose points). An agent *beats* `qlearning` when its P(improvement) interval "
+             "lies entirely above 0.5. `(n=1)`: one seed, no interval. Rows are sorted by "
+             "validation perplexity.", ""]
+    for key, members in groups.items():
+        lines += [*track_section(key, members), ""]
+    lines.append(SUBMIT)
+    text = "\n".join(lines)
+    found = absolute_paths(text)
+    if found:
+        raise LeaderboardError("the page would show absolute paths of a machine: "
+                               + ", ".join(found) + "; publish the results files with "
+                               "scripts/portable_results.py (--base: the folder the benchmark "
+                               "ran in) and generate from those")
+    return text
+
+
+def build(paths: Sequence[str | Path], out: str | Path) -> str:
+    """Write the leaderboard of `paths` to `out`; returns the page."""
+    files = [load(Path(p)) for p in paths]
+    command = shlex.join(["python", "-m", "agents.benchmark.leaderboard",
+                          *(display_path(Path(p)) for p in paths),
+                          "--out", display_path(Path(out))])
+    text = render(files, command, code_version())
+    write_text(Path(out), text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agents.benchmark.leaderboard",
+                                     description="Build the leaderboard page from benchmark "
+                                                 "results files (one table per track).")
+    parser.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json",
+                        help="results.json of benchmarks (or their copies in docs/results/)")
+    parser.add_argument("--out", type=Path, default=Path("docs/leaderboard.md"),
+                        help="the page to write (default docs/leaderboard.md)")
+    args = parser.parse_args(argv)
+    try:
+        build(args.results, args.out)
+    except LeaderboardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(args.results)} results file(s) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
