@@ -151,8 +151,8 @@ class LayerTyingEnv(gym.Env):
         self.render_mode = render_mode
         cfg = self.cfg
         self.device = torch.device(
-            "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-            else "cpu")
+            cfg.device if cfg.device.startswith("cuda")
+            else "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu")
         self.corpus: Corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir,
                                           tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
                                           seed=0, cache_dir=cache_dir)

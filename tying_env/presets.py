@@ -130,7 +130,7 @@ def validate(cfg: EnvConfig) -> None:
         raise SettingError("n_layer", f"n_layer={cfg.n_layer} must be >= 2: layer 0 is never "
                                       "tied, so one layer leaves no decision to make")
     choices = dict(dataset=DATASETS, tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
-                   reward=REWARDS, action_mode=ACTION_MODES, device=DEVICES,
+                   reward=REWARDS, action_mode=ACTION_MODES,
                    activation=ACTIVATIONS)
     for name, allowed in choices.items():
         value = getattr(cfg, name)
@@ -147,12 +147,27 @@ def validate(cfg: EnvConfig) -> None:
     if cfg.dataset == "text" and cfg.data_dir is None:
         raise SettingError("dataset", "dataset='text' needs data_dir=FOLDER holding train.txt, "
                                        "valid.txt, test.txt")
-    if cfg.device == "cuda":
+    check_device(cfg.device)
+
+
+def check_device(device: Any) -> None:
+    """`device` is one of DEVICES or `cuda:N` (GPU N), and a CUDA device is here."""
+    suffix = device[5:] if isinstance(device, str) and device.startswith("cuda:") else None
+    if (device not in DEVICES and suffix is None) or (suffix is not None
+                                                      and not suffix.isdigit()):
+        raise SettingError("device", f"device={device!r} is unknown; allowed: "
+                                     f"{', '.join(DEVICES)}, cuda:N (N a GPU index)")
+    if device == "cuda" or suffix is not None:
         import torch
 
-        if not torch.cuda.is_available():
-            raise SettingError("device", "device='cuda' is not available on this machine; "
-                                         "allowed here: 'auto', 'cpu'")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SettingError("device", f"device={device!r} is not available on this "
+                                         "machine; allowed here: 'auto', 'cpu'")
+        if suffix is not None and int(suffix) >= count:
+            raise SettingError("device", f"device={device!r} is not on this machine, which has "
+                                         f"{count} CUDA GPU(s); allowed here: 'auto', 'cpu', "
+                                         f"'cuda', 'cuda:0' to 'cuda:{count - 1}'")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

@@ -1,12 +1,20 @@
 """`python -m agents.benchmark`: agents x seeds on one environment, with tables and plots.
 
 The options build a `Request`;
-`agents.benchmark.launcher.run_benchmark` runs its missing cells and
-`agents.benchmark.report` writes the tables and plots.
+`agents.benchmark.launcher.run_request` runs its missing cells (`--launcher local`, the
+default: processes on this machine, `--gpus` to pin them to GPUs; `--launcher ray`: Ray
+tasks, on the cluster at `--ray-address` or a local instance) and
+`agents.benchmark.report` writes the tables and plots. See docs/scaling.md.
 
-**Re-running** the same command skips finished cells; any other cell folder is
-deleted and run again, so a failed cell is retried by the next run. Adding agents or
-seeds to an existing `OUT` is fine.
+**Re-running** the same command skips finished cells; any other cell is claimed, its
+folder cleared (or its stopped run resumed from its checkpoint) and run again, so a failed
+cell is retried by the next run. Adding agents or seeds to an existing `OUT` is fine.
+Several invocations may share `OUT` at once: a cell that another live invocation has
+claimed is waited for, never started twice, and its folder never deleted.
+
+**Any scheduler**: `--print-commands` prints one self-contained command per cell (e.g.
+for a Slurm array) and runs nothing; `--shard i/n` runs a deterministic 1/n of the cells
+and writes no report; a later plain invocation gathers everything into the results.
 
 **A changed request is refused**: if any cell in `OUT` holds a result of another
 environment configuration (env id or resolved env settings), or of other agent kwargs
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -34,7 +43,9 @@ from tying_env.errors import SettingError
 OPTIONS = {"env_id": "--env", "env_kwargs": "--env-kwargs", "agents": "--agents",
            "seeds": "--seeds", "workers": "--workers", "threads": "--threads", "out": "--out",
            "agent_kwargs": "--agent-kwargs", "cache_dir": "--cache-dir",
-           "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
+           "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes",
+           "launcher": "--launcher", "ray_address": "--ray-address", "gpus": "--gpus",
+           "shard": "--shard"}
 
 
 # ---------------------------------------------------------------- command line
@@ -55,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated registered agent names")
     parser.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
                         help="comma-separated non-negative seeds (default 0,1,2)")
-    parser.add_argument("--workers", default="1", metavar="N",
-                        help="cells run at the same time (default 1)")
+    parser.add_argument("--workers", metavar="N",
+                        help="cells run at the same time (default 1; with --launcher ray: "
+                             "every cell, as the cluster's resources allow)")
     parser.add_argument("--threads", metavar="N",
-                        help="torch threads per worker (default: cores // workers, at least 1)")
+                        help="torch threads per worker (default: cores // workers, at least 1; "
+                             "with --launcher ray: 1), and the CPUs a Ray task asks for")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="benchmark folder (cells go to DIR/cells/<agent>-s<seed>)")
     parser.add_argument("--agent-kwargs", default="{}", metavar="JSON",
@@ -70,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluated frozen on held-out seeds (default 0: online)")
     parser.add_argument("--eval-episodes", default="3", metavar="K",
                         help="with --train-episodes: held-out evaluation episodes (default 3)")
+    parser.add_argument("--launcher", default="local", metavar="NAME",
+                        help="where cells run: 'local' (processes on this machine, the "
+                             "default) or 'ray' (Ray tasks; pip install 'layer-tying-gym[ray]')")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="with --launcher ray: the cluster to use, 'auto' or HOST:PORT "
+                             "(default: start a local Ray instance for this run)")
+    parser.add_argument("--gpus", metavar="I,J,...",
+                        help="local launcher: pin worker k to GPU list[k %% len(list)], e.g. "
+                             "0,1,2,3 with --workers 4 on a 4-GPU node")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="run only shard I of N (cells sorted by name, every N-th from the "
+                             "I-th) and write no report; a plain run gathers the shards")
+    parser.add_argument("--print-commands", action="store_true",
+                        help="print one self-contained command per cell (for Slurm arrays or "
+                             "any scheduler) and run nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -99,24 +127,45 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m agents.benchmark`."""
     parser = build_parser()
     args = parse_with_config(parser, argv)
-    try:
-        from agents.benchmark.launcher import run_benchmark
+    from agents.benchmark.launcher import (  # here: --help stays fast
+        Terminated,
+        build_request,
+        cell_commands,
+        check_out,
+        parse_shard,
+        run_request,
+    )
 
-        results = run_benchmark(
+    try:
+        request = build_request(
             args.env_id, args.env_kwargs, args.agents, args.seeds,
             _count("workers", args.workers), args.out, agent_kwargs=args.agent_kwargs,
             cache_dir=args.cache_dir, threads=_count("threads", args.threads),
-            progress=not args.no_progress,
             train_episodes=_count("train_episodes", args.train_episodes),
-            eval_episodes=_count("eval_episodes", args.eval_episodes))
+            eval_episodes=_count("eval_episodes", args.eval_episodes), launcher=args.launcher)
+        if args.print_commands:
+            shard = parse_shard(args.shard)
+            check_out(request)
+            print("\n".join(cell_commands(request, shard)))
+            return 0
+        results = run_request(request, progress=not args.no_progress, launcher=args.launcher,
+                              ray_address=args.ray_address, gpus=args.gpus, shard=args.shard)
     except SettingError as e:
         parser.error(f"argument {option_of(e.argument, args.env_kwargs)}: {e}")  # status 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: finished cells are kept and running ones wrote a checkpoint; run "
               "the same command again to go on", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     run, counts = results["run"], results["counts"]
-    print(f"{counts['finished']} of {len(results['cells'])} cells finished "
-          f"({len(run['ran'])} run now, {len(run['skipped'])} skipped), "
-          f"{counts['failed']} failed -> {args.out / RESULTS_MD}")
+    cells = results["cells"]
+    done = (f"{counts['finished']} of {len(cells)} cells finished ({len(run['ran'])} run now, "
+            f"{len(run['skipped'])} skipped"
+            + (f", {len(run['elsewhere'])} by another runner" if run["elsewhere"] else "")
+            + f"), {counts['failed']} failed")
+    if "shard" in results:
+        index, count = results["shard"]
+        print(f"shard {index}/{count}: {done}; the same command without --shard gathers every "
+              f"shard's cells into {args.out / RESULTS_MD}")
+    else:
+        print(f"{done} -> {args.out / RESULTS_MD}")
     return 1 if counts["failed"] or run["failed"] else 0

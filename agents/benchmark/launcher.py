@@ -1,35 +1,55 @@
-"""Running the cells of a benchmark: each one run spec in its own process.
+"""Running the cells of a benchmark: each one run spec, on this machine or on a Ray cluster.
 
-Cells run `workers` at a time, each with `threads` torch/OpenMP threads (default:
-the available cores divided by the workers), so the workers share the cores instead
-of fighting over them. The processes are forked from a server process that has
-imported the run driver once (multiprocessing's `forkserver`; `spawn` where that
-does not exist), so a cell pays for its run, not for importing torch again. A cell
-calls `agents.runs.driver.run` on its `RunSpec`; its
-stdout and stderr go to `stdout.txt` and `stderr.txt` in its folder, and a cell
-that fails gets a `failure.json` (exit status, tail of stderr, the equivalent
-`train_agent.py` command).
+**Launchers.** `local` (the default) runs cells `workers` at a time, each in its own
+process with `threads` torch/OpenMP threads (default: the available cores divided by the
+workers), so the workers share the cores instead of fighting over them. The processes are
+forked from a server process that has imported the run driver once (multiprocessing's
+`forkserver`; `spawn` where that does not exist), so a cell pays for its run, not for
+importing torch again. With `gpus` (`--gpus 0,1`) worker slot k runs its cells on GPU
+`gpus[k % len(gpus)]` (its `CUDA_VISIBLE_DEVICES`). `ray` submits each cell as a Ray task
+(`agents.benchmark.ray_launcher`), retried from its checkpoint when its worker or node dies.
+
+Either way a cell calls `agents.runs.driver.run` on its `RunSpec`; its stdout and stderr
+go to `stdout.txt` and `stderr.txt` in its folder, and a cell that fails gets a
+`failure.json` (exit status or error, tail of stderr, the equivalent `train_agent.py`
+command).
+
+**Claims.** Before a cell starts, this runner claims its folder
+(`agents.runs.folder.try_claim`: host, pid, heartbeat), so that several invocations
+(on one machine or many sharing the folder) can work on overlapping cells at once: a cell
+claimed by a live runner is not started but waited for, and its result gathered; a stale
+claim (its runner died) is taken over and the cell resumed from its checkpoint. Only the
+holder of a cell's claim deletes anything in the cell's folder.
+
+**Any scheduler.** `shard=(i, n)` runs a deterministic 1/n of the cells (the cells sorted by
+name, every n-th from the i-th) and writes no report: a later plain run gathers them.
+`cell_commands` gives one self-contained command per cell (`--print-commands`).
 
 `run_benchmark` is the whole sweep: check the request, refuse an `out` that
 holds another configuration's results, run the missing cells, summarize. Interrupted
-(Ctrl-C), it stops its cells with SIGTERM: each writes a checkpoint and the next run of
-the same command resumes them (`cell_run`).
+(Ctrl-C, or SIGTERM as a scheduler sends it), it stops its cells with the other of the two
+signals: each writes a checkpoint and the next run of the same command resumes it
+(`cell_run`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import shlex
-import shutil
+import signal
+import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import traceback
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
@@ -44,33 +64,197 @@ from agents.benchmark.cells import (
     make_request,
 )
 from agents.runs import cli
+from agents.runs import folder as claims
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.errors import SettingError
 from tying_env.files import read_json, write_json
 
+LAUNCHERS = ("local", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 STDERR_TAIL_LINES = 20
 STDERR_KEEP_BYTES = 256 * 1024  # a failed cell's stderr.txt keeps at most its last 256 KiB
+POLL_S = 2.0  # how often cells claimed by another runner are looked at again
 
 
+# ---------------------------------------------------------------- options
+def parse_shard(value: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """`"i/n"` (or `(i, n)`) as `(i, n)` with n >= 1 and 0 <= i < n (`--shard`)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            first, _, second = value.partition("/")
+            index, count = int(first), int(second)
+        else:
+            index, count = (int(v) for v in value)
+        ok = count >= 1 and 0 <= index < count
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SettingError("shard", f"{value!r} is not allowed; expected i/n with n >= 1 and "
+                                    "0 <= i < n, e.g. 0/4 (the first of 4 shards)")
+    return index, count
+
+
+def parse_gpus(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """`"0,1"` (or a sequence) as distinct GPU indices (`--gpus`); visibility is checked
+    by `check_gpus`."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    gpus = []
+    for item in items:
+        try:
+            gpu = -1 if isinstance(item, bool) else int(str(item).strip())
+        except ValueError:
+            gpu = -1
+        if gpu < 0:
+            raise SettingError("gpus", f"{item!r} in {value!r} is not a GPU index; expected "
+                                       "non-negative ints separated by commas, e.g. 0,1,2,3")
+        gpus.append(gpu)
+    if not gpus:
+        raise SettingError("gpus", "no GPU given; expected e.g. 0,1")
+    repeated = sorted({g for g in gpus if gpus.count(g) > 1})
+    if repeated:
+        raise SettingError("gpus", f"GPU {', '.join(map(str, repeated))} given more than once "
+                                   f"in {value!r}")
+    return tuple(gpus)
+
+
+def visible_gpus() -> int:
+    """CUDA GPUs this process can use."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_gpus(gpus: tuple[int, ...], request: Request, launcher: str) -> None:
+    """Refuse `gpus` that this machine lacks or that the request cannot use."""
+    if launcher != "local":
+        raise SettingError("gpus", f"--gpus {','.join(map(str, gpus))} is for the local "
+                                   f"launcher; with --launcher {launcher} the cluster gives each "
+                                   "CUDA cell its GPU: drop --gpus")
+    device = request.env_config.get("device")
+    if device not in ("auto", "cuda"):
+        raise SettingError("gpus", f"--gpus pins each cell to a GPU, so the cells' device must "
+                                   f"be 'auto' or 'cuda', not {device!r}")
+    count = visible_gpus()
+    missing = [g for g in gpus if g >= count]
+    if missing:
+        here = (f"allowed here: 0..{count - 1}" if count else
+                "this machine has no CUDA GPU that torch can use")
+        raise SettingError("gpus", f"GPU {', '.join(map(str, missing))} of "
+                                   f"{','.join(map(str, gpus))} is not here; {here}")
+
+
+def cuda_visible(gpu: int) -> str:
+    """`CUDA_VISIBLE_DEVICES` for GPU index `gpu` of this process (which may itself be
+    restricted by `CUDA_VISIBLE_DEVICES`)."""
+    mine = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return mine[gpu] if gpu < len(mine) else str(gpu)
+
+
+def shard_cells(cells: Sequence[tuple[str, int]],
+                shard: tuple[int, int] | None) -> list[tuple[str, int]]:
+    """The cells of shard `(i, n)`: sorted by name, every n-th from the i-th (request order)."""
+    if shard is None:
+        return list(cells)
+    index, count = shard
+    ordered = sorted(cells, key=lambda c: cell_name(*c))
+    chosen = {c for k, c in enumerate(ordered) if k % count == index}
+    return [c for c in cells if c in chosen]
+
+
+def cell_commands(request: Request, shard: tuple[int, int] | None = None) -> list[str]:
+    """One self-contained shell command per cell (of `shard`, if given), in name order:
+    the benchmark's own command with `--shard k/N`, N the number of cells."""
+    ordered = sorted(request.cells(), key=lambda c: cell_name(*c))
+    chosen = set(shard_cells(ordered, shard))
+    base = [sys.executable, *request.command()[1:]]
+    return [shlex.join([*base, "--shard", f"{k}/{len(ordered)}", "--no-progress"])
+            for k, cell in enumerate(ordered) if cell in chosen]
+
+
+# ---------------------------------------------------------------- one cell
 def run_cell(spec: RunSpec) -> int:
     """Run one cell in this process; returns train_agent.py's exit status for it."""
     return cli.run_and_report(spec, "train-agent",
                               lambda e: cli.option_of(e.argument, spec.env_kwargs))
 
 
-def _cell_process(spec: RunSpec, threads: int) -> None:
-    """Body of a cell's process: one run, its output in the cell's folder."""
-    for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
-        target = os.open(spec.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(target, fd)
-        os.close(target)
-    os.environ.update({var: str(threads) for var in THREAD_VARS})
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    import torch
+def cell_run(request: Request, agent: str, seed: int, owner: str) -> RunSpec:
+    """The spec to run for a cell that is not finished, whose folder `owner` has claimed:
+    a stopped run of the same cell (stopped by a signal, or killed after a checkpoint) is
+    resumed; anything else in its folder (a failure, a run without a checkpoint) is deleted
+    and run afresh. Raises `claims.NotClaimed` (touching nothing) unless `owner` holds the
+    claim."""
+    spec = request.spec(agent, seed)
+    folder = spec.folder
+    saved = read_json(folder / RUN_FILE)
+    if (saved is not None and saved.get("settings") == spec.settings()
+            and (folder / "checkpoint" / "manifest.json").is_file()):
+        claims.check_claim(folder, owner, "refusing to resume the run in it")
+        return RunSpec.from_folder(folder, cache_dir=spec.cache_dir, progress=False)
+    claims.clear_folder(folder, owner)
+    return spec
 
-    torch.set_num_threads(threads)
-    sys.exit(run_cell(spec))
+
+@contextlib.contextmanager
+def _output_to(folder: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (the file descriptors) to the cell's files."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+            target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def attempt(request: Request, agent: str, seed: int, owner: str) -> int:
+    """One attempt at a cell whose folder `owner` has claimed, in this process; returns
+    train_agent.py's exit status (1 when the cell cannot be started here)."""
+    folder = cell_dir(request.out, agent, seed)
+    name = cell_name(agent, seed)
+    try:
+        spec = cell_run(request, agent, seed, owner)
+    except Exception as e:  # in the cell's stderr.txt, so that its failure.json tells why
+        why = (str(e) if isinstance(e, (claims.NotClaimed, SettingError, OSError))
+               else traceback.format_exc())
+        with contextlib.suppress(OSError), (folder / "stderr.txt").open("a") as handle:
+            handle.write(f"benchmark: cannot start {name}: {why}\n")
+        return 1
+    with _output_to(folder):
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+        print(f"benchmark: {name} {'resumes' if spec.resume else 'starts'} on "
+              f"{socket.gethostname()}, process {os.getpid()}"
+              + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else ""),
+              file=sys.stderr, flush=True)
+        import torch
+
+        torch.set_num_threads(request.threads)
+        try:
+            return run_cell(spec)
+        except SystemExit as e:  # run_and_report exits with 2 for a bad setting
+            return e.code if isinstance(e.code, int) else 1
+
+
+def _cell_process(request: Request, agent: str, seed: int, owner: str,
+                  gpu: str | None) -> None:
+    """Body of a local cell's process."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    os.environ.update({var: str(request.threads) for var in THREAD_VARS})
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    sys.exit(attempt(request, agent, seed, owner))
 
 
 def _context() -> mp.context.BaseContext:
@@ -81,56 +265,112 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+# ---------------------------------------------------------------- launchers
 @dataclass
 class Running:
+    """A cell this runner has claimed and started."""
+
     agent: str
     seed: int
-    process: mp.process.BaseProcess
+    claim: claims.Claim
     started: float
+    slot: int = 0  # the local worker slot (its GPU)
+    handle: Any = None  # the process, or the Ray object ref
 
 
-def cell_run(request: Request, agent: str, seed: int) -> RunSpec:
-    """The spec to run for a cell that is not finished: a stopped run of the same cell
-    (stopped by a signal, or killed after a checkpoint) is resumed; anything else in
-    its folder (a failure, a run without a checkpoint) is deleted and run afresh."""
-    spec = request.spec(agent, seed)
-    folder = spec.folder
-    saved = read_json(folder / RUN_FILE)
-    if (saved is not None and saved.get("settings") == spec.settings()
-            and (folder / "checkpoint" / "manifest.json").is_file()):
-        return RunSpec.from_folder(folder, cache_dir=spec.cache_dir, progress=False)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return spec
+# how a cell ended: the cell, its exit status (None: it did not exit), an error (or None)
+Ended = tuple[Running, int | None, str | None]
 
 
-def _start(ctx: mp.context.BaseContext, request: Request, agent: str, seed: int) -> Running:
-    process = ctx.Process(target=_cell_process, name=cell_name(agent, seed),
-                          args=(cell_run(request, agent, seed), request.threads))
-    process.start()
-    return Running(agent, seed, process, time.perf_counter())
+class Pool(Protocol):
+    """Where cells run: `LocalPool` or `agents.benchmark.ray_launcher.RayPool`."""
+
+    running: list[Running]
+
+    def has_room(self) -> bool: ...
+
+    def start(self, cell: Running) -> str: ...
+
+    def wait(self, timeout: float | None) -> list[Ended]: ...
+
+    def stop(self, signum: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
-def _finish(request: Request, cell: Running) -> tuple[bool, str]:
+class LocalPool:
+    """`request.workers` processes at a time on this machine, worker slot k on GPU
+    `gpus[k % len(gpus)]` when `gpus` are given."""
+
+    def __init__(self, request: Request, gpus: tuple[int, ...] | None = None):
+        self.request = request
+        self.gpus = gpus
+        self.ctx = _context()
+        self.running: list[Running] = []
+
+    def has_room(self) -> bool:
+        return len(self.running) < self.request.workers
+
+    def start(self, cell: Running) -> str:
+        taken = {c.slot for c in self.running}
+        cell.slot = min(set(range(self.request.workers)) - taken)
+        gpu = None if not self.gpus else self.gpus[cell.slot % len(self.gpus)]
+        cell.handle = self.ctx.Process(
+            target=_cell_process, name=cell_name(cell.agent, cell.seed),
+            args=(self.request, cell.agent, cell.seed, cell.claim.owner,
+                  None if gpu is None else cuda_visible(gpu)))
+        cell.handle.start()
+        self.running.append(cell)
+        return f"{self.request.threads} thread(s)" + ("" if gpu is None else f", GPU {gpu}")
+
+    def wait(self, timeout: float | None) -> list[Ended]:
+        if not self.running:
+            time.sleep(timeout or 0.0)
+            return []
+        wait([c.handle.sentinel for c in self.running], timeout)
+        ended = []
+        for cell in [c for c in self.running if not c.handle.is_alive()]:
+            cell.handle.join()
+            self.running.remove(cell)
+            ended.append((cell, cell.handle.exitcode, None))
+        return ended
+
+    def stop(self, signum: int) -> None:
+        for cell in self.running:
+            if cell.handle.is_alive():
+                os.kill(cell.handle.pid, signum)
+        for cell in self.running:
+            cell.handle.join()
+
+    def close(self) -> None:
+        pass
+
+
+def _finish(request: Request, cell: Running, code: int | None,
+            error: str | None = None) -> tuple[bool, str]:
     """Record how a cell ended; returns (finished, a one-line status)."""
     name, folder = cell_name(cell.agent, cell.seed), cell_dir(request.out, cell.agent, cell.seed)
     seconds = time.perf_counter() - cell.started
-    code = cell.process.exitcode
     if code == 0 and cell_status(request.out, cell.agent, cell.seed,
                                  request.expected(cell.agent, cell.seed)) == "finished":
         result = read_json(folder / "result.json") or {}
         return True, (f"done {name}: val ppl {report.fmt(result.get('final_val_ppl'))}, trainable "
                       f"{report.fmt(result.get('trainable_fraction'), 3)} ({seconds:.0f} s)")
     tail = _keep_tail(folder / "stderr.txt")
-    reason = (f"exit status {code}" if code != 0
-              else "exit status 0 but no complete result.json matching the request")
+    if error is not None:
+        reason = error
+    elif code != 0:
+        reason = f"exit status {code}"
+    else:
+        reason = "exit status 0 but no complete result.json matching the request"
     write_json(folder / "failure.json", {
         "agent": cell.agent, "seed": cell.seed, "returncode": code, "reason": reason,
         "seconds": seconds, "stderr_tail": tail,
         "command": shlex.join(["python", "train_agent.py",
                                *cli.to_argv(request.spec(cell.agent, cell.seed))])})
-    last = tail[-1] if tail else "(no stderr)"
-    return False, f"FAILED {name} ({reason}): {last}"
+    if error is not None:
+        return False, f"FAILED {name}: {error}"
+    return False, f"FAILED {name} ({reason}): {tail[-1] if tail else '(no stderr)'}"
 
 
 def _keep_tail(path: Path) -> list[str]:
@@ -146,81 +386,236 @@ def _keep_tail(path: Path) -> list[str]:
     return [line for line in lines if line.strip()][-STDERR_TAIL_LINES:]
 
 
+# ---------------------------------------------------------------- the sweep
 def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
-                  agents: str | Sequence[str], seeds: str | Sequence[int], workers: int,
+                  agents: str | Sequence[str], seeds: str | Sequence[int], workers: int | None,
                   out: str | Path, *, agent_kwargs: str | Mapping[str, Any] | None = None,
                   cache_dir: str | Path | None = None, threads: int | None = None,
                   progress: bool = True, train_episodes: int = 0,
-                  eval_episodes: int = 3) -> Json:
+                  eval_episodes: int = 3, launcher: str = "local",
+                  ray_address: str | None = None, gpus: str | Sequence[int] | None = None,
+                  shard: str | Sequence[int] | None = None) -> Json:
     """Run the missing cells of agents x seeds, then summarize; returns results.json's content.
+
+    `workers=None`: one at a time locally; with `launcher="ray"` every cell at once (the
+    cluster's resources decide) with `threads` 1 unless given. `ray_address`: a running
+    cluster (`"auto"` or `"HOST:PORT"`); None starts a local Ray instance for this run
+    (or uses the one this process has already started). With `shard` only that shard's
+    cells run and no report is written (see `run_request`).
 
     Bad settings and a refused `out` raise `SettingError`
     before anything runs. Failed cells do not raise: see `result["run"]["failed"]`.
     """
-    request = make_request(env_id, env_kwargs, agents, seeds, workers, out,
-                           agent_kwargs=agent_kwargs, cache_dir=cache_dir, threads=threads,
-                           train_episodes=train_episodes, eval_episodes=eval_episodes)
+    request = build_request(env_id, env_kwargs, agents, seeds, workers, out,
+                            agent_kwargs=agent_kwargs, cache_dir=cache_dir, threads=threads,
+                            train_episodes=train_episodes, eval_episodes=eval_episodes,
+                            launcher=launcher)
+    return run_request(request, progress=progress, launcher=launcher, ray_address=ray_address,
+                       gpus=gpus, shard=shard)
+
+
+def build_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str | Sequence[str],
+                  seeds: str | Sequence[int], workers: int | None, out: str | Path, *,
+                  launcher: str = "local", threads: int | None = None,
+                  **options: Any) -> Request:
+    """`make_request` with the launcher's defaults for `workers` and `threads` (None):
+    locally one worker with every core; on Ray every cell at once, with one thread each."""
+    if launcher != "ray":
+        return make_request(env_id, env_kwargs, agents, seeds, 1 if workers is None else workers,
+                            out, threads=threads, **options)
+    request = make_request(env_id, env_kwargs, agents, seeds, 1 if workers is None else workers,
+                           out, threads=1 if threads is None else threads, **options)
+    return request if workers is not None else replace(request, workers=len(request.cells()))
+
+
+def _checked(request: Request, launcher: str, ray_address: str | None,
+             gpus: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Check the launcher options against the request; returns the GPUs."""
+    if launcher not in LAUNCHERS:
+        raise SettingError("launcher", f"{launcher!r} is unknown; allowed: "
+                                       f"{', '.join(LAUNCHERS)}")
+    if ray_address is not None and launcher != "ray":
+        raise SettingError("ray_address", f"{ray_address!r} is for --launcher ray (the "
+                                          f"launcher is {launcher!r})")
+    pinned = parse_gpus(gpus)
+    if pinned is not None:
+        check_gpus(pinned, request, launcher)
+    device = str(request.env_config.get("device"))
+    if launcher == "ray" and device.startswith("cuda:") and device != "cuda:0":
+        raise SettingError("env_kwargs.device", f"device={device!r}: with --launcher ray each "
+                                                "CUDA cell gets one GPU from Ray, which it sees "
+                                                "as cuda:0; use 'cuda' or 'auto'")
+    check_out(request)
+    return pinned
+
+
+def check_out(request: Request) -> None:
+    """Refuse an `out` that holds results of another configuration."""
     found = conflicts(request)
     if found:
         raise SettingError("out", f"{request.out} holds results of another configuration "
                              "(found -> requested), which this run would mix with its own:\n  "
                              + "\n  ".join(found)
                              + "\nuse another --out, or delete those cell folders")
+
+
+def run_request(request: Request, *, progress: bool = True, launcher: str = "local",
+                ray_address: str | None = None, gpus: str | Sequence[int] | None = None,
+                shard: str | Sequence[int] | None = None) -> Json:
+    """Run the missing cells of `request` (of `shard` only, if given) with `launcher`.
+
+    Without `shard`: writes results.json, results.md and the plots, and returns
+    results.json's content. With `shard`: writes nothing but the cells, and returns
+    `{"request", "shard", "cells", "run", "counts"}` for the shard's cells.
+    """
+    pinned = _checked(request, launcher, ray_address, gpus)
+    part = parse_shard(shard)
     todo, skipped = [], []
-    for agent, seed in request.cells():
+    mine = shard_cells(request.cells(), part)
+    for agent, seed in mine:
         expected = request.expected(agent, seed)
         finished = cell_status(request.out, agent, seed, expected) == "finished"
         (skipped if finished else todo).append((agent, seed))
-    started = datetime.now(timezone.utc)
-    header = {"request": request.to_json(), "started": started.isoformat(timespec="seconds"),
-              "machine": report.machine_info(request.threads),
-              "run": {"skipped": [cell_name(*c) for c in skipped], "ran": [], "failed": []}}
-    write_json(request.out / report.RESULTS_JSON, header)
+    pool: Pool | None = None
+    if todo:  # first: a launcher that cannot start leaves nothing behind
+        if launcher == "ray":
+            from agents.benchmark.ray_launcher import RayPool
 
-    t0 = time.perf_counter()
-    ran, failed = _run_cells(request, todo, skipped, progress)
-    header["run"] |= {"ran": ran, "failed": failed, "seconds": time.perf_counter() - t0}
+            pool = RayPool(request, ray_address)
+        else:
+            pool = LocalPool(request, pinned)
+    try:
+        started = datetime.now(timezone.utc)
+        header: Json = {"request": request.to_json(),
+                        "started": started.isoformat(timespec="seconds"),
+                        "machine": report.machine_info(request.threads),
+                        "run": {"skipped": [cell_name(*c) for c in skipped], "ran": [],
+                                "failed": [], "elsewhere": [], "launcher": launcher}}
+        if part is None:
+            write_json(request.out / report.RESULTS_JSON, header)
+        t0 = time.perf_counter()
+        ran, failed, elsewhere = (_run_cells(request, todo, skipped, progress, pool)
+                                  if pool is not None else ([], [], []))
+    finally:
+        if pool is not None:
+            pool.close()
+    header["run"] |= {"ran": ran, "failed": failed, "elsewhere": elsewhere,
+                      "seconds": time.perf_counter() - t0}
+    if part is not None:
+        names = [cell_name(*c) for c in mine]
+        statuses = [cell_status(request.out, a, s, request.expected(a, s)) for a, s in mine]
+        return {"request": header["request"], "shard": list(part), "cells": names,
+                "run": header["run"],
+                "counts": {s: statuses.count(s)
+                           for s in ("finished", "failed", "incomplete", "missing")}}
     write_json(request.out / report.RESULTS_JSON, header)
     report.summarize(request.out)
     return read_json(request.out / report.RESULTS_JSON) or {}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption), raised in the main thread like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` (main thread only)."""
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tuple[str, int]],
-               progress: bool) -> tuple[list[str], list[str]]:
-    """Run `todo` with `request.workers` processes at a time; returns (ran, failed)."""
+               progress: bool, pool: Pool) -> tuple[list[str], list[str], list[str]]:
+    """Claim and run `todo` in `pool`; wait for cells that other runners hold.
+
+    Returns (ran, failed, elsewhere): cells run here, those of them that failed, and
+    cells another runner finished (or failed) while this one waited for them.
+    """
     ran: list[str] = []
     failed: list[str] = []
+    elsewhere: list[str] = []
     total = len(todo) + len(skipped)
     bar = tqdm(total=total, initial=len(skipped), desc="benchmark", unit="cell",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
     if skipped:
         bar.write(f"skipping {len(skipped)} finished cell(s) of {total}", file=sys.stderr)
-    ctx = _context() if todo else None
-    pending, running = list(todo), []
-    try:
-        while pending or running:
-            while pending and len(running) < request.workers:
-                agent, seed = pending.pop(0)
-                running.append(_start(ctx, request, agent, seed))
-                bar.write(f"start {cell_name(agent, seed)} ({request.threads} thread(s))",
-                          file=sys.stderr)
-            bar.set_postfix_str("running: " + ", ".join(
-                cell_name(c.agent, c.seed) for c in running))
-            wait([c.process.sentinel for c in running])
-            for cell in [c for c in running if not c.process.is_alive()]:
-                cell.process.join()
-                running.remove(cell)
-                ok, line = _finish(request, cell)
-                ran.append(cell_name(cell.agent, cell.seed))
-                if not ok:
-                    failed.append(cell_name(cell.agent, cell.seed))
-                bar.write(line, file=sys.stderr)
-                bar.update(1)
-    finally:
-        for cell in running:  # interrupted: stop what still runs (its folder is rerun later)
-            cell.process.terminate()
-            cell.process.join()
-        bar.close()
-    return ran, failed
+    owner = claims.new_owner()
+    pending, waiting = deque(todo), []
+    waited: set[tuple[str, int]] = set()
+    with claims.Heartbeat() as heartbeat, _sigterm_interrupts():
+        try:
+            while pending or waiting or pool.running:
+                while pending and pool.has_room():
+                    agent, seed = pending.popleft()
+                    name = cell_name(agent, seed)
+                    claim = claims.try_claim(cell_dir(request.out, agent, seed), owner)
+                    if claim is None:
+                        if (agent, seed) not in waited:
+                            bar.write(f"waiting for {name}: {_holder(request, agent, seed)}",
+                                      file=sys.stderr)
+                        waited.add((agent, seed))
+                        waiting.append((agent, seed))
+                        continue
+                    if claim.took_over is not None:
+                        bar.write(f"taking over {name} from a stale claim "
+                                  f"({claim.took_over.describe()})", file=sys.stderr)
+                    status = cell_status(request.out, agent, seed, request.expected(agent, seed))
+                    if status == "finished" or ((agent, seed) in waited and status == "failed"):
+                        claim.release()  # done by another runner meanwhile: gathered
+                        elsewhere.append(name)
+                        bar.write(f"{name} {status} by another runner", file=sys.stderr)
+                        bar.update(1)
+                        continue
+                    heartbeat.add(claim)
+                    cell = Running(agent, seed, claim, time.perf_counter())
+                    try:
+                        how = pool.start(cell)
+                    except BaseException:
+                        heartbeat.discard(claim)
+                        claim.release()
+                        raise
+                    bar.write(f"start {name} ({how})", file=sys.stderr)
+                bar.set_postfix_str("running: " + ", ".join(
+                    cell_name(c.agent, c.seed) for c in pool.running))
+                for cell, code, error in pool.wait(POLL_S if waiting else None):
+                    ok, line = _finish(request, cell, code, error)
+                    heartbeat.discard(cell.claim)
+                    cell.claim.release()
+                    ran.append(cell_name(cell.agent, cell.seed))
+                    if not ok:
+                        failed.append(cell_name(cell.agent, cell.seed))
+                    bar.write(line, file=sys.stderr)
+                    bar.update(1)
+                pending.extend(waiting)  # look at the cells others hold again
+                waiting.clear()
+        except KeyboardInterrupt as e:
+            # stop what still runs with the other signal than the one we got (the cells may
+            # have had it too): each writes a checkpoint; the next run resumes them
+            pool.stop(signal.SIGINT if isinstance(e, Terminated) else signal.SIGTERM)
+            raise
+        finally:
+            for cell in pool.running:
+                heartbeat.discard(cell.claim)
+                cell.claim.release()
+            bar.close()
+    return ran, failed, elsewhere
 
 
+def _holder(request: Request, agent: str, seed: int) -> str:
+    """Who holds a cell, in words."""
+    folder = cell_dir(request.out, agent, seed)
+    info = claims.read_claim(folder)
+    if info is not None:
+        return f"claimed by {info.describe()}"
+    lock = claims.FolderLock(folder)
+    return f"a run is writing it (process {lock.holder()} holds {lock.path})"

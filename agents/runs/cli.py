@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sweeps over the layers in the episode")
     parser.add_argument("--seed", type=non_negative_int,
                         help="episode and agent seed (default 0)")
-    parser.add_argument("--device", choices=list(DEVICES), help="where the transformer trains")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help=f"where the transformer trains: {', '.join(DEVICES)} or cuda:N")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="run folder (default runs/<agent>-<env>-s<seed>)")
     parser.add_argument("--agent-kwargs", type=json_object, metavar="JSON",
