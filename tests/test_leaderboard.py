@@ -21,7 +21,7 @@ from agents.benchmark.leaderboard import (
     load,
     render,
 )
-from agents.benchmark.stats import Bootstrap, claims
+from agents.benchmark.stats import Bootstrap, claims, improvement
 from scripts.portable_results import portable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,9 +203,22 @@ def test_tracks_and_versions_make_separate_tables(bench, monkeypatch):
     assert "## Track `tiny-test` (version 2)" in text
     # one track from two files: one table; an agent in both is refused
     part = copy.deepcopy(base) | {"_file": "part.json"}
-    part["agents"] = {"extra": part["agents"].pop("albert")}
-    merged = tables(render([base, part], "cmd", {"commit": None}))
-    assert len(merged) == 1 and set(merged[0]) == {*AGENTS, "extra"}
+    part["agents"] = {"extra": part["agents"].pop("albert") | {"improvement": None}}
+    part["cells"] = [c | {"agent": "extra"} for c in part["cells"] if c["agent"] == "albert"]
+    part["statistics"]["baseline"] = None
+    text = render([base, part], "cmd", {"commit": None})
+    (merged,) = tables(text)
+    assert set(merged) == {*AGENTS, "extra"}
+    # qlearning is in the other file: the comparison is computed as one report would
+    cell = merged["extra"]["P(improves on qlearning)"]
+    assert cell.endswith(" \\*") and "\\*: P(improves on qlearning) computed here" in text
+    values = [c["result"]["final_val_ppl"] for c in part["cells"]]
+    baseline = [c["result"]["final_val_ppl"] for c in base["cells"] if c["agent"] == "qlearning"]
+    assert_matches(cell[:-len(" \\*")], improvement(values, baseline,
+                                                     "improvement/extra/qlearning",
+                                                     Bootstrap(reps=1000)), 2)
+    # the same seeds as albert's: the same estimate (the bootstrap draws differ by name)
+    assert merged["albert"]["P(improves on qlearning)"].split()[0] == cell.split()[0]
     with pytest.raises(LeaderboardError, match="in both bench/results.json and again.json"):
         render([base, copy.deepcopy(base) | {"_file": "again.json"}], "cmd", {"commit": None})
 

@@ -208,6 +208,13 @@ def test_without_vanilla_the_claim_cannot_be_checked():
     assert "vanilla" in summary["claims"]["paper"]["note"]
 
 
+def test_the_default_reference_point_is_the_vocabulary_size():
+    _, summary = stats.benchmark_statistics(constructed(), ["albert"], vocab_size=2048,
+                                            bootstrap=FAST)
+    assert summary["hypervolume_reference"]["final_val_ppl"] == 2048.0
+    assert summary["hypervolume_reference"]["trainable_fraction"] == 1.0
+
+
 def test_a_given_reference_point_is_used():
     ref = {"final_val_ppl": 500.0, "trainable_fraction": 1.0, "source": "track"}
     _, summary = stats.benchmark_statistics(constructed(), ["albert"], reference=ref,

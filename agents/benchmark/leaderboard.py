@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
-from agents.benchmark.stats import BASELINE, TIED_CLAIM, claims
+from agents.benchmark.stats import BASELINE, TIED_CLAIM, Bootstrap, claims, improvement
 from tying_env.files import write_text
 
 Json = dict[str, Any]
@@ -130,16 +130,45 @@ def _seeds(row: Json) -> str:
     return text + (f" ({failed} failed or missing)" if failed else "")
 
 
-def table(rows: dict[str, Json]) -> list[str]:
-    """The Markdown table of one track's agents."""
+def table(rows: dict[str, Json], across: Sequence[str] = ()) -> list[str]:
+    """The Markdown table of one track's agents (`across`: comparisons marked `*`)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for agent, row in sorted(rows.items(), key=_sort_key):
         iqm = row.get("iqm") or {}
         lines.append(" | ".join([
             f"| `{agent}`", ci(iqm.get("final_val_ppl")), ci(iqm.get("final_test_ppl")),
             ci(iqm.get("trainable_fraction"), 3), ci(iqm.get("layers_tied_fraction"), 3),
-            ci(row.get("improvement")), ci(row.get("hypervolume"), 4), _seeds(row)]) + " |")
+            ci(row.get("improvement")) + (" \\*" if agent in across else ""),
+            ci(row.get("hypervolume"), 4), _seeds(row)]) + " |")
     return lines
+
+
+def _finished_values(meta: Json, agent: str) -> list[Any]:
+    return [(c.get("result") or {}).get("final_val_ppl") for c in meta.get("cells") or []
+            if c.get("agent") == agent and c.get("status") == "finished"]
+
+
+def merged_rows(members: Sequence[Json]) -> tuple[dict[str, Json], list[str]]:
+    """The agents of a track's results files, and those whose comparison with `qlearning`
+    is computed here because `qlearning` is in another file (with `stats.improvement`
+    and the bootstrap settings of the agent's file: what one report would give)."""
+    rows: dict[str, Json] = {}
+    across = []
+    home = next((m for m in members if BASELINE in m["agents"]), None)
+    baseline = _finished_values(home, BASELINE) if home else []
+    for meta in members:
+        for agent, row in meta["agents"].items():
+            if meta is not home and baseline and agent != BASELINE \
+                    and row.get("improvement") is None:
+                method = (meta.get("statistics") or {}).get("method") or {}
+                settings = Bootstrap(**{k: method[k] for k in ("reps", "confidence", "seed")
+                                        if k in method})
+                row = row | {"improvement": improvement(
+                    _finished_values(meta, agent), baseline,
+                    f"improvement/{agent}/{BASELINE}", settings)}
+                across.append(agent)
+            rows[agent] = row
+    return rows, across
 
 
 def _duration(seconds: Any) -> str:
@@ -184,14 +213,17 @@ def track_section(key: tuple[str, str], members: Sequence[Json]) -> list[str]:
     name, version = key
     env = (members[0].get("request") or {}).get("env_id", "unknown env")
     title = f"Track `{name}` (version {version})" if name else f"`{members[0]['_file']}`"
-    rows: dict[str, Json] = {}
-    for meta in members:
-        rows |= meta["agents"]
+    rows, across = merged_rows(members)
     has_baseline = any((m.get("statistics") or {}).get("baseline") for m in members)
     verdict = claims(rows, BASELINE if has_baseline else None)
     lines = [f"## {title}", "", f"Environment `{env}`"
              + ("" if name else " (no track recorded: compare with care)") + ".", "",
-             *table(rows), "", *verdict_lines(verdict, rows), ""]
+             *table(rows, across), ""]
+    if across:
+        lines += [f"\\*: P(improves on {BASELINE}) computed here, from the seeds in the "
+                  f"results files of this track (`{BASELINE}` is in another file than "
+                  f"{', '.join(f'`{a}`' for a in across)}), as the report computes it.", ""]
+    lines += [*verdict_lines(verdict, rows), ""]
     references = {json.dumps((m.get("statistics") or {}).get("hypervolume_reference"),
                              sort_keys=True) for m in members}
     for text in sorted(references):

@@ -160,6 +160,14 @@ def episode_return(out: Path, cell: Json) -> float | None:
     return total if records and math.isfinite(total) else None
 
 
+def _vocab_size(request: Json | None, cells: Sequence[Json]) -> int | None:
+    """The environment's vocabulary size, from the request or a finished cell."""
+    configs = [(request or {}).get("env_config") or {}]
+    configs += [(c["result"] or {}).get("env_kwargs") or {} for c in cells if c["result"]]
+    sizes = [c.get("vocab_size") for c in configs if isinstance(c.get("vocab_size"), int)]
+    return sizes[0] if sizes else None
+
+
 def code_version(root: Path = ROOT) -> Json:
     """The git commit of the code (`None` outside a git checkout) and whether files differ."""
     def git(*args: str) -> str | None:
@@ -197,7 +205,7 @@ def summarize(out: str | Path, bootstrap: Bootstrap | None = None) -> str:
     track = track_of(meta)
     per_agent, statistics = benchmark_statistics(
         cells, agents, reference=track.get("hypervolume_reference"),
-        bootstrap=bootstrap or Bootstrap())
+        vocab_size=_vocab_size(request, cells), bootstrap=bootstrap or Bootstrap())
     for agent in agents:
         table[agent] |= per_agent[agent]
     if "machine" not in meta:

@@ -12,7 +12,8 @@ one task, so it resamples an agent's seeds with replacement; percentile interval
   perplexities (lower is better), the two agents' seeds resampled independently;
 - `hypervolume`: the share of the box from (ppl 1, fraction 0) to a reference point that
   the agent's (final val ppl, trainable fraction) seed results dominate (pymoo's `HV`;
-  both objectives lower-better), the seeds resampled;
+  both objectives lower-better), the seeds resampled; the reference is fixed per track
+  (`hypervolume_reference`: by default the vocabulary size, trainable fraction 1);
 - `profile`: score distributions (performance profiles): the fraction of an agent's
   seeds whose final val ppl is below each threshold, with pointwise intervals.
 
@@ -244,14 +245,23 @@ def cell_values(cell: Mapping[str, Any]) -> Json:
 
 
 def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
-                          given: Mapping[str, Any] | None = None) -> Json | None:
-    """The hypervolume's reference point: `given` (e.g. a track's), else the untrained
-    model's validation perplexity (median `initial_val_ppl` of the cells; the worst final
-    one when none is recorded) and trainable fraction 1 (every block trainable)."""
+                          given: Mapping[str, Any] | None = None,
+                          vocab_size: int | None = None) -> Json | None:
+    """The hypervolume's reference point, the same for every agent and seed of a track.
+
+    `given` (e.g. a track's) when there is one; else perplexity `vocab_size` (a uniform
+    prediction over the vocabulary: what an untrained model scores) and trainable
+    fraction 1 (every block trainable). Without a vocabulary size: the median initial
+    validation perplexity of the cells, or their worst final one.
+    """
     if given:
         return {"final_val_ppl": float(given["final_val_ppl"]),
                 "trainable_fraction": float(given.get("trainable_fraction", 1.0)),
                 "source": str(given.get("source", "given"))}
+    if vocab_size:
+        return {"final_val_ppl": float(vocab_size), "trainable_fraction": 1.0,
+                "source": "the vocabulary size, a uniform prediction's perplexity; "
+                          "trainable fraction 1"}
     results = [c.get("result") or {} for c in cells if c.get("status") == "finished"]
     initial = _finite([r.get("initial_val_ppl") for r in results])
     if initial.size:
@@ -269,6 +279,7 @@ def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
 # ---------------------------------------------------------------- the whole benchmark
 def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[str], *,
                          baseline: str = BASELINE, reference: Mapping[str, Any] | None = None,
+                         vocab_size: int | None = None,
                          bootstrap: Bootstrap = Bootstrap()) -> tuple[dict[str, Json], Json]:
     """Per agent `{"iqm": {metric: estimate}, "improvement", "hypervolume"}`, and the
     benchmark's `statistics` block (method, reference point, profiles, claims)."""
@@ -276,7 +287,7 @@ def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[st
                   if c.get("agent") == a and c.get("status") == "finished"] for a in agents}
     column = {a: {m: [v[m] for v in rows] for m in METRICS} for a, rows in values.items()}
     has_baseline = baseline in agents and _finite(column[baseline]["final_val_ppl"]).size > 0
-    ref = hypervolume_reference(cells, reference)
+    ref = hypervolume_reference(cells, reference, vocab_size)
     per_agent: dict[str, Json] = {}
     for agent in agents:
         row: Json = {"iqm": {m: interval(column[agent][m], iqm, f"iqm/{m}/{agent}", bootstrap)
