@@ -348,7 +348,7 @@ def claims(per_agent: Mapping[str, Json], baseline: str | None) -> Json:
     ppl = (per_agent.get(CONVENTIONAL) or {}).get("iqm", {}).get("final_val_ppl") or {}
     if ppl.get("high") is None:
         paper |= {"holds": None, "meeting": [],
-                  "note": f"no finished {CONVENTIONAL!r} seed: the claim cannot be checked"}
+                  "note": f"no finished {CONVENTIONAL!r} seed"}
     else:
         for agent, row in per_agent.items():
             if agent == CONVENTIONAL:
