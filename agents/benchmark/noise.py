@@ -40,9 +40,10 @@ def _reward(run: TrainingRun, before: TrainingRun, windows: np.ndarray) -> float
 
 
 def measure(track: tracks.Track, points: int, replicas: int, warmup: int,
-            eval_batches: tuple[int, ...], seed: int = 0,
-            cache_dir: str | None = None) -> dict[str, Any]:
-    """The figures of the module docstring, per decision point and summarised."""
+            eval_batches: tuple[int, ...], seed: int = 0, cache_dir: str | None = None,
+            max_windows: int | None = None) -> dict[str, Any]:
+    """The figures of the module docstring, per decision point and summarised
+    (`max_windows`: only the first windows of the validation split, for quick checks)."""
     kwargs = dict(track.env_kwargs)
     if cache_dir is not None:
         kwargs["cache_dir"] = cache_dir
@@ -52,7 +53,7 @@ def measure(track: tracks.Track, points: int, replicas: int, warmup: int,
     cfg = env.cfg
     for _ in range(warmup * env.budget // cfg.max_sweeps):
         _, _, _, _, info = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
-    valid = split_windows(env.corpus.valid, cfg.seq_len)
+    valid = split_windows(env.corpus.valid, cfg.seq_len)[:max_windows]
     rows = []
     for _ in range(points):
         layer, run = int(info["layer"]), env.run

@@ -1,0 +1,98 @@
+"""Benchmark tracks: fixed settings, recorded labels, versions that never mix, reward noise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agents.benchmark import noise, tracks
+from agents.benchmark.cells import conflicts, make_request
+from tying_env.errors import SettingError
+
+QUICK = {"n_layer": 3, "n_embd": 16, "n_head": 2, "seq_len": 16, "batch_size": 2,
+         "max_sweeps": 1, "steps_per_decision": 1, "eval_batches": 1, "device": "cpu"}
+
+
+def quick_track(version: int = 1) -> tracks.Track:
+    return tracks.Track(name="quick", version=version, env_id="LayerTying-GPT2-Tiny-v0",
+                        env_kwargs=QUICK, seeds=(0,), agents=("albert", "vanilla"),
+                        description="a test track")
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> tracks.Track:
+    track = quick_track()
+    monkeypatch.setitem(tracks.TRACKS, "quick", track)
+    return track
+
+
+def test_every_track_resolves_to_valid_settings(tmp_path: Path) -> None:
+    for name in tracks.TRACKS:
+        track = tracks.get(name)
+        assert track.label == f"{name}/v{track.version}"
+        assert len(track.seeds) >= (10 if name == "tiny" else 5)
+        assert set(tracks.MAIN_AGENTS) <= set(track.agents)
+        request = make_request(track.env_id, track.env_kwargs, track.agents, track.seeds, 1,
+                               tmp_path / name, track=track.to_json())
+        assert request.env_config["max_sweeps"] == track.env_kwargs["max_sweeps"]
+    # the tiny track's budget lets the paper's epsilon (x 0.95 per sweep) reach 0.01
+    assert 0.95 ** tracks.get("tiny").env_kwargs["max_sweeps"] < 0.01
+    tiny = tracks.get("tiny")
+    assert len(tiny.extra_seeds) >= 5 and "sequence" in tiny.extra_agents
+    assert not set(tiny.extra_agents) & set(tiny.agents)
+
+
+def test_unknown_track_and_fixed_options_are_refused() -> None:
+    with pytest.raises(SettingError, match="'nope' is not a track; allowed: tiny, wikitext2"):
+        tracks.get("nope")
+    with pytest.raises(SettingError, match="--env-kwargs, --seeds") as err:
+        tracks.refuse_overrides(["--out", "x", "--env-kwargs", "{}", "--seeds", "0"])
+    assert err.value.argument == "track"
+    tracks.refuse_overrides(["--out", "x", "--workers", "2", "--agents", "qlearning"])
+
+
+def test_extra_agents_take_their_seeds_and_a_mix_is_refused() -> None:
+    tiny = tracks.get("tiny")
+    assert tracks.seeds_for(tiny, ("qlearning", "vanilla")) == tiny.seeds
+    assert tracks.seeds_for(tiny, ("sequence", "ppo")) == tiny.extra_seeds
+    with pytest.raises(SettingError, match="sequence run on seeds"):
+        tracks.seeds_for(tiny, ("qlearning", "sequence"))
+
+
+def test_cells_record_the_track_and_versions_never_mix(quick: tracks.Track, tmp_path: Path,
+                                                       cache_dir: Path) -> None:
+    from agents.benchmark.launcher import run_cell
+
+    out = tmp_path / "bench"
+    request = make_request(quick.env_id, quick.env_kwargs, ("albert",), quick.seeds, 1, out,
+                           cache_dir=cache_dir, track=quick.to_json())
+    spec = request.spec("albert", 0)
+    assert spec.track == "quick/v1" and "--track" in request.command()
+    assert run_cell(spec) == 0
+    result = json.loads((out / "cells" / "albert-s0" / "result.json").read_text())
+    assert result["track"] == "quick/v1"
+    assert json.loads((out / "cells" / "albert-s0" / "run.json").read_text()
+                      )["settings"]["track"] == "quick/v1"
+    assert conflicts(request) == []
+    bumped = replace(request, track=quick_track(version=2).to_json())
+    found = conflicts(bumped)
+    assert len(found) == 1 and "track: 'quick/v1' -> 'quick/v2'" in found[0]
+
+
+def test_reward_noise_is_measured_from_replayed_states(quick: tracks.Track,
+                                                       cache_dir: Path) -> None:
+    result = noise.measure(quick, points=2, replicas=2, warmup=0, eval_batches=(1, 2),
+                           cache_dir=str(cache_dir), max_windows=16)
+    assert result["points"] == 2 and result["track"] == "quick/v1"
+    for row in result["rows"]:
+        assert row["train_noise_std"] >= 0
+        assert len(row["decision_effects"]) == row["layer"]  # every other valid choice
+        assert all(e >= 0 for e in row["decision_effects"])
+    assert set(result["eval_noise_std"]) == {"1", "2"}
+    # replaying a data order twice gives the same reward: the noise comes from the order
+    assert result["train_noise_std"] > 0
+    text = noise.format_report(result)
+    assert "effect of one decision" in text and "evaluation noise, 1 batches" in text
