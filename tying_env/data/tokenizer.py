@@ -3,6 +3,10 @@
 Every tokenizer has `name` (a stable identity string, used in cache keys), `vocab_size`
 (the embedding rows it needs), `encode(text) -> np.ndarray` and `decode(ids) -> str`.
 
+A Hugging Face tokenizer is never downloaded: a name such as `"gpt2"` is looked up as the
+folder `$LAYER_TYING_TOKENIZERS/<name>` first, then in the local Hugging Face cache
+(`local_files_only=True`); a folder path is loaded as it is (see `HFTokenizer.load`).
+
 A trained BPE is cached as `tokenizers/NAME.json` with its manifest `tokenizers/NAME.manifest`
 (see `tying_env.files.write_manifest`); a damaged one is retrained with a warning.
 """
@@ -10,6 +14,7 @@ A trained BPE is cached as `tokenizers/NAME.json` with its manifest `tokenizers/
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +27,7 @@ from tying_env.files import check_manifest, warn_rebuilt, write_bytes, write_man
 BPE_FORMAT_VERSION = 1
 EOT = "<|endoftext|>"
 TOKENIZER_CHOICES = '"bpe", "char", a local tokenizer folder, or a cached hub name'
+TOKENIZERS_ENV = "LAYER_TYING_TOKENIZERS"  # a folder of tokenizer folders, by name
 _BATCH_LINES = 8192  # lines per batch-encode call
 
 
@@ -170,20 +176,26 @@ class HFTokenizer:
 
     @classmethod
     def load(cls, name_or_path: str) -> HFTokenizer:
+        """A folder path as it is; a name from `$LAYER_TYING_TOKENIZERS/<name>`, else from
+        the local Hugging Face cache. Nothing is downloaded."""
         from transformers import AutoTokenizer
 
-        path = Path(name_or_path).expanduser()
+        path = local_tokenizer_folder(name_or_path)
         try:
-            tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path,
+            tok = AutoTokenizer.from_pretrained(str(path) if path is not None else name_or_path,
                                                 local_files_only=True)
         except Exception as e:
             raise SettingError(
                 "tokenizer",
                 f"tokenizer={name_or_path!r} is not a known kind, a local tokenizer folder or a "
                 f"tokenizer in the local Hugging Face cache ({type(e).__name__}: {e}). "
-                f"Allowed: {TOKENIZER_CHOICES}."
+                f"Allowed: {TOKENIZER_CHOICES}. This package never downloads a tokenizer: "
+                "save it once where the network is reachable, e.g. `python -c \"from "
+                f"transformers import AutoTokenizer; AutoTokenizer.from_pretrained("
+                f"'{name_or_path}').save_pretrained('tokenizers/{name_or_path}')\"`, then pass "
+                f"tokenizer='tokenizers/{name_or_path}' or set {TOKENIZERS_ENV}=tokenizers"
             ) from e
-        if path.is_dir():  # identity of a folder = its path and the bytes of its files
+        if path is not None:  # identity of a folder = its path and the bytes of its files
             h = hashlib.sha256()
             for f in sorted(p for p in path.iterdir() if p.is_file()):
                 h.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -201,6 +213,20 @@ class HFTokenizer:
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.tok.decode([int(i) for i in ids])
+
+
+def local_tokenizer_folder(name_or_path: str) -> Path | None:
+    """The folder `name_or_path` names: itself if it is one, else
+    `$LAYER_TYING_TOKENIZERS/<name>` if that is one, else None (a hub name)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    root = os.environ.get(TOKENIZERS_ENV)
+    if root and not path.is_absolute() and ".." not in path.parts:
+        candidate = Path(root).expanduser() / name_or_path
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def build_tokenizer(
