@@ -25,7 +25,7 @@ from tying_env.model import TiedGPT2
 from tying_env.presets import EnvConfig, make_config
 from tying_env.training import TrainingRun, split_windows, spread_windows
 
-ENV_STATE_FORMAT = "layer-tying-gym/env-state-v2"
+ENV_STATE_FORMAT = "layer-tying-gym/env-state-v3"
 SPLITS = ("train", "valid", "test")
 NOT_COMPUTED = ("memory_check",)  # settings a checkpoint may differ in
 
@@ -62,7 +62,9 @@ class LayerTyingEnv(gym.Env):
 
     | index        | observation                                   | min | max     |
     |--------------|-----------------------------------------------|-----|---------|
-    | `0..L-1`   | tie map `t` (raw integers, `t[i] <= i`)   | 0   | L - 1   |
+    | `0..L-1`   | tie map `t` (raw integers, `t[i] <= i`);  | 0   | L - 1   |
+    |              | with `observation="choices"`, the raw last    |     |         |
+    |              | choice per layer (`info["choices"]`)          |     |         |
     | `L..2L-1`  | one-hot of the layer to decide (zeros in vector mode) | 0 | 1 |
     | `2L`       | training progress (decisions done / budget)   | 0   | 1       |
     | `2L + 1`   | last validation loss (nats per token)         | 0   | inf     |
@@ -85,8 +87,12 @@ class LayerTyingEnv(gym.Env):
     ## Starting state
 
     A fresh GPT-2 initialised from the episode's seed. `initial_ties="first"`
-    (default, the published start): every layer runs a real copy of block 0;
-    `"none"`: every layer trains its own weights.
+    (default): every layer runs a real copy of block 0; `"none"`: every layer
+    trains its own weights; `"frozen"` (the published start, reproduced, not
+    recommended): every block keeps its own random initialisation, frozen, until a
+    decision about its layer unties it (the tie map then shows every layer as its
+    own root and `info["frozen"]` lists the frozen ones, while the raw choices,
+    `info["choices"]`, start at 0 as the published state does).
 
     ## Episode end
 
@@ -99,10 +105,17 @@ class LayerTyingEnv(gym.Env):
     `tie_map`, `layer`, `sweep`, `decision`, `val_loss`, `val_ppl`,
     `train_loss`, `trainable_params`, `total_params`, `trainable_fraction`,
     `memory_bytes` (params, grads, optimizer, total), `train_steps`, `lr`,
-    `diverged`, `changed` (whether the tie map changed), `budget`
-    (decisions in the episode), and, on the
-    synthetic corpus, `optimal_ppl` (the source's exact perplexity on the
-    same validation windows: a floor no model can beat in expectation).
+    `diverged`, `changed` (whether the tie map changed, or a frozen block was
+    unfrozen), `frozen` (the roots whose block is frozen), `budget`
+    (decisions in the episode), `choices` (the raw index chosen last for each
+    layer: `j < i` as chosen, `i` for independent; what the published Q-learner
+    sees), and, on the synthetic corpus, `optimal_ppl` (the source's exact
+    perplexity on the same validation windows: a floor no model can beat in
+    expectation). With `test_eval_every = N > 0` the whole test split is
+    evaluated after every N-th sweep: `test_ppl` (the latest; NaN before the
+    first), `best_test_ppl` (the best so far: the published metric, *selected on
+    the test split*, so an optimistic number) and `best_test_sweep` (the sweeps
+    completed when it was measured; 0 before the first).
 
     ## Rendering
 
@@ -202,6 +215,9 @@ class LayerTyingEnv(gym.Env):
         self.decision = 0
         self.diverged = False
         self._changed = False
+        self.choices = initial_choices(self.cfg)
+        self.test_ppl = self.best_test_ppl = float("nan")
+        self.best_test_sweep = 0
         self.train_loss = float("nan")
         self.val_loss = self.run.evaluate_loss(self.eval_windows)
         self.start_val_loss = self.val_loss
@@ -218,15 +234,17 @@ class LayerTyingEnv(gym.Env):
             raise ValueError(f"action {action!r} is outside the action space {self.action_space}"
                              + (f" (layer mode: an int in 0..{self.cfg.n_layer - 1})"
                                 if self.cfg.action_mode == "layer" else ""))
-        before = run.model.ties
+        before = (run.model.ties, run.model.frozen)
         if self.cfg.action_mode == "layer":
             run.choose(self.layer, int(action))
+            self.choices[self.layer] = min(int(action), self.layer)
             n_steps = self.cfg.steps_per_decision
         else:
             for i, choice in enumerate(np.asarray(action).tolist()[1:], start=1):
                 run.choose(i, int(choice))
+                self.choices[i] = min(int(choice), i)
             n_steps = self.cfg.steps_per_decision * self.decisions_per_sweep
-        changed = run.model.ties != before
+        changed = (run.model.ties, run.model.frozen) != before
         self._changed = changed
 
         prev_loss = self.val_loss
@@ -237,7 +255,11 @@ class LayerTyingEnv(gym.Env):
         reward = 0.0 if self.diverged else self._reward(prev_loss, val_loss)
         if not self.diverged:
             self.val_loss = val_loss
+        sweeps = self.sweep
         self._advance()
+        every = self.cfg.test_eval_every
+        if every and not self.diverged and self.sweep > sweeps and self.sweep % every == 0:
+            self._evaluate_test()
         truncated = not self.diverged and self.sweep >= self.cfg.max_sweeps
         self._tie_log.last_reward = reward
         return self._obs(), reward, self.diverged, truncated, self._info(changed)
@@ -304,7 +326,9 @@ class LayerTyingEnv(gym.Env):
         meta = dict(
             format=ENV_STATE_FORMAT, config=self.cfg.to_dict(), corpus=self.corpus.identity,
             run=run_meta, layer=self.layer, sweep=self.sweep, decision=self.decision,
-            diverged=self.diverged, changed=self._changed, val_loss=ckpt.exact(self.val_loss),
+            diverged=self.diverged, changed=self._changed, choices=list(self.choices),
+            test_ppl=ckpt.exact(self.test_ppl), best_test_ppl=ckpt.exact(self.best_test_ppl),
+            best_test_sweep=self.best_test_sweep, val_loss=ckpt.exact(self.val_loss),
             start_val_loss=ckpt.exact(self.start_val_loss),
             train_loss=ckpt.exact(self.train_loss),
             np_random=ckpt.generator_state(self.np_random),
@@ -323,7 +347,8 @@ class LayerTyingEnv(gym.Env):
         """
         cfg = self.cfg
         ckpt.require(meta, ("format", "config", "corpus", "run", "layer", "sweep", "decision",
-                            "diverged", "changed", "val_loss", "start_val_loss", "train_loss",
+                            "diverged", "changed", "choices", "test_ppl", "best_test_ppl",
+                            "best_test_sweep", "val_loss", "start_val_loss", "train_loss",
                             "np_random"), "environment")
         if meta["format"] != ENV_STATE_FORMAT:
             raise ckpt.CheckpointError(f"environment state has format {meta['format']!r}; "
@@ -341,6 +366,10 @@ class LayerTyingEnv(gym.Env):
         if not 1 <= int(meta["layer"]) < cfg.n_layer:
             raise ckpt.CheckpointError(f"the saved layer {meta['layer']} does not fit "
                                        f"n_layer={cfg.n_layer}")
+        choices = [int(c) for c in meta["choices"]]
+        if len(choices) != cfg.n_layer or any(not 0 <= c <= i for i, c in enumerate(choices)):
+            raise ckpt.CheckpointError(f"the saved choices {meta['choices']} do not fit "
+                                       f"n_layer={cfg.n_layer} (entry i must be in 0..i)")
         run = TrainingRun.restore(cfg, self.corpus, self.device, tensors, meta["run"])
         np_random = ckpt.make_generator(meta["np_random"])
         # everything is checked: from here on nothing can fail halfway
@@ -348,6 +377,10 @@ class LayerTyingEnv(gym.Env):
         self.layer, self.sweep = int(meta["layer"]), int(meta["sweep"])
         self.decision, self.diverged = int(meta["decision"]), bool(meta["diverged"])
         self._changed = bool(meta["changed"])
+        self.choices = choices
+        self.test_ppl = ckpt.from_exact(meta["test_ppl"])
+        self.best_test_ppl = ckpt.from_exact(meta["best_test_ppl"])
+        self.best_test_sweep = int(meta["best_test_sweep"])
         self.val_loss = ckpt.from_exact(meta["val_loss"])
         self.start_val_loss = ckpt.from_exact(meta["start_val_loss"])
         self.train_loss = ckpt.from_exact(meta["train_loss"])
@@ -365,6 +398,12 @@ class LayerTyingEnv(gym.Env):
             assert self.run is not None
             reward = -math.exp(min(self.run.train_batch_loss(), 50.0))
         return float(reward - cfg.param_penalty * self.trainable_fraction)
+
+    def _evaluate_test(self) -> None:
+        """The whole test split now; the best so far (the published metric) follows it."""
+        self.test_ppl = self.evaluate_split("test")
+        if math.isfinite(self.test_ppl) and not self.best_test_ppl <= self.test_ppl:
+            self.best_test_ppl, self.best_test_sweep = self.test_ppl, self.sweep
 
     def _advance(self) -> None:
         self.decision += 1
@@ -395,7 +434,8 @@ class LayerTyingEnv(gym.Env):
         if self.cfg.action_mode == "layer":
             onehot[self.layer] = 1.0
         tail = [min(1.0, self.decision / self.budget), self.val_loss, self.trainable_fraction]
-        return np.concatenate([np.asarray(self.run.model.ties, dtype=np.float32), onehot,
+        head = self.choices if self.cfg.observation == "choices" else self.run.model.ties
+        return np.concatenate([np.asarray(head, dtype=np.float32), onehot,
                                np.asarray(tail, dtype=np.float32)])
 
     def _info(self, changed: bool) -> dict[str, Any]:
@@ -410,11 +450,20 @@ class LayerTyingEnv(gym.Env):
             trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
             memory_bytes=run.model.memory_bytes(run.optim.optimizer).to_dict(),
             train_steps=run.optim.steps, lr=run.optim.lr, diverged=self.diverged,
-            changed=changed,
+            changed=changed, choices=list(self.choices), frozen=list(run.model.frozen),
         )
         if self.optimal_ppl is not None:
             info["optimal_ppl"] = self.optimal_ppl
+        if self.cfg.test_eval_every:
+            info.update(test_ppl=self.test_ppl, best_test_ppl=self.best_test_ppl,
+                        best_test_sweep=self.best_test_sweep)
         return info
+
+
+def initial_choices(cfg: EnvConfig) -> list[int]:
+    """The raw choices at reset: 0 for every layer (the published `[0] * L`, which also
+    describes `"first"`), or each layer's own index when every layer starts independent."""
+    return list(range(cfg.n_layer)) if cfg.initial_ties == "none" else [0] * cfg.n_layer
 
 
 def _computed(config: dict[str, Any]) -> dict[str, Any]:

@@ -6,14 +6,20 @@ built). Its parts, in bytes:
 
 | part          | formula |
 |---------------|---------|
-| `params`      | `4 * P`, where `P = V*E + S*E + 2E + R*(12E² + 13E)` |
-| `grads`       | `4 * P` (every parameter of the model is trainable) |
-| `optimizer`   | `2 * 4 * P + 4 * (4 + 12R)`: `exp_avg`, `exp_avg_sq`, a `step` per tensor |
-| `activations` | `4 * (B*S*L*(20E + A*H*S) + 3*B*S*V)` + on CUDA `2 * (L*12E² + V*E)` |
+| `params`      | `W * P`, where `P = V*E + S*E + 2E + R*(12E² + 13E)` |
+| `grads`       | `W * T`, where `T = P - F*(12E² + 13E)` (the trainable parameters) |
+| `optimizer`   | `2 * W * T + 4 * (4 + 12(R - F))`: two moments, a float32 `step` a tensor |
+| `activations` | `X * B*S*L*(20E + A*H*S) + 4 * 3*B*S*V`, plus the terms below |
+
+In pure bf16 the activations add `2 * B*S*V` (the bfloat16 logits); under autocast
+`2 * (L*12E² + V*E)` (the bfloat16 copies of the weights).
 
 `V` vocabulary, `E` = `n_embd`, `S` = `seq_len`, `L` = `n_layer`, `H` = `n_head`,
 `B` = `batch_size`, `R` the roots of the tie map (1 for `initial_ties="first"`, `L` for
-`"none"`); 4 bytes is float32, in which the weights and the optimizer state are held.
+`"none"` and `"frozen"`), `F` the frozen roots (`L - 1` for `initial_ties="frozen"`, else
+0); `W` the bytes of a weight, `X` those of a counted activation: 4 and 4 in
+`precision="fp32"` and `"bf16-autocast"` (float32 weights, gradients and optimizer state),
+2 and 2 in pure `"bf16"`. The loss is computed in float32 in every precision.
 
 The first three parts use the arithmetic of `TiedGPT2.memory_bytes` (embeddings
 tied to the LM head and counted once, the blocks of roots only); they equal
@@ -64,7 +70,7 @@ import torch
 
 from tying_env import ties as tm
 from tying_env.errors import ModelTooLargeError
-from tying_env.presets import PRESETS, EnvConfig
+from tying_env.presets import PRESETS, EnvConfig, resolved_precision
 
 BLOCK_TENSORS = 12  # ln_1, c_attn, c_proj, ln_2, c_fc, mlp c_proj: a weight and a bias each
 OTHER_TENSORS = 4  # wte (also the LM head), wpe, ln_f weight and bias
@@ -73,7 +79,8 @@ ATTENTION_COPIES = 3  # materialised attention matrices per layer (CPU with drop
 LOGIT_COPIES = 3  # log-probabilities, their gradient, the logits' gradient
 ADAM_STEP_BYTES = 4  # AdamW's `step`: a float32 scalar per tensor
 WEIGHT_BYTES = 4  # float32 weights, gradients, optimizer state and counted activations
-AUTOCAST_BYTES = 2  # bfloat16 copies of the weights under CUDA autocast
+BF16_BYTES = 2  # the same in pure bfloat16 (precision="bf16")
+AUTOCAST_BYTES = 2  # bfloat16 copies of the weights under autocast
 MEMINFO = Path("/proc/meminfo")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -113,29 +120,47 @@ def block_numel(n_embd: int) -> int:
     return 12 * n_embd * n_embd + 13 * n_embd
 
 
+def starting_state(cfg: EnvConfig) -> tuple[tm.TieMap, tuple[int, ...]]:
+    """The tie map and the frozen roots a fresh run of `cfg` starts from."""
+    L = cfg.n_layer
+    if cfg.initial_ties == "first":
+        return tm.all_first(L), ()
+    return tm.untied(L), tuple(range(1, L)) if cfg.initial_ties == "frozen" else ()
+
+
 def estimate_bytes(cfg: EnvConfig, vocab_size: int, device: str | torch.device = "cpu",
-                   ties: Sequence[int] | None = None) -> MemoryEstimate:
+                   ties: Sequence[int] | None = None,
+                   frozen: Sequence[int] | None = None) -> MemoryEstimate:
     """The bytes a training step of `cfg` needs on `device`, by part, building nothing.
 
-    `ties` defaults to the run's starting tie map (`cfg.initial_ties`); `vocab_size` is
-    the corpus's (the tokenizer's real size for text corpora).
+    `ties` and `frozen` (root positions whose block is frozen) default to the run's
+    starting state (`cfg.initial_ties`, see `starting_state`); `vocab_size` is the
+    corpus's (the tokenizer's real size for text corpora). The precision is
+    `cfg.precision` resolved for `device`.
     """
     E, S, L, H, B, V = (cfg.n_embd, cfg.seq_len, cfg.n_layer, cfg.n_head, cfg.batch_size,
                         vocab_size)
     if ties is None:
-        ties = tm.all_first(L) if cfg.initial_ties == "first" else tm.untied(L)
+        ties, start_frozen = starting_state(cfg)
+        frozen = start_frozen if frozen is None else frozen
+    frozen = frozen or ()
     n_roots = len(tm.roots(ties))
-    numel = V * E + S * E + 2 * E + n_roots * block_numel(E)
-    n_tensors = OTHER_TENSORS + BLOCK_TENSORS * n_roots
-    params = WEIGHT_BYTES * numel
-    optimizer = 2 * params + ADAM_STEP_BYTES * n_tensors
+    n_frozen = len(set(frozen) & set(tm.roots(ties)))
+    precision = resolved_precision(cfg.precision, torch.device(device))
+    W = BF16_BYTES if precision == "bf16" else WEIGHT_BYTES
+    held = V * E + S * E + 2 * E + n_roots * block_numel(E)
+    trainable = held - n_frozen * block_numel(E)
+    n_tensors = OTHER_TENSORS + BLOCK_TENSORS * (n_roots - n_frozen)
+    optimizer = 2 * W * trainable + ADAM_STEP_BYTES * n_tensors
     cuda = torch.device(device).type == "cuda"
     materialised = not cuda and cfg.dropout > 0.0
     per_token_layer = BLOCK_WIDTH * E + (ATTENTION_COPIES * H * S if materialised else 0)
-    activations = WEIGHT_BYTES * (B * S * L * per_token_layer + LOGIT_COPIES * B * S * V)
-    if cuda:
+    activations = W * B * S * L * per_token_layer + WEIGHT_BYTES * LOGIT_COPIES * B * S * V
+    if precision == "bf16":  # the bfloat16 logits, before the float32 loss
+        activations += BF16_BYTES * B * S * V
+    if precision == "bf16-autocast":
         activations += AUTOCAST_BYTES * (L * 12 * E * E + V * E)
-    return MemoryEstimate(params=params, grads=params, optimizer=optimizer,
+    return MemoryEstimate(params=W * held, grads=W * trainable, optimizer=optimizer,
                           activations=activations, device=torch.device(device).type)
 
 
@@ -235,7 +260,7 @@ def check(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> Memory
 
 # settings that change the estimate, besides the preset itself
 SHAPE_SETTINGS = ("n_layer", "n_embd", "n_head", "seq_len", "vocab_size", "batch_size",
-                  "initial_ties", "dropout")
+                  "initial_ties", "dropout", "precision")
 
 
 def blame(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> str:
@@ -265,4 +290,7 @@ def _advice(argument: str, cfg: EnvConfig, device: str | torch.device, available
         return f"use {presets} or a smaller batch_size, seq_len, n_embd or n_layer"
     if argument == "initial_ties":
         return "start tied (initial_ties='first') or use a smaller n_embd or n_layer"
+    if argument == "precision":
+        return ("use precision='bf16' (weights, gradients and AdamW state in bfloat16) or "
+                "'auto'")
     return f"use a smaller {argument}"

@@ -11,7 +11,15 @@ Only *root* positions own a `GPT2Block`. A tied position holds a
   position of a root adds its gradient to it.
 
 Tied blocks therefore have no parameters, gradients or optimizer state: tying a
-root frees its memory for real. This module knows nothing about Gymnasium.
+root frees its memory for real.
+
+A root can also be *frozen* (`TiedGPT2.freeze`): it holds its block, which runs and
+passes gradient to earlier layers, but its weights get no gradient and no optimizer
+state. This reproduces the published start state (`initial_ties="frozen"`): every
+block keeps its own random initialisation, frozen, until a decision unties it
+(`untie` or `choose(i, >= i)` unfreezes it). Frozenness follows the block: a frozen
+root handed to its lowest dependent (promotion) stays frozen; a clone made by
+`untie` is trainable. This module knows nothing about Gymnasium.
 """
 
 from __future__ import annotations
@@ -106,7 +114,7 @@ class TiedGPT2(nn.Module):
     """GPT-2 language model whose blocks are tied according to a tie map."""
 
     def __init__(self, config: GPT2Config, tie_mode: str = "copy",
-                 ties: Sequence[int] | None = None):
+                 ties: Sequence[int] | None = None, frozen: Sequence[int] = ()):
         super().__init__()
         if tie_mode not in TIE_MODES:
             raise ValueError(f"tie_mode={tie_mode!r} is unknown; allowed: {', '.join(TIE_MODES)}")
@@ -115,8 +123,10 @@ class TiedGPT2(nn.Module):
         self.lm = fast_dropout.install(GPT2LMHeadModel(config))
         self._owned: dict[int, nn.Module] = dict(enumerate(self.lm.transformer.h))
         self._ties: TieMap = tm.untied(config.n_layer)
+        self._frozen: set[int] = set()
         if ties is not None:
             self.set_ties(ties)
+        self.freeze(frozen)
 
     # ------------------------------------------------------------------ tie map
     @property
@@ -131,6 +141,27 @@ class TiedGPT2(nn.Module):
         """The block (module with weights) that `position` runs."""
         return self._owned[self._ties[position]]
 
+    @property
+    def frozen(self) -> tuple[int, ...]:
+        """The roots whose block is frozen (held and run, but not trained), ascending."""
+        return tuple(sorted(self._frozen))
+
+    def freeze(self, positions: Sequence[int]) -> None:
+        """Freeze the blocks of these roots: no gradients, no optimizer state (the caller's
+        optimizer must then `sync`); ValueError for a position that is not a root."""
+        for i in positions:
+            if not 0 <= i < self.n_layer or self._ties[i] != i:
+                raise ValueError(f"only roots can be frozen; position {i} of tie map "
+                                 f"{list(self._ties)} is not one")
+        for i in positions:
+            self._owned[i].requires_grad_(False)
+            self._frozen.add(i)
+
+    def _unfreeze(self, i: int) -> None:
+        if i in self._frozen:
+            self._frozen.discard(i)
+            self._owned[i].requires_grad_(True)
+
     def apply_transition(self, transition: Transition) -> Transition:
         """Carry out a transition computed by `tying_env.ties` on this model's map."""
         if transition.before != self._ties:
@@ -140,16 +171,22 @@ class TiedGPT2(nn.Module):
             return transition
         after = transition.after
         owned = dict(self._owned)
+        frozen = set(self._frozen)
         if transition.promoted is not None:  # dependents keep the weights they ran
             old, heir = transition.promoted
             owned[heir] = owned.pop(old)
+            if old in frozen:  # frozen weights stay frozen
+                frozen.discard(old)
+                frozen.add(heir)
         elif transition.cloned is not None:  # own storage, fresh optimizer state
             position, source = transition.cloned
             owned[position] = copy.deepcopy(owned[source]).requires_grad_(True)
         else:  # a root nobody else ran became tied: its weights are freed
             for r in set(owned) - set(tm.roots(after)):
                 del owned[r]
+                frozen.discard(r)
         self._owned = owned
+        self._frozen = frozen
         self._ties = after
         self._rebuild()
         return transition
@@ -158,11 +195,18 @@ class TiedGPT2(nn.Module):
         return self.apply_transition(tm.tie(self._ties, i, j))
 
     def untie(self, i: int) -> Transition:
-        return self.apply_transition(tm.untie(self._ties, i))
+        """Position i trains its own weights: a clone of what it ran, or, for a frozen root,
+        its own block, unfrozen (the transition is then unchanged: see `frozen`)."""
+        transition = self.apply_transition(tm.untie(self._ties, i))
+        self._unfreeze(i)
+        return transition
 
     def choose(self, i: int, choice: int) -> Transition:
         """The published action convention: `choice < i` copies it, else independent."""
-        return self.apply_transition(tm.apply_choice(self._ties, i, choice))
+        transition = self.apply_transition(tm.apply_choice(self._ties, i, choice))
+        if choice >= i:
+            self._unfreeze(i)
+        return transition
 
     def set_ties(self, target: Sequence[int]) -> None:
         """Reach `target` by a sequence of decisions (layers 1..L-1 in order)."""
@@ -192,9 +236,10 @@ class TiedGPT2(nn.Module):
         return self.lm(input_ids=input_ids).logits
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of targets `y` given inputs `x`."""
+        """Mean next-token cross-entropy of targets `y` given inputs `x`, in float32 (from
+        bfloat16 logits too, as autocast does)."""
         logits = self(x)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
 
     # -------------------------------------------------------------- accounting
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -207,7 +252,7 @@ class TiedGPT2(nn.Module):
     def param_counts(self) -> tuple[int, int]:
         """(trainable, total): unique trainable elements, and those of the untied model."""
         trainable = sum(p.numel() for p in self.trainable_parameters())
-        shared = trainable - len(self._owned) * self.block_numel()
+        shared = trainable - (len(self._owned) - len(self._frozen)) * self.block_numel()
         return trainable, shared + self.n_layer * self.block_numel()
 
     def memory_bytes(self, optimizer: torch.optim.Optimizer | None = None) -> MemoryBytes:

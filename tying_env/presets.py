@@ -15,7 +15,9 @@ from tying_env.data.corpus import DATASETS
 from tying_env.errors import SettingError, SettingTypeError
 from tying_env.ties import TIE_MODES
 
-INITIAL_TIES = ("first", "none")
+INITIAL_TIES = ("first", "none", "frozen")
+PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
+OBSERVATIONS = ("ties", "choices")
 REWARDS = ("log_ppl_delta", "ppl_delta", "paper")
 ACTION_MODES = ("layer", "vector")
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,6 +34,24 @@ class EnvConfig:
     or the available figure misleads: with swap, with unified memory that the GPU shares
     with the host, or when memory will be freed by someone else before the run starts.
     It does not change what the run computes.
+
+    `precision`: `"fp32"`; `"bf16-autocast"` (fp32 weights, gradients and AdamW state, the
+    forward and backward passes in bfloat16 under `torch.autocast`); `"bf16"` (the whole
+    model in bfloat16, so weights, gradients and AdamW state too: the published code's
+    `model.bfloat16()`); `"auto"` (default): `"bf16-autocast"` on CUDA, `"fp32"` on the CPU.
+
+    `initial_ties="frozen"` reproduces the published start (not a recommendation): every
+    block keeps its own random initialisation, frozen (no gradient, no optimizer state),
+    until a decision about its layer unties it (`"first"`: every layer runs a real copy of
+    block 0; `"none"`: every block trains from the start).
+
+    `observation`: what the first `L` entries of the observation hold: `"ties"` (the tie
+    map, resolved to roots) or `"choices"` (the raw last choice per layer, what the
+    published Q-learner sees; also in `info["choices"]`).
+
+    `test_eval_every` (sweeps; 0: never): evaluate the whole test split after every that
+    many sweeps, for the published metric, the best test perplexity over sweeps
+    (`info["best_test_ppl"]`), which is selected on the test split.
     """
 
     preset: str = "tiny"
@@ -47,6 +67,7 @@ class EnvConfig:
     dataset: str = "synthetic"
     data_dir: str | None = None
     tokenizer: str | None = None
+    precision: str = "auto"
     # inner training
     batch_size: int = 16
     lr: float = 1e-4
@@ -63,6 +84,8 @@ class EnvConfig:
     param_penalty: float = 0.0
     eval_batches: int = 4
     action_mode: str = "layer"
+    observation: str = "ties"
+    test_eval_every: int = 0
     device: str = "auto"
     # refuse runs that cannot fit in memory (see the docstring)
     memory_check: bool = True
@@ -81,12 +104,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the 124M GPT-2 shape
     "gpt2": dict(n_layer=12, n_embd=768, n_head=12, seq_len=1024, vocab_size=50257,
                  batch_size=8, lr=1e-4, dataset="wikitext-2", max_sweeps=100),
-    # the published run's shape
-    "paper": dict(n_layer=12, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
-                  batch_size=8, lr=1e-4, dataset="wikitext-2", max_sweeps=100),
+    # the published GPT-2 run on WikiText-2 (every WikiText-2 launch script of the published
+    # code): 48 x 1600, 16 heads, GPT-2's tokenizer, WikiText-2 with <unk> tokens
+    "paper": dict(n_layer=48, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
+                  batch_size=16, lr=1e-4, dropout=0.2, dataset="wikitext-2-v1",
+                  tokenizer="gpt2", max_sweeps=100),
+    # the same at 12 layers: the shape of the published Shakespeare "reverse" ablation
+    "paper-12": dict(n_layer=12, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
+                     batch_size=16, lr=1e-4, dropout=0.2, dataset="wikitext-2-v1",
+                     tokenizer="gpt2", max_sweeps=100),
 }
 
 _FIELD_TYPES = {f.name: f.type for f in fields(EnvConfig)}
+
+
+def resolved_precision(precision: str, device: str | Any) -> str:
+    """`precision` with `"auto"` resolved for `device`: bf16 autocast on CUDA, else fp32."""
+    if precision not in PRECISIONS:
+        raise SettingError("precision", f"precision={precision!r} is unknown; allowed: "
+                                        f"{', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    kind = device if isinstance(device, str) else getattr(device, "type", str(device))
+    return "bf16-autocast" if kind.startswith("cuda") else "fp32"
 
 
 def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
@@ -102,7 +142,10 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
             f"allowed: {', '.join(sorted(_FIELD_TYPES))}"
         )
     given = {k: v for k, v in overrides.items() if v is not None or k in ("data_dir", "tokenizer")}
-    cfg = replace(EnvConfig(), preset=preset, **{**PRESETS[preset], **given})
+    settings = {**PRESETS[preset], **given}
+    if "tokenizer" not in given and settings.get("dataset") == "synthetic":
+        settings["tokenizer"] = None  # a preset's tokenizer is for text corpora only
+    cfg = replace(EnvConfig(), preset=preset, **settings)
     validate(cfg)
     return cfg
 
@@ -110,7 +153,8 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
 def validate(cfg: EnvConfig) -> None:
     """Raise `SettingError` naming the first bad setting."""
     ints = dict(n_layer=1, n_embd=1, n_head=1, seq_len=2, vocab_size=2, batch_size=1,
-                warmup_steps=0, steps_per_decision=1, max_sweeps=1, eval_batches=1)
+                warmup_steps=0, steps_per_decision=1, max_sweeps=1, eval_batches=1,
+                test_eval_every=0)
     for name, low in ints.items():
         _check_int(name, getattr(cfg, name), low)
     floats = dict(dropout=(0.0, 1.0, True), lr=(0.0, float("inf"), False),
@@ -131,7 +175,7 @@ def validate(cfg: EnvConfig) -> None:
                                       "tied, so one layer leaves no decision to make")
     choices = dict(dataset=DATASETS, tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
                    reward=REWARDS, action_mode=ACTION_MODES,
-                   activation=ACTIVATIONS)
+                   activation=ACTIVATIONS, precision=PRECISIONS, observation=OBSERVATIONS)
     for name, allowed in choices.items():
         value = getattr(cfg, name)
         if value not in allowed:

@@ -12,6 +12,10 @@
 - `TrainingRun`: one seeded training run of a tied GPT-2 on a corpus:
   apply a decision, train a few steps, evaluate; its complete state for
   checkpoints (`TrainingRun.state` / `TrainingRun.restore`).
+- Precision (`EnvConfig.precision`, see `model_dtype` and `autocast`): `fp32`;
+  `bf16-autocast` (float32 weights, gradients and AdamW state, bfloat16 compute under
+  `torch.autocast`); pure `bf16` (the whole model cast to bfloat16, so its gradients
+  and AdamW moments are bfloat16 too, as published). The loss is float32 in all three.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from tying_env import checkpoint as ckpt
 from tying_env import ties as tm
 from tying_env.data.corpus import Corpus
 from tying_env.model import TiedGPT2, gpt2_config
-from tying_env.presets import EnvConfig
+from tying_env.presets import EnvConfig, resolved_precision
 from tying_env.ties import Transition
 
 
@@ -134,12 +138,26 @@ def split_windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
     return np.asarray(tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)])
 
 
+# ------------------------------------------------------------------ precision
+def model_dtype(precision: str) -> torch.dtype:
+    """The dtype of the weights (and so of gradients and AdamW moments) in `precision`."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on `device` for `"bf16-autocast"`; nothing otherwise."""
+    if precision == "bf16-autocast":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 # ------------------------------------------------------------------ the run
-def build_model(cfg: EnvConfig, vocab_size: int, ties: Sequence[int] | None = None) -> TiedGPT2:
-    """The tied GPT-2 of `cfg` (initialised from torch's current random state)."""
+def build_model(cfg: EnvConfig, vocab_size: int, ties: Sequence[int] | None = None,
+                frozen: Sequence[int] = ()) -> TiedGPT2:
+    """The tied GPT-2 of `cfg` (initialised from torch's current random state, float32)."""
     config = gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, vocab_size,
                          cfg.dropout, cfg.activation)
-    return TiedGPT2(config, cfg.tie_mode, ties=ties)
+    return TiedGPT2(config, cfg.tie_mode, ties=ties, frozen=frozen)
 
 
 def initial_ties(cfg: EnvConfig) -> tm.TieMap | None:
@@ -147,13 +165,20 @@ def initial_ties(cfg: EnvConfig) -> tm.TieMap | None:
     return tm.all_first(cfg.n_layer) if cfg.initial_ties == "first" else None
 
 
+def initial_frozen(cfg: EnvConfig) -> tuple[int, ...]:
+    """The roots a fresh run starts frozen: blocks 1..L-1 for `initial_ties="frozen"`."""
+    return tuple(range(1, cfg.n_layer)) if cfg.initial_ties == "frozen" else ()
+
+
 class TrainingRun:
     """One seeded training run of a tied GPT-2 on a corpus.
 
-    `model_seed` initialises the weights; `data_seed` drives the choice of
-    training windows and, through a torch generator state kept apart from the
+    `model_seed` initialises the weights (in float32, then cast to the precision's
+    dtype, so every precision starts from the same values); `data_seed` drives the
+    choice of training windows and, through a torch generator state kept apart from the
     caller's, dropout. `seconds` accumulates the time spent training and
-    evaluating (for performance measurements).
+    evaluating (for performance measurements). `precision` is `cfg.precision` resolved
+    for `device`.
     """
 
     def __init__(self, cfg: EnvConfig, corpus: Corpus, device: torch.device, model_seed: int,
@@ -161,10 +186,12 @@ class TrainingRun:
         self.cfg = cfg
         self.corpus = corpus
         self.device = device
+        self.precision = resolved_precision(cfg.precision, device)
         self.data_rng = np.random.default_rng(data_seed)
         with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(model_seed)
-            self.model = build_model(cfg, corpus.vocab_size, initial_ties(cfg)).to(device)
+            self.model = build_model(cfg, corpus.vocab_size, initial_ties(cfg),
+                                     initial_frozen(cfg)).to(device, model_dtype(self.precision))
             self.torch_rng = _rng_state(device)
         self.optim = self._new_optimizer(self.model)
         self.seconds = {"train": 0.0, "evaluate": 0.0}
@@ -172,8 +199,9 @@ class TrainingRun:
     # ---------------------------------------------------------------- decisions
     def choose(self, layer: int, choice: int) -> Transition:
         """Apply one decision (`choice < layer` copies it, else independent)."""
+        frozen = self.model.frozen
         transition = self.model.choose(layer, choice)
-        if transition.changed:
+        if transition.changed or self.model.frozen != frozen:
             self.optim.sync(self.model.trainable_parameters())
         return transition
 
@@ -193,7 +221,7 @@ class TrainingRun:
                     windows = sample_windows(self.corpus.train, self.data_rng, cfg.batch_size,
                                              cfg.seq_len)
                     x, y = self._batch(windows)
-                    with self._autocast():
+                    with autocast(self.precision, self.device):
                         loss = self.model.loss(x, y)
                     loss_value = float(loss.detach())
                     if not math.isfinite(loss_value):
@@ -216,7 +244,7 @@ class TrainingRun:
         total, count = 0.0, 0
         for start in range(0, len(windows), batch_size):
             x, y = self._batch(windows[start:start + batch_size])
-            with self._autocast():
+            with autocast(self.precision, self.device):
                 loss = self.model.loss(x, y)
             total += float(loss) * y.numel()
             count += y.numel()
@@ -232,11 +260,6 @@ class TrainingRun:
     def _batch(self, windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         w = torch.from_numpy(windows.astype(np.int64)).to(self.device)
         return w[:, :-1], w[:, 1:]
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _rng_devices(self) -> list[torch.device]:
         return [self.device] if self.device.type == "cuda" else []
@@ -264,8 +287,9 @@ class TrainingRun:
         Tensors: `model/` (root blocks, embeddings, final norm), `optim/` (the
         AdamW state, per trainable tensor in the order of
         `model.trainable_parameters()`), `torch_rng/` (the dropout generator).
-        Metadata: the tie map, the schedule's step count, which tensors hold a
-        gradient (memory accounting sees them), the data sampler's generator.
+        Metadata: the tie map, the frozen roots, the schedule's step count, which
+        tensors hold a gradient (memory accounting sees them), the data sampler's
+        generator.
         """
         model_tensors, model_meta = ckpt.module_state(self.model.lm)
         optim_tensors, optim_meta = ckpt.optimizer_state(self.optim.optimizer)
@@ -273,7 +297,8 @@ class TrainingRun:
                    **ckpt.prefixed("optim/", optim_tensors),
                    **{f"torch_rng/{i}": s.cpu() for i, s in enumerate(self.torch_rng)}}
         params = self.model.trainable_parameters()
-        meta = dict(tie_map=list(self.model.ties), model=model_meta,
+        meta = dict(tie_map=list(self.model.ties), frozen=list(self.model.frozen),
+                    model=model_meta,
                     optim=dict(steps=self.optim.steps, torch=optim_meta),
                     grads=[i for i, p in enumerate(params) if p.grad is not None],
                     data_rng=ckpt.generator_state(self.data_rng),
@@ -285,8 +310,8 @@ class TrainingRun:
                 tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> TrainingRun:
         """The run saved by `state`; `CheckpointError`
         names anything that does not fit `cfg`."""
-        ckpt.require(meta, ("tie_map", "model", "optim", "grads", "data_rng", "torch_rng"),
-                     "training run")
+        ckpt.require(meta, ("tie_map", "frozen", "model", "optim", "grads", "data_rng",
+                            "torch_rng"), "training run")
         try:
             ties = tm.validate(meta["tie_map"])
         except (TypeError, ValueError) as e:
@@ -294,10 +319,17 @@ class TrainingRun:
         if len(ties) != cfg.n_layer:
             raise ckpt.CheckpointError(f"the saved tie map {list(ties)} does not fit "
                                        f"n_layer={cfg.n_layer}")
+        frozen = meta["frozen"]
+        if not isinstance(frozen, list) or any(not isinstance(i, int) or not 0 <= i < len(ties)
+                                               or ties[i] != i for i in frozen):
+            raise ckpt.CheckpointError(f"the saved frozen roots {frozen} do not fit the tie map "
+                                       f"{list(ties)}")
         run = cls.__new__(cls)
         run.cfg, run.corpus, run.device = cfg, corpus, device
+        run.precision = resolved_precision(cfg.precision, device)
         with torch.random.fork_rng(devices=run._rng_devices()):  # the init is overwritten
-            model = build_model(cfg, corpus.vocab_size, ties)
+            model = build_model(cfg, corpus.vocab_size, ties, frozen)
+        model.to(dtype=model_dtype(run.precision))
         ckpt.load_module_state(model.lm, ckpt.sub(tensors, "model/"), meta["model"], "model")
         run.model = model.to(device)
         run.optim = run._new_optimizer(run.model)
