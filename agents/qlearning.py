@@ -3,8 +3,11 @@
 `qlearning` reproduces the published driver in every listed detail
 (DESIGN.md section 2):
 
-- the Q-network is an MLP: input the tie map as raw integers (`obs[:L]`),
-  one hidden layer of 128 units, ReLU, `L(L+1)/2` outputs;
+- the Q-network is an MLP: input the raw index chosen last for each layer
+  (`info["choices"]`: the published `state` list, not resolved to roots; before a
+  layer's first decision, its starting entry), one hidden layer of 128 units, ReLU,
+  `L(L+1)/2` outputs; `state="ties"` feeds it the tie map resolved to roots
+  (`info["tie_map"]`) instead;
 - layer `i` owns the outputs `[i(i+1)/2, i(i+1)/2 + i + 1)`: index `j < i`
   means "copy layer j", index `i` means "train independently" (the agent
   returns action `i`, which the environment reads as independent);
@@ -21,7 +24,8 @@
 replay buffer, a hard-updated target network, and a target that bootstraps
 from the NEXT decision's layer (the layer the next state is about), with no
 bootstrap after a diverged (terminated) run. It uses the same network,
-output layout, exploration schedule and action set (it masks nothing extra).
+output layout, exploration schedule and action set (it masks nothing extra), and
+by default the resolved tie map as its state (`state="ties"`).
 
 Both only play layer mode (`action_mode="layer"`). The layer being decided
 is read from the observation's one-hot (`obs[L:2L]`), the sweep count from
@@ -43,6 +47,7 @@ from agents.base import Agent, AgentState, action_mode, n_layers
 from tying_env import checkpoint as ckpt
 
 ArrayLike = np.ndarray | torch.Tensor
+STATES = ("choices", "ties")  # the Q-network's input: raw last choices, or the resolved map
 
 
 # ------------------------------------------------------------------ the pure pieces
@@ -115,6 +120,7 @@ class QLearningConfig:
     epsilon_decay: float = 0.95
     epsilon_min: float = 0.01
     bootstrap_at_end: bool = True  # the published code bootstraps from the last transition too
+    state: str = "choices"  # the published input: the raw last choice per layer (STATES)
 
 
 # ------------------------------------------------------------------ the agent
@@ -139,6 +145,7 @@ class QLearningAgent(Agent):
         self.decisions = 0
         self.last_loss = float("nan")
         self._sweep_at_act: int | None = None
+        self._state_at_act: np.ndarray | None = None
 
     def _config(self, hparams: dict[str, Any]) -> QLearningConfig:
         """Hyperparameters, checked: unknown names and wrong types are named."""
@@ -150,6 +157,11 @@ class QLearningAgent(Agent):
         defaults = self.config_class()
         for key, value in hparams.items():
             default = getattr(defaults, key)
+            if isinstance(default, str):
+                if value not in STATES:
+                    raise ValueError(f"{key}={value!r} is not allowed for agent {self.name!r}; "
+                                     f"allowed: {', '.join(STATES)}")
+                continue
             if isinstance(default, bool):
                 ok = isinstance(value, bool)
             elif isinstance(default, int):
@@ -181,8 +193,18 @@ class QLearningAgent(Agent):
 
     # -------------------------------------------------------------- acting
     def ties_of(self, obs: np.ndarray) -> np.ndarray:
-        """The tie map part of an observation (raw integers as float32)."""
+        """The first `L` entries of an observation (raw integers as float32)."""
         return np.asarray(obs[: self.n_layer], dtype=np.float32)
+
+    def state_of(self, info: dict[str, Any]) -> np.ndarray:
+        """The Q-network's input (float32): `info["choices"]`, the raw last choice per
+        layer (`state="choices"`, the published input), or `info["tie_map"]`, the tie map
+        resolved to roots (`state="ties"`)."""
+        key = "choices" if self.cfg.state == "choices" else "tie_map"
+        if key not in info:
+            raise KeyError(f"agent {self.name!r} with state={self.cfg.state!r} reads "
+                           f"info[{key!r}], which this environment's info lacks")
+        return np.asarray(info[key], dtype=np.float32)
 
     def layer_of(self, obs: np.ndarray) -> int:
         """The layer an observation asks about (its one-hot)."""
@@ -190,27 +212,31 @@ class QLearningAgent(Agent):
 
     @torch.no_grad()
     def q_values(self, ties: np.ndarray) -> np.ndarray:
-        """All `L(L+1)/2` Q-values for one tie map."""
+        """All `L(L+1)/2` Q-values for one state (see `state_of`)."""
         return self.qnet(torch.as_tensor(ties, dtype=torch.float32)).numpy()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> int:
         i = int(info["layer"])
         self._sweep_at_act = int(info["sweep"])
+        self._state_at_act = self.state_of(info)
         if self.rng.random() < self.epsilon:
             return random_choice(i, self.rng)
-        return greedy(self.q_values(self.ties_of(obs)), i)
+        return greedy(self.q_values(self._state_at_act), i)
 
     def policy(self, obs: np.ndarray, info: dict[str, Any]) -> int:
         """The greedy choice (no exploration), for evaluating the frozen agent."""
-        return greedy(self.q_values(self.ties_of(obs)), int(info["layer"]))
+        return greedy(self.q_values(self.state_of(info)), int(info["layer"]))
 
     # ------------------------------------------------------------- learning
     def observe(self, obs: np.ndarray, action: Any, reward: float, next_obs: np.ndarray,
                 terminated: bool, truncated: bool, info: dict[str, Any]) -> None:
+        if self._state_at_act is None:
+            raise RuntimeError(f"agent {self.name!r}: observe() needs the state seen by the "
+                               "act() that chose the action; call act() first")
         layer = self.layer_of(obs)
-        self.last_loss = self.update(self.ties_of(obs), layer, int(action), reward,
-                                     self.ties_of(next_obs), self.layer_of(next_obs),
-                                     terminated, truncated)
+        state, self._state_at_act = self._state_at_act, None
+        self.last_loss = self.update(state, layer, int(action), reward, self.state_of(info),
+                                     self.layer_of(next_obs), terminated, truncated)
         self.decisions += 1
         sweep = int(info["sweep"])
         if self._sweep_at_act is not None and sweep > self._sweep_at_act:
@@ -286,6 +312,7 @@ class QLearningPlusConfig(QLearningConfig):
     learning_starts: int = 16  # decisions stored before the first update
     target_update: int = 20  # decisions between hard copies into the target network
     bootstrap_at_end: bool = True  # at truncation (a time limit); never after divergence
+    state: str = "ties"  # the repair sees the tie map resolved to roots
 
 
 class QLearningPlusAgent(QLearningAgent):

@@ -213,6 +213,11 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         notes.append("training diverged (non-finite loss): the episode ended early")
     if not (math.isfinite(final_val) and math.isfinite(final_test)):
         notes.append("non-finite final perplexities are written as null")
+    from agents.runs.protocol import PUBLISHED_METRIC_NOTE, published_metric
+
+    published = published_metric(last)  # with test_eval_every > 0 only
+    if published:
+        notes.append(PUBLISHED_METRIC_NOTE)
     return {
         "agent": spec.agent,
         "agent_kwargs": spec.agent_kwargs,
@@ -223,6 +228,7 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         "device": str(env.device),
         "final_val_ppl": final_val,
         "final_test_ppl": final_test,
+        **published,
         "optimal_ppl": env.optimal_ppl,
         "optimal_val_ppl": _optimal_split_ppl(env, "valid"),
         "optimal_test_ppl": _optimal_split_ppl(env, "test"),

@@ -16,9 +16,11 @@ held-out ones. With `RunSpec.train_episodes = N > 0` a run does that:
 The run folder holds `result.json`, with `protocol: "train-evaluate"`, one entry per
 training episode (`train`) and per evaluation episode (`eval`), and as its top-level
 `final_val_ppl`, `final_test_ppl`, `trainable_fraction` the means over the evaluation
-episodes (what the benchmark tables report); `eval/seed-<s>/log.jsonl` per evaluation
-episode; `run.json`; `agent/`. Such a run writes no checkpoints (a stopped one starts
-again).
+episodes (what the benchmark tables report), and, when the environment evaluates the test
+split during episodes (`test_eval_every > 0`), the mean `best_test_ppl` (the published
+metric, labelled as selected on the test split, see `published_metric`);
+`eval/seed-<s>/log.jsonl` per evaluation episode; `run.json`; `agent/`. Such a run writes
+no checkpoints (a stopped one starts again).
 """
 
 from __future__ import annotations
@@ -42,6 +44,24 @@ if TYPE_CHECKING:
 
 PROTOCOL = "train-evaluate"
 EVAL_OFFSET = 1_000_000  # evaluation seeds start here: never a training seed
+# the published metric, recorded beside the final-checkpoint ones when the environment
+# evaluates the test split during the episode (test_eval_every > 0)
+PUBLISHED_METRIC_NOTE = (
+    "best_test_ppl is the published metric: the best test perplexity over sweeps, selected "
+    "on the test split (best_test_ppl_selected_on), so an optimistic number, not a held-out "
+    "estimate; final_test_ppl is the final model's, selected on nothing")
+
+
+def published_metric(info: dict[str, Any]) -> dict[str, Any]:
+    """`best_test_ppl` (None if never finite), `best_test_sweep` and the label
+    `best_test_ppl_selected_on: "test"`, from an episode's last info or log record; empty
+    when the environment did not evaluate the test split (`test_eval_every=0`)."""
+    if "best_test_ppl" not in info:
+        return {}
+    best = info["best_test_ppl"]
+    return {"best_test_ppl": _finite(best) if best is not None else None,
+            "best_test_sweep": int(info.get("best_test_sweep") or 0),
+            "best_test_ppl_selected_on": "test"}
 
 
 def train_seed(seed: int, episode: int) -> int:
@@ -92,7 +112,8 @@ def summary(info: dict[str, Any], episode_return: float) -> dict[str, Any]:
     """One episode's record from its last info."""
     return {"return": episode_return, "decisions": int(info["decision"]),
             "val_ppl": _finite(info["val_ppl"]), "trainable_fraction": info["trainable_fraction"],
-            "tie_map": list(info["tie_map"]), "diverged": bool(info["diverged"])}
+            "tie_map": list(info["tie_map"]), "diverged": bool(info["diverged"]),
+            **published_metric(info)}
 
 
 def _finite(x: float) -> float | None:
@@ -129,11 +150,16 @@ def run_train_evaluate(spec: RunSpec) -> dict[str, Any]:
         "train_episodes": spec.train_episodes, "eval_episodes": spec.eval_episodes,
         **{key: _mean([e[key] for e in evaluations])
            for key in ("final_val_ppl", "final_test_ppl", "trainable_fraction")},
+        **({"best_test_ppl": _mean([e["best_test_ppl"] for e in evaluations]),
+            "best_test_ppl_selected_on": "test"}
+           if evaluations and "best_test_ppl" in evaluations[0] else {}),
         "train": train, "eval": evaluations,
         "train_seconds": train_seconds, "optimal_ppl": base.optimal_ppl,
         "notes": ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
                   "evaluation episodes (held-out seeds, frozen agent)"],
     }
+    if "best_test_ppl" in result:
+        result["notes"].append(PUBLISHED_METRIC_NOTE)
     result["total_seconds"] = time.perf_counter() - t_start
     write_json(spec.folder / "result.json", result)
     return result
