@@ -20,12 +20,14 @@ def test_gpu_smoke_runs_on_cpu(capsys, tmp_path: Path) -> None:
     out = capsys.readouterr().out
     header = "| " + " | ".join(gpu.COLUMNS) + " |"
     assert header in out
-    assert [(r["shape"], r["ties"], r["status"]) for r in rows] == [
-        ("smoke", "untied", "ok"), ("smoke", "75% copy", "ok")]
+    assert [(r["shape"], r["ties"], r["dtype"], r["status"]) for r in rows] == [
+        ("smoke", "untied", "fp32", "ok"), ("smoke", "75% copy", "fp32", "ok"),
+        ("smoke", "untied", "bf16", "ok"), ("smoke", "75% copy", "bf16", "ok")]
     table = [line for line in out.splitlines() if line.startswith("| smoke |")]
-    assert len(table) == 2 and all(line.count("|") == len(gpu.COLUMNS) + 1 for line in table)
+    assert len(table) == 4 and all(line.count("|") == len(gpu.COLUMNS) + 1 for line in table)
     assert all("| n/a |" in line for line in table)  # no peak CUDA memory on the CPU
     assert rows[0]["tokens/s"] > 0 and rows[1]["trainable params"] < rows[0]["trainable params"]
+    assert all(r["TFLOP/s"] > 0 and r["% peak"] is None for r in rows)  # no GPU peak here
     assert json.loads((tmp_path / "gpu.json").read_text())["rows"][1]["ties"] == "75% copy"
 
 
