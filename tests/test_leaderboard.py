@@ -25,8 +25,8 @@ from agents.benchmark.stats import Bootstrap, claims, improvement
 from scripts.portable_results import portable
 
 ROOT = Path(__file__).resolve().parents[1]
-# a small real benchmark: 4 layers, 2 sweeps (6 decisions of 4 optimizer steps), 2 seeds
-ENV_KWARGS = {"n_layer": 4, "max_sweeps": 2, "eval_batches": 1, "n_embd": 32, "n_head": 2}
+# a small real benchmark: 4 layers, 1 sweep (3 decisions of 4 optimizer steps), 2 seeds
+ENV_KWARGS = {"n_layer": 4, "max_sweeps": 1, "eval_batches": 1, "n_embd": 32, "n_head": 2}
 AGENTS = ("qlearning", "vanilla", "albert")
 TRACK = {"name": "tiny-test", "version": 1}
 MACHINE_PATHS = ("/work/", "/home/", "/tmp/", "/Users/", "C:\\", "/root/", "/mnt/")
