@@ -88,6 +88,8 @@ def collect(out: Path, request: Json | None) -> list[Json]:
                         "train_episodes": request.get("train_episodes") or None}
             if request.get("train_episodes"):
                 expected["eval_episodes"] = request.get("eval_episodes")
+            if (request.get("track") or {}).get("label"):  # as cells.Request.expected
+                expected["track"] = request["track"]["label"]
         status = cell_status(out, agent, seed, expected)
         cells.append({
             "name": cell_name(agent, seed), "agent": agent, "seed": seed, "status": status,
