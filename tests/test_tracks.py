@@ -96,3 +96,35 @@ def test_reward_noise_is_measured_from_replayed_states(quick: tracks.Track,
     assert result["train_noise_std"] > 0
     text = noise.format_report(result)
     assert "effect of one decision" in text and "evaluation noise, 1 batches" in text
+
+
+def test_cli_refuses_what_a_track_fixes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from agents.benchmark.cli import main
+
+    for extra, option in ((["--seeds", "0"], "--seeds"), (["--env-kwargs", "{}"], "--env-kwargs"),
+                          (["--env", "LayerTying-GPT2-Tiny-v0"], "--env")):
+        with pytest.raises(SystemExit) as stop:
+            main(["--track", "tiny", "--out", str(tmp_path / "x"), *extra])
+        assert stop.value.code == 2
+        assert f"a track fixes {option}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--track", "nope", "--out", str(tmp_path / "x")])
+    assert "'nope' is not a track" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x")])
+    assert "--agents" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_runs_a_track_and_records_it(quick: tracks.Track, tmp_path: Path,
+                                         cache_dir: Path) -> None:
+    from agents.benchmark.cli import main
+
+    out = tmp_path / "bench"
+    argv = ["--track", "quick", "--agents", "albert", "--out", str(out), "--cache-dir",
+            str(cache_dir), "--no-progress"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["request"]["track"]["label"] == "quick/v1"
+    assert "--track quick" in results["request"]["command"]
+    assert [c["result"]["track"] for c in results["cells"]] == ["quick/v1"]

@@ -16,6 +16,9 @@ claimed is waited for, never started twice, and its folder never deleted.
 for a Slurm array) and runs nothing; `--shard i/n` runs a deterministic 1/n of the cells
 and writes no report; a later plain invocation gathers everything into the results.
 
+**Tracks**: `--track NAME` runs a named, versioned setting (`agents.benchmark.tracks`);
+options the track fixes are refused beside it, and every cell records the track's label.
+
 **A changed request is refused**: if any cell in `OUT` holds a result of another
 environment configuration (env id or resolved env settings), or of other agent kwargs
 for a requested agent, nothing runs and the error (naming `--out`) lists the cells and
@@ -33,6 +36,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents.benchmark.report import RESULTS_MD
 from agents.runs.config import parse_with_config
@@ -58,13 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="read options from a YAML, TOML or JSON file (a run's run.json "
                              "works too); flags override it")
-    parser.add_argument("--env", default=DEFAULT_ENV, dest="env_id",
+    parser.add_argument("--track", metavar="NAME",
+                        help="run a named, versioned track (agents.benchmark.tracks: "
+                             "tiny, wikitext2), which fixes the environment, its settings, "
+                             "the seeds and the agents' hyperparameters; --agents defaults "
+                             "to the track's main agents")
+    parser.add_argument("--env", dest="env_id",
                         help=f"registered environment id (default {DEFAULT_ENV})")
-    parser.add_argument("--env-kwargs", default="{}", metavar="JSON",
+    parser.add_argument("--env-kwargs", metavar="JSON",
                         help='environment settings for every cell, e.g. \'{"n_layer": 4}\'')
-    parser.add_argument("--agents", required=True, metavar="A,B,...",
-                        help="comma-separated registered agent names")
-    parser.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
+    parser.add_argument("--agents", metavar="A,B,...",
+                        help="comma-separated agent names: registered ones, or "
+                             "package.module:ClassName for an agent class of your own")
+    parser.add_argument("--seeds", metavar="S,S,...",
                         help="comma-separated non-negative seeds (default 0,1,2)")
     parser.add_argument("--workers", metavar="N",
                         help="cells run at the same time (default 1; with --launcher ray: "
@@ -74,14 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "with --launcher ray: 1), and the CPUs a Ray task asks for")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="benchmark folder (cells go to DIR/cells/<agent>-s<seed>)")
-    parser.add_argument("--agent-kwargs", default="{}", metavar="JSON",
+    parser.add_argument("--agent-kwargs", metavar="JSON",
                         help='per-agent hyperparameters, e.g. \'{"qlearning": {"lr": 0.01}}\'')
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
                         help="cache for tokenizers and tokenized corpora (shared by cells)")
-    parser.add_argument("--train-episodes", default="0", metavar="N",
+    parser.add_argument("--train-episodes", metavar="N",
                         help="train-then-evaluate: each cell learns over N episodes, then is "
                              "evaluated frozen on held-out seeds (default 0: online)")
-    parser.add_argument("--eval-episodes", default="3", metavar="K",
+    parser.add_argument("--eval-episodes", metavar="K",
                         help="with --train-episodes: held-out evaluation episodes (default 3)")
     parser.add_argument("--launcher", default="local", metavar="NAME",
                         help="where cells run: 'local' (processes on this machine, the "
@@ -123,6 +133,37 @@ def option_of(argument: str, env_kwargs: str) -> str:
     return OPTIONS.get(head, "--env-kwargs")
 
 
+# the settings a track fixes, by request field (their defaults without a track)
+TRACK_FIXED = {"env_id": DEFAULT_ENV, "env_kwargs": "{}", "seeds": "0,1,2",
+               "agent_kwargs": "{}", "train_episodes": "0", "eval_episodes": "3"}
+
+
+def request_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the request is built from: the options, or the track and its agents.
+
+    A `SettingError` when a track is combined with an option it fixes, or when neither
+    `--track` nor `--agents` is given.
+    """
+    if args.track is None:
+        if not args.agents:
+            raise SettingError("agents", "is required (or --track NAME)")
+        values = {k: default if getattr(args, k) is None else getattr(args, k)
+                  for k, default in TRACK_FIXED.items()}
+        return dict(values, agents=args.agents,
+                    train_episodes=_count("train_episodes", values["train_episodes"]),
+                    eval_episodes=_count("eval_episodes", values["eval_episodes"]))
+    from agents.benchmark import tracks
+
+    tracks.refuse_overrides([OPTIONS[k] for k in TRACK_FIXED if getattr(args, k) is not None])
+    track = tracks.get(args.track)
+    tracks.prepare(track)
+    names = tuple(a.strip() for a in args.agents.split(",")) if args.agents else track.agents
+    return dict(env_id=track.env_id, env_kwargs=track.env_kwargs, agents=names,
+                seeds=tracks.seeds_for(track, names),
+                agent_kwargs={a: k for a, k in track.agent_kwargs.items() if a in names},
+                track=track.to_json())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m agents.benchmark`."""
     parser = build_parser()
@@ -137,12 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
+        settings = request_settings(args)
         request = build_request(
-            args.env_id, args.env_kwargs, args.agents, args.seeds,
-            _count("workers", args.workers), args.out, agent_kwargs=args.agent_kwargs,
+            **settings, workers=_count("workers", args.workers), out=args.out,
             cache_dir=args.cache_dir, threads=_count("threads", args.threads),
-            train_episodes=_count("train_episodes", args.train_episodes),
-            eval_episodes=_count("eval_episodes", args.eval_episodes), launcher=args.launcher)
+            launcher=args.launcher)
         if args.print_commands:
             shard = parse_shard(args.shard)
             check_out(request)
@@ -151,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         results = run_request(request, progress=not args.no_progress, launcher=args.launcher,
                               ray_address=args.ray_address, gpus=args.gpus, shard=args.shard)
     except SettingError as e:
-        parser.error(f"argument {option_of(e.argument, args.env_kwargs)}: {e}")  # status 2
+        option = "--track" if e.argument == "track" else option_of(e.argument,
+                                                                     args.env_kwargs or "{}")
+        parser.error(f"argument {option}: {e}")  # status 2
     except KeyboardInterrupt as e:
         print("interrupted: finished cells are kept and running ones wrote a checkpoint; run "
               "the same command again to go on", file=sys.stderr)
