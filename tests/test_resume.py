@@ -36,11 +36,16 @@ AGENTS = {
     "random": [],  # a static baseline with a generator of its own
     # rollouts of 4 decisions, so that checkpoints (at rollout boundaries) fall mid-episode
     "maskable-ppo": ["--agent-kwargs", '{"n_steps": 4, "batch_size": 4}'],
+    # the paper's Q-learner with the published settings (issue 13): pure bf16, the frozen
+    # start, the published reward and the best test perplexity over sweeps
+    "qlearning+published": ["--env-kwargs", json.dumps({
+        **ENV_KWARGS, "precision": "bf16", "initial_ties": "frozen", "reward": "paper",
+        "test_eval_every": 1})],
 }
 
 
 def argv(agent: str, out: Path, cache_dir: Path) -> list[str]:
-    return ["--agent", agent, "--env-kwargs", json.dumps(ENV_KWARGS),
+    return ["--agent", agent.partition("+")[0], "--env-kwargs", json.dumps(ENV_KWARGS),
             "--max-sweeps", str(MAX_SWEEPS), "--seed", "5", "--checkpoint-every", "2",
             "--cache-dir", str(cache_dir), "--out", str(out), "--no-progress", *AGENTS[agent]]
 
