@@ -129,7 +129,7 @@ class LayerTyingEnv(gym.Env):
 
     ## Arguments
 
-    `preset` (`tiny`, `small`, `gpt2`, `paper`) then any field of
+    `preset` (`tiny`, `small`, `gpt2`, `paper`, `paper-12`) then any field of
     `tying_env.presets.EnvConfig` as a keyword; explicit arguments
     override the preset. `cache_dir` sets where tokenizers and tokenized
     corpora are cached. Every argument is checked up front: a mistake raises

@@ -46,7 +46,7 @@ def untied(n_layer: int) -> TieMap:
 
 
 def all_first(n_layer: int) -> TieMap:
-    """Every position runs block 0 (the published start)."""
+    """Every position runs block 0 (the published start's tie map, with real copies)."""
     return (0,) * n_layer
 
 
