@@ -40,7 +40,7 @@ AGENTS = {
     # start, the published reward and the best test perplexity over sweeps
     "qlearning+published": ["--env-kwargs", json.dumps({
         **ENV_KWARGS, "precision": "bf16", "initial_ties": "frozen", "reward": "paper",
-        "test_eval_every": 1})],
+        "test_eval_every": 3})],
 }
 
 
