@@ -17,7 +17,6 @@ request field at fault (`"agents"`, `"seeds"`, `"workers"`, `"threads"`,
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shlex
@@ -57,7 +56,9 @@ class Request:
     track: Json | None = None  # `agents.benchmark.tracks.Track.to_json()` of a track run
 
     def cells(self) -> list[tuple[str, int]]:
-        return list(itertools.product(self.agents, self.seeds))
+        """(agent, seed) pairs, seed by seed: a benchmark stopped early has every agent's
+        first seeds."""
+        return [(agent, seed) for seed in self.seeds for agent in self.agents]
 
     def expected(self, agent: str, seed: int) -> Json:
         """What a finished cell's result.json records about its request."""
