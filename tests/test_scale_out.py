@@ -50,6 +50,18 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """End a benchmark that is still running (a failed test): SIGTERM first, so that it
+    stops its cells and the Ray instance it started."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def results_of(out: Path) -> dict[str, dict[str, Any]]:
     """Each cell's result.json without its timing fields."""
     found = {}
@@ -77,7 +89,7 @@ def ray_instance():
     """A real local Ray instance for this module: 127.0.0.1 only, no dashboard, 2 CPUs."""
     from agents.benchmark import ray_launcher
 
-    ray = ray_launcher.import_ray()
+    ray = ray_launcher.import_ray(local=True)
     assert not ray.is_initialized()
     ray_launcher.start_local(num_cpus=2)
     try:
@@ -129,10 +141,11 @@ def ray_shards(tmp_path_factory, cache_dir, ray_instance) -> dict[str, Any]:
     try:
         mine = run_benchmark(TINY, ENV, AGENTS, SEEDS, None, out, cache_dir=cache_dir,
                              threads=1, progress=False, launcher="ray", shard="1/2")
+        stdout, stderr = other.communicate(timeout=600)
     finally:
         done.set()
         killer.join()
-    stdout, stderr = other.communicate(timeout=600)
+        stop_process(other)
     assert other.returncode == 0, stderr
     shard_reports = sorted(p.name for p in out.iterdir() if p.is_file())
     gathered = run_benchmark(TINY, ENV, AGENTS, SEEDS, 1, out, cache_dir=cache_dir,
@@ -239,13 +252,15 @@ def test_two_invocations_on_overlapping_cells_run_each_cell_once(tmp_path, cache
     stop, seen, lost = threading.Event(), {}, []
     watcher = threading.Thread(target=watch_folders, args=(out / "cells", stop, seen, lost))
     watcher.start()
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for argv in (first, second)]
     try:
-        procs = [subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for argv in (first, second)]
         outputs = [proc.communicate(timeout=600) for proc in procs]
     finally:
         stop.set()
         watcher.join()
+        for proc in procs:
+            stop_process(proc)
     for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, stderr
         assert "2 of 2 cells finished" in stdout and "0 failed" in stdout

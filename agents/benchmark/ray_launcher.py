@@ -72,10 +72,12 @@ def _local_env() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def import_ray() -> ModuleType:
-    """`ray`, or a `SettingError` that says how to install it."""
+def import_ray(local: bool = False) -> ModuleType:
+    """`ray`, or a `SettingError` that says how to install it. `local`: for a local
+    instance, whose servers then listen on the loopback interface only (Ray reads that at
+    its import: a process that imported ray before, or that joins a cluster, leaves it)."""
     try:
-        with _local_env():  # read at import: a later local instance is loopback-only
+        with _local_env() if local else contextlib.nullcontext():
             import ray
     except ImportError:
         raise SettingError("launcher", INSTALL) from None
@@ -85,17 +87,24 @@ def import_ray() -> ModuleType:
 def start_local(num_cpus: int | None = None) -> None:
     """Start a local Ray instance for this process: loopback only, no dashboard, no usage
     reporting, workers' output kept out of this process's (`num_cpus`: the cores here)."""
-    ray = import_ray()
+    ray = import_ray(local=True)
     with _local_env():
         ray.init(address="local", num_cpus=num_cpus or available_cores(),
                  include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `HOST:PORT` names this machine's loopback interface (a local-only instance,
+    which a driver joins as a local one)."""
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]") or address
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def connect(address: str | None) -> bool:
     """Connect this process to Ray: `address` (`"auto"`, `"HOST:PORT"`), or a new local
     instance when None. Returns whether the caller must `ray.shutdown()` at the end
     (False when this process was already connected: that connection is used as it is)."""
-    ray = import_ray()
+    ray = import_ray(local=address is None or is_loopback(address))
     if ray.is_initialized():
         return False
     if address is None:
