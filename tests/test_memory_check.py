@@ -321,7 +321,7 @@ def test_checkpoints_ignore_the_setting(cache_dir):
 def test_command_line_exits_2_naming_the_option(monkeypatch, tmp_path, cache_dir, capsys,
                                                 options, option):
     fake_memory(monkeypatch, GiB)
-    argv = ["--agent", "vanilla", "--device", "cpu", "--out", str(tmp_path / "run"),
+    argv = ["--agent", "albert", "--device", "cpu", "--out", str(tmp_path / "run"),
             "--cache-dir", str(cache_dir), "--no-progress", *options]
     with pytest.raises(SystemExit) as exc:
         main(argv)
