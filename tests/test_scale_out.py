@@ -224,6 +224,46 @@ def test_printed_commands_are_one_self_contained_command_per_cell(ray_shards, ca
     assert [shlex.split(c)[-2] for c in capsys.readouterr().out.splitlines()] == ["1/4", "3/4"]
 
 
+def test_past_its_retries_a_cell_is_reported_failed_and_the_others_go_on(
+        tmp_path, cache_dir, ray_instance, monkeypatch):
+    from agents.benchmark import ray_launcher
+
+    monkeypatch.setattr(ray_launcher, "RAY_RETRIES", 0)
+    out = tmp_path / "bench"
+    victim = out / "cells" / "random-s0"
+
+    def kill_at_start(done: threading.Event) -> None:
+        while not done.is_set():
+            if (victim / "stderr.txt").is_file() and attempts(victim):
+                os.kill(attempts(victim)[0][1], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    done = threading.Event()
+    killer = threading.Thread(target=kill_at_start, args=(done,))
+    killer.start()
+    try:
+        results = run_benchmark(TINY, QUICK, "random", "0,1", None, out, cache_dir=cache_dir,
+                                progress=False, launcher="ray")
+    finally:
+        done.set()
+        killer.join()
+    assert results["run"]["failed"] == ["random-s0"]
+    assert {c["name"]: c["status"] for c in results["cells"]} == {
+        "random-s0": "failed", "random-s1": "finished"}
+    failure = json.loads((victim / "failure.json").read_text())
+    assert failure["returncode"] is None and "WorkerCrashedError" in failure["reason"]
+    assert claims.read_claim(victim) is None
+
+
+def test_sigterm_stops_the_runner_as_ctrl_c_does():
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(launcher.Terminated), launcher._sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 # ---------------------------------------------------------------- runners sharing a folder
 def watch_folders(cells: Path, stop: threading.Event, seen: dict[str, int],
                   lost: list[str]) -> None:

@@ -148,7 +148,7 @@ class RayPool:
     """Cells as Ray tasks, at most `request.workers` submitted at a time."""
 
     def __init__(self, request: Request, address: str | None = None,
-                 retries: int = RAY_RETRIES):
+                 retries: int | None = None):
         self.request = request
         self.shutdown = connect(address)
         import ray
@@ -156,6 +156,7 @@ class RayPool:
         self.ray = ray
         self.gpus = cell_gpus(request, ray.cluster_resources())
         self.task = ray.remote(ray_cell)
+        retries = RAY_RETRIES if retries is None else retries
         self.options = dict(num_cpus=request.threads, num_gpus=self.gpus, max_retries=retries,
                             retry_exceptions=[CellPreempted])
         self.running: list[Running] = []
