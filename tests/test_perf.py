@@ -110,3 +110,24 @@ def test_throughput_prints_shares_and_profile(capsys, tmp_path: Path) -> None:
     assert result["profiles"]["tiny"][0]["op"].startswith("aten::")
     assert "tiny: untied >= 30% of the matmul peak" in result["targets"]
     assert json.loads((tmp_path / "t.json").read_text())["presets"][0]["preset"] == "tiny"
+
+
+def test_tracktime_splits_a_decision_and_estimates_the_track(monkeypatch, capsys,
+                                                             cache_dir: Path) -> None:
+    from agents.benchmark import tracks
+    from perf import tracktime
+
+    quick = tracks.Track(name="quick", version=1, env_id="LayerTying-GPT2-Tiny-v0",
+                         env_kwargs={"n_layer": 3, "n_embd": 16, "n_head": 2, "seq_len": 16,
+                                     "batch_size": 2, "max_sweeps": 2, "eval_batches": 1},
+                         seeds=(0, 1), agents=("albert",), description="test")
+    monkeypatch.setitem(tracks.TRACKS, "quick", quick)
+    result = tracktime.main(["--track", "quick", "--decisions", "3", "--cache-dir",
+                             str(cache_dir)])
+    m = result["mean"]
+    assert result["decisions"] == 3 and result["budget"] == 4
+    assert m["train"] > 0 and m["evaluate"] > 0
+    assert m["total"] == pytest.approx(m["train"] + m["evaluate"] + m["other"], rel=1e-6)
+    assert result["cell_seconds"] == pytest.approx(4 * m["total"] + result["final_evaluation"])
+    assert result["main_cells"] == 2
+    assert "| train |" in capsys.readouterr().out

@@ -1,0 +1,99 @@
+"""Where a decision's time goes on a benchmark track, and the track's expected wall time.
+
+Plays `--decisions` decisions of a uniformly random agent on the track's environment
+(one process, `--threads` torch threads, as one benchmark worker runs) and splits each
+`env.step` into the inner training steps, the evaluation and everything else (the
+environment's bookkeeping), by the training run's own clock (`TrainingRun.seconds`).
+From the mean decision it estimates one cell (the track's decisions per episode plus
+the final evaluation of the whole validation and test splits) and the whole track
+(its main agents x seeds over `--workers` workers). Agents add their own time on top
+(e.g. an SB3 update); the benchmark's `results.json` has the measured wall time.
+
+    python -m perf.tracktime --track tiny [--decisions 60] [--threads 1] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import tying_env  # noqa: F401  (registers the ids)
+from agents.benchmark import tracks
+
+
+def measure(track: tracks.Track, decisions: int, cache_dir: str | None = None) -> dict[str, Any]:
+    """Mean seconds per decision (total, train, evaluate, other) and the final evaluation's."""
+    kwargs = dict(track.env_kwargs)
+    if cache_dir is not None:
+        kwargs["cache_dir"] = cache_dir
+    tracks.prepare(track)
+    env = gym.make(track.env_id, **kwargs).unwrapped
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    seconds = env.run.seconds
+    rows = []
+    for _ in range(min(decisions, env.budget)):
+        train0, eval0 = seconds["train"], seconds["evaluate"]
+        start = time.perf_counter()
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        total = time.perf_counter() - start
+        train, evaluate = seconds["train"] - train0, seconds["evaluate"] - eval0
+        rows.append(dict(total=total, train=train, evaluate=evaluate,
+                         other=total - train - evaluate))
+    start = time.perf_counter()
+    env.evaluate_split("valid"), env.evaluate_split("test")
+    final = time.perf_counter() - start
+    budget = env.budget
+    env.close()
+    mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}  # means add up
+    return dict(decisions=len(rows), budget=budget, mean=mean,
+                median_total=statistics.median(r["total"] for r in rows),
+                final_evaluation=final)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--track", default="tiny", help=f"one of {', '.join(tracks.TRACKS)}")
+    parser.add_argument("--decisions", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (per worker)")
+    parser.add_argument("--workers", type=int, default=2, help="benchmark workers assumed")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    track = tracks.get(args.track)
+    load = os.getloadavg()[0]
+    result = measure(track, args.decisions, args.cache_dir)
+    m = result["mean"]
+    cell = result["budget"] * m["total"] + result["final_evaluation"]
+    cells = len(track.agents) * len(track.seeds)
+    result.update(track=track.label, threads=args.threads, workers=args.workers,
+                  load_average_before=load, cell_seconds=cell, main_cells=cells,
+                  track_hours=cells * cell / args.workers / 3600)
+    print(f"track {track.label}, {args.threads} thread(s), load average before {load:.2f}: "
+          f"mean of {result['decisions']} decisions")
+    print("| part | ms per decision | share |\n|---|---|---|")
+    for part in ("train", "evaluate", "other", "total"):
+        print(f"| {part} | {1e3 * m[part]:.1f} | {m[part] / m['total']:.1%} |")
+    print(f"final evaluation (whole validation and test splits): "
+          f"{result['final_evaluation']:.1f} s")
+    print(f"one cell: {result['budget']} decisions -> about {cell / 60:.1f} min; the main agents "
+          f"x seeds ({cells} cells) on {args.workers} workers: about "
+          f"{result['track_hours']:.2f} h (the environment's share; agents add their own)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
