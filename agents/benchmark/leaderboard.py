@@ -194,6 +194,12 @@ def source_lines(meta: Json) -> list[str]:
              f"{(meta.get('machine') or {}).get('cpu_count', '?')} CPUs"]
     if request.get("command"):
         lines.append(f"    - command: `{request['command']}`")
+    counts = meta.get("counts") or {}
+    total = len(meta.get("cells") or [])
+    if counts and counts.get("finished", total) < total:
+        lines.append(f"    - **incomplete**: {counts.get('finished', 0)} of {total} cells "
+                     f"finished; the rows use the finished ones (run the command again to "
+                     f"go on)")
     lines.append(f"    - wall time: {_duration(run.get('seconds'))} for the last invocation "
                  f"({len(run.get('ran') or [])} cells run, {len(run.get('skipped') or [])} "
                  f"skipped, {request.get('workers', '?')} worker(s)); the cells' own times add "
@@ -208,8 +214,35 @@ def _link(file: str) -> str:
     return f"`{file}`"
 
 
-def track_section(key: tuple[str, str], members: Sequence[Json]) -> list[str]:
-    """One track: heading, table, what the numbers say, sources."""
+def setting_lines(members: Sequence[Json]) -> list[str]:
+    """The track's fixed settings, as its results file recorded them."""
+    track = (members[0].get("request") or {}).get("track") or {}
+    if not track:
+        return []
+    kwargs = ", ".join(f"`{k}={v}`" for k, v in sorted(track.get("env_kwargs", {}).items()))
+    return [f"{track.get('description', '')}. Settings: {kwargs}; seeds "
+            f"{', '.join(map(str, track.get('seeds', [])))}; final metrics on "
+            f"{track.get('eval_split', 'the validation and test splits')}.", ""]
+
+
+def noise_lines(result: Json | None) -> list[str]:
+    """The track's reward noise (`agents.benchmark.noise`), if measured."""
+    if not result:
+        return []
+    own = str(result.get("track_eval_batches"))
+    sizes = ", ".join(f"{fmt(v, 4)} with {n} batch(es)" + (" (the track's)" if n == own else "")
+                      for n, v in result.get("eval_noise_std", {}).items())
+    return [f"Reward noise (`{result.get('command', 'python -m agents.benchmark.noise')}`, "
+            f"{result.get('points')} decision points, rewards in validation log-perplexity): "
+            f"one decision changes the reward by {fmt(result.get('decision_effect_median'), 4)} "
+            f"(median |r(change) - r(no change)|); the no-change reward varies by "
+            f"{fmt(result.get('train_noise_std'), 4)} (std) over training-data orders, and an "
+            f"evaluation subset adds {sizes}.", ""]
+
+
+def track_section(key: tuple[str, str], members: Sequence[Json],
+                  noise: Json | None = None) -> list[str]:
+    """One track: heading, settings, table, what the numbers say, noise, sources."""
     name, version = key
     env = (members[0].get("request") or {}).get("env_id", "unknown env")
     title = f"Track `{name}` (version {version})" if name else f"`{members[0]['_file']}`"
@@ -218,12 +251,12 @@ def track_section(key: tuple[str, str], members: Sequence[Json]) -> list[str]:
     verdict = claims(rows, BASELINE if has_baseline else None)
     lines = [f"## {title}", "", f"Environment `{env}`"
              + ("" if name else " (no track recorded: compare with care)") + ".", "",
-             *table(rows, across), ""]
+             *setting_lines(members), *table(rows, across), ""]
     if across:
         lines += [f"\\*: P(improves on {BASELINE}) computed here, from the seeds in the "
                   f"results files of this track (`{BASELINE}` is in another file than "
                   f"{', '.join(f'`{a}`' for a in across)}), as the report computes it.", ""]
-    lines += [*verdict_lines(verdict, rows), ""]
+    lines += [*verdict_lines(verdict, rows), "", *noise_lines(noise)]
     references = {json.dumps((m.get("statistics") or {}).get("hypervolume_reference"),
                              sort_keys=True) for m in members}
     for text in sorted(references):
@@ -293,8 +326,9 @@ Then open a pull request with both files. The page is generated; do not edit its
 """
 
 
-def render(files: Sequence[Json], command: str, commit: Json) -> str:
-    """The leaderboard page from loaded results files."""
+def render(files: Sequence[Json], command: str, commit: Json,
+           noise: dict[str, Json] | None = None) -> str:
+    """The leaderboard page from loaded results files (and reward-noise files by track)."""
     groups = group(files)
     head = commit.get("commit")
     lines = ["# Leaderboard", "",
@@ -313,7 +347,8 @@ def render(files: Sequence[Json], command: str, commit: Json) -> str:
              "lies entirely above 0.5. `(n=1)`: one seed, no interval. Rows are sorted by "
              "validation perplexity.", ""]
     for key, members in groups.items():
-        lines += [*track_section(key, members), ""]
+        label = f"{key[0]}/v{key[1]}" if key[0] else ""
+        lines += [*track_section(key, members, (noise or {}).get(label)), ""]
     lines.append(SUBMIT)
     text = "\n".join(lines)
     found = absolute_paths(text)
@@ -325,13 +360,20 @@ def render(files: Sequence[Json], command: str, commit: Json) -> str:
     return text
 
 
-def build(paths: Sequence[str | Path], out: str | Path) -> str:
-    """Write the leaderboard of `paths` to `out`; returns the page."""
+def build(paths: Sequence[str | Path], out: str | Path,
+          noise_paths: Sequence[str | Path] = ()) -> str:
+    """Write the leaderboard of `paths` (and the noise files `noise_paths`) to `out`."""
     files = [load(Path(p)) for p in paths]
+    noise = {}
+    for path in noise_paths:
+        result = json.loads(Path(path).read_text())
+        noise[result["track"]] = result
     command = shlex.join(["python", "-m", "agents.benchmark.leaderboard",
                           *(display_path(Path(p)) for p in paths),
+                          *(["--noise", *(display_path(Path(p)) for p in noise_paths)]
+                            if noise_paths else []),
                           "--out", display_path(Path(out))])
-    text = render(files, command, code_version())
+    text = render(files, command, code_version(), noise)
     write_text(Path(out), text)
     return text
 
@@ -342,11 +384,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  "results files (one table per track).")
     parser.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json",
                         help="results.json of benchmarks (or their copies in docs/results/)")
+    parser.add_argument("--noise", nargs="*", type=Path, default=[], metavar="NOISE.json",
+                        help="reward-noise files of the tracks (python -m "
+                             "agents.benchmark.noise --json), shown in their sections")
     parser.add_argument("--out", type=Path, default=Path("docs/leaderboard.md"),
                         help="the page to write (default docs/leaderboard.md)")
     args = parser.parse_args(argv)
     try:
-        build(args.results, args.out)
+        build(args.results, args.out, args.noise)
     except LeaderboardError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
