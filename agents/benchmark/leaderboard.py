@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
-from agents.benchmark.stats import BASELINE, TIED_CLAIM, Bootstrap, claims, improvement
+from agents.benchmark.stats import (
+    BASELINE,
+    MIN_SEEDS_FOR_VERDICT,
+    TIED_CLAIM,
+    Bootstrap,
+    claims,
+    improvement,
+)
 from tying_env.files import write_text
 
 Json = dict[str, Any]
@@ -280,8 +287,12 @@ def verdict_lines(verdict: Json, rows: dict[str, Json]) -> list[str]:
         lines = [f"- **Beats `{BASELINE}`:** not computed (no `{BASELINE}` results here)."]
     else:
         beats = verdict["beat_baseline"]
+        few = sorted(a for a, row in rows.items()
+                     if (row.get("improvement") or {}).get("verdict") == "too few seeds")
         lines = [f"- **Beats `{BASELINE}`** (P(improvement) interval entirely above 0.5): "
-                 + (", ".join(f"`{a}`" for a in beats) if beats else "none") + "."]
+                 + (", ".join(f"`{a}`" for a in beats) if beats else "none")
+                 + (f"; not judged, fewer than {MIN_SEEDS_FOR_VERDICT} finished seeds on a "
+                    f"side: {', '.join(f'`{a}`' for a in few)}" if few else "") + "."]
     paper = verdict["paper"]
     if paper.get("holds") is None:
         lines.append(f"- **The paper's claim** (at least {TIED_CLAIM:.0%} of layers tied, "

@@ -144,12 +144,17 @@ def interval(values: Sequence[Any], statistic: Callable[[np.ndarray], float], na
     return estimate(point, float(low), float(high), n=int(x.size))
 
 
+MIN_SEEDS_FOR_VERDICT = 5
+
+
 def improvement(scores: Sequence[Any], baseline: Sequence[Any], name: str,
                 bootstrap: Bootstrap = Bootstrap(), *, lower_is_better: bool = True) -> Json:
     """P(a seed of the agent improves on a seed of the baseline), with its interval.
 
     `{"value", "low", "high", "n", "n_baseline", "verdict"}`; `verdict` is `"better"` when
-    the interval lies above 0.5, `"worse"` when below, `"undecided"` otherwise.
+    the interval lies above 0.5, `"worse"` when below, `"undecided"` otherwise, and
+    `"too few seeds"` when either side has fewer than `MIN_SEEDS_FOR_VERDICT` (bootstrap
+    intervals of 1 to 4 seeds are far too narrow to decide anything).
     """
     x, y = _finite(scores), _finite(baseline)
     if not x.size or not y.size:
@@ -168,6 +173,8 @@ def improvement(scores: Sequence[Any], baseline: Sequence[Any], name: str,
                 reps=bootstrap.reps, confidence_interval_size=bootstrap.confidence)
         low, high = (float(v) for v in ci[name][:, 0])
     verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "undecided"
+    if min(x.size, y.size) < MIN_SEEDS_FOR_VERDICT:  # percentile intervals are too narrow
+        verdict = "too few seeds"
     return estimate(point, low, high, n=int(x.size), n_baseline=int(y.size), verdict=verdict)
 
 
@@ -349,13 +356,18 @@ def claims(per_agent: Mapping[str, Json], baseline: str | None) -> Json:
     if ppl.get("high") is None:
         paper |= {"holds": None, "meeting": [],
                   "note": f"no finished {CONVENTIONAL!r} seed"}
+    elif (ppl.get("n") or 0) < MIN_SEEDS_FOR_VERDICT:
+        paper |= {"holds": None, "meeting": [],
+                  "note": f"{CONVENTIONAL!r} has {ppl.get('n')} finished seed(s), fewer than "
+                          f"{MIN_SEEDS_FOR_VERDICT}: too few to judge"}
     else:
         for agent, row in per_agent.items():
             if agent == CONVENTIONAL:
                 continue
             tied = row["iqm"]["layers_tied_fraction"]["value"]
             val = row["iqm"]["final_val_ppl"]["value"]
-            if tied is None or val is None:
+            if tied is None or val is None or \
+                    (row["iqm"]["final_val_ppl"].get("n") or 0) < MIN_SEEDS_FOR_VERDICT:
                 continue
             paper["agents"][agent] = {"layers_tied": tied, "val_ppl": val,
                                       "tied_enough": tied >= TIED_CLAIM,
