@@ -19,7 +19,6 @@ Targets are printed as pass/fail, never asserted. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -32,6 +31,7 @@ import torch
 
 from perf.memory import tie_map
 from perf.reference import ReferenceGPT, tie_published
+from tying_env.files import write_json
 from tying_env.model import TiedGPT2, gpt2_config
 from tying_env.presets import EnvConfig, make_config
 from tying_env.training import InnerOptimizer
@@ -249,8 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   dropout=dropout, rounds=args.rounds, steps=args.steps, steps_ms=stats,
                   ratios=ratios, env=env, targets=targets)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)  # atomic: never half-written
     return result
 
 

@@ -21,7 +21,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from perf.memory import tie_map
+from tying_env.files import write_json
 from tying_env.model import TiedGPT2, gpt2_config
 from tying_env.presets import EnvConfig, make_config
 from tying_env.training import InnerOptimizer
@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"after the steps {peak_after:.1f} GFLOP/s")
     print(format_report(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)  # atomic: never half-written
     return result
 
 

@@ -15,7 +15,6 @@ the final evaluation of the whole validation and test splits) and the whole trac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -28,6 +27,7 @@ import torch
 
 import tying_env  # noqa: F401  (registers the ids)
 from agents.benchmark import tracks
+from tying_env.files import write_json
 
 
 def measure(track: tracks.Track, decisions: int, cache_dir: str | None = None) -> dict[str, Any]:
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"x seeds ({cells} cells) on {args.workers} workers: about "
           f"{result['track_hours']:.2f} h (the environment's share; agents add their own)")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)  # atomic: never half-written
     return result
 
 

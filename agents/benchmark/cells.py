@@ -152,23 +152,33 @@ def parse_agents(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def parse_seeds(value: str | Sequence[int]) -> tuple[int, ...]:
-    """Non-negative, distinct seeds from `"0,1,2"` or a sequence (`--seeds`)."""
+def parse_indices(option: str, value: str | Sequence[int], noun: str,
+                  example: str) -> tuple[int, ...]:
+    """Distinct non-negative ints from `"0,1,2"` or a sequence; a `SettingError` names the
+    bad item of `option` (`noun`: what one item is, e.g. "seed" or "GPU index")."""
     items = value.split(",") if isinstance(value, str) else list(value)
-    seeds = []
+    found = []
     for item in items:
         try:
-            seed = int(str(item).strip()) if not isinstance(item, bool) else -1
+            number = int(str(item).strip()) if not isinstance(item, bool) else -1
         except ValueError:
-            seed = -1
-        if seed < 0:
-            raise SettingError("seeds", f"{item!r} in {value!r} is not a seed; expected "
-                                            "non-negative ints separated by commas, e.g. 0,1,2")
-        seeds.append(seed)
-    if not seeds:
-        raise SettingError("seeds", "no seeds given; expected e.g. 0,1,2")
-    _no_duplicates("seeds", seeds)
-    return tuple(seeds)
+            number = -1
+        if number < 0:
+            raise SettingError(option, f"{item!r} in {value!r} is not a {noun}; expected "
+                                       f"non-negative ints separated by commas, e.g. {example}")
+        found.append(number)
+    if not found:
+        raise SettingError(option, f"no {noun} given; expected e.g. {example}")
+    repeated = sorted({n for n in found if found.count(n) > 1})
+    if repeated:
+        raise SettingError(option, f"{noun.split()[0]} {', '.join(map(str, repeated))} given "
+                                   f"more than once in {value!r}")
+    return tuple(found)
+
+
+def parse_seeds(value: str | Sequence[int]) -> tuple[int, ...]:
+    """Non-negative, distinct seeds from `"0,1,2"` or a sequence (`--seeds`)."""
+    return parse_indices("seeds", value, "seed", "0,1,2")
 
 
 def _no_duplicates(option: str, values: Sequence[Any]) -> None:

@@ -62,6 +62,7 @@ from agents.benchmark.cells import (
     cell_status,
     conflicts,
     make_request,
+    parse_indices,
 )
 from agents.runs import cli
 from agents.runs import folder as claims
@@ -99,26 +100,7 @@ def parse_shard(value: str | Sequence[int] | None) -> tuple[int, int] | None:
 def parse_gpus(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
     """`"0,1"` (or a sequence) as distinct GPU indices (`--gpus`); visibility is checked
     by `check_gpus`."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    gpus = []
-    for item in items:
-        try:
-            gpu = -1 if isinstance(item, bool) else int(str(item).strip())
-        except ValueError:
-            gpu = -1
-        if gpu < 0:
-            raise SettingError("gpus", f"{item!r} in {value!r} is not a GPU index; expected "
-                                       "non-negative ints separated by commas, e.g. 0,1,2,3")
-        gpus.append(gpu)
-    if not gpus:
-        raise SettingError("gpus", "no GPU given; expected e.g. 0,1")
-    repeated = sorted({g for g in gpus if gpus.count(g) > 1})
-    if repeated:
-        raise SettingError("gpus", f"GPU {', '.join(map(str, repeated))} given more than once "
-                                   f"in {value!r}")
-    return tuple(gpus)
+    return None if value is None else parse_indices("gpus", value, "GPU index", "0,1,2,3")
 
 
 def visible_gpus() -> int:
