@@ -220,3 +220,13 @@ def test_a_given_reference_point_is_used():
     _, summary = stats.benchmark_statistics(constructed(), ["albert"], reference=ref,
                                             bootstrap=FAST)
     assert summary["hypervolume_reference"] == ref
+
+
+def test_no_verdict_from_fewer_than_five_seeds_a_side():
+    from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT, improvement
+
+    assert MIN_SEEDS_FOR_VERDICT == 5
+    few = improvement([1.0, 1.1, 1.2], [5.0, 5.1, 5.2], "few")
+    assert few["value"] == 1.0 and few["verdict"] == "too few seeds"
+    many = improvement([1.0, 1.1, 1.2, 1.3, 1.4], [5.0, 5.1, 5.2, 5.3, 5.4], "many")
+    assert many["verdict"] == "better" and many["low"] > 0.5
