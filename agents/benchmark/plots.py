@@ -155,7 +155,7 @@ def plot_pareto(meta: Json, path: Path) -> Path:
                     yerr=[[fy["value"] - fy["low"]], [fy["high"] - fy["value"]]],
                     fmt=s["marker"], markersize=9, color=s["color"], markeredgecolor="black",
                     ecolor=s["color"], elinewidth=1.5, capsize=3, zorder=3,
-                    label=f"{agent} ({len(points)} seeds)")
+                    label=f"{agent} ({len(points)} seed{'' if len(points) == 1 else 's'})")
         plotted = True
     if not plotted:
         _no_data(ax)
