@@ -62,15 +62,7 @@ class Request:
 
     def expected(self, agent: str, seed: int) -> Json:
         """What a finished cell's result.json records about its request."""
-        expected = {"agent": agent, "seed": seed, "env_id": self.env_id,
-                    "env_kwargs": cell_env_config(self.env_config, agent),
-                    "agent_kwargs": self.agent_kwargs.get(agent, {}),
-                    "train_episodes": self.train_episodes or None}
-        if self.train_episodes:
-            expected["eval_episodes"] = self.eval_episodes
-        if self.track is not None:
-            expected["track"] = self.track["label"]
-        return plain(expected)
+        return expected_record(self.to_json(), agent, seed)
 
     def spec(self, agent: str, seed: int) -> RunSpec:
         """The run of one cell."""
@@ -111,6 +103,21 @@ class Request:
                 "train_episodes": self.train_episodes, "eval_episodes": self.eval_episodes,
                 "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
                 "track": self.track, "command": shlex.join(self.command())}
+
+
+def expected_record(request: Mapping[str, Any], agent: str, seed: int) -> Json:
+    """What a finished cell of `request` (a `Request.to_json()`, as results.json keeps it)
+    records about its request: the fields a cell's result.json must match."""
+    expected = {"agent": agent, "seed": seed, "env_id": request["env_id"],
+                "env_kwargs": cell_env_config(request["env_config"], agent),
+                "agent_kwargs": request["agent_kwargs"].get(agent, {}),
+                "train_episodes": request.get("train_episodes") or None}
+    if request.get("train_episodes"):
+        expected["eval_episodes"] = request.get("eval_episodes")
+    label = (request.get("track") or {}).get("label")
+    if label:
+        expected["track"] = label
+    return plain(expected)
 
 
 def cell_name(agent: str, seed: int) -> str:

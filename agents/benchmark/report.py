@@ -38,9 +38,9 @@ from agents.benchmark.cells import (
     Json,
     available_cores,
     cell_dir,
-    cell_env_config,
     cell_name,
     cell_status,
+    expected_record,
 )
 from agents.benchmark.stats import BASELINE, TIED_CLAIM, Bootstrap
 from agents.runs.plots import read_log
@@ -80,16 +80,7 @@ def collect(out: Path, request: Json | None) -> list[Json]:
     cells = []
     for agent, seed in pairs:
         folder = cell_dir(out, agent, seed)
-        expected = None
-        if request is not None:
-            expected = {"agent": agent, "seed": seed, "env_id": request["env_id"],
-                        "env_kwargs": cell_env_config(request["env_config"], agent),
-                        "agent_kwargs": request["agent_kwargs"].get(agent, {}),
-                        "train_episodes": request.get("train_episodes") or None}
-            if request.get("train_episodes"):
-                expected["eval_episodes"] = request.get("eval_episodes")
-            if (request.get("track") or {}).get("label"):  # as cells.Request.expected
-                expected["track"] = request["track"]["label"]
+        expected = None if request is None else expected_record(request, agent, seed)
         status = cell_status(out, agent, seed, expected)
         cells.append({
             "name": cell_name(agent, seed), "agent": agent, "seed": seed, "status": status,
