@@ -98,7 +98,7 @@ TRACKS: dict[str, Track] = {
                     "vocab_size": 2048, "max_sweeps": 10, "eval_batches": 4,
                     "data_dir": WIKITEXT2_DIR, "device": "cpu"},
         seeds=tuple(range(5)), agents=(*MAIN_AGENTS, "qlearning-fast"),
-        description="12-layer GPT-2 (n_embd 128) on the offline WikiText-2 split; 10 sweeps, "
+        description="12-layer GPT-2 (n_embd 64) on the offline WikiText-2 split; 10 sweeps, "
                     "what fits 3 hours on 2 CPU cores: the paper's epsilon ends at 0.63, so "
                     "qlearning-fast (decay 0.6, at the floor after 9 sweeps) runs beside it"),
 }
