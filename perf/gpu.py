@@ -36,7 +36,7 @@ import torch
 
 from perf.memory import tie_map
 from tying_env import ties as tm
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.models import TiedGPT2, gpt2_config
 from tying_env.presets import PRECISIONS, EnvConfig, make_config
 from tying_env.training import InnerOptimizer, autocast, model_dtype
 

@@ -28,7 +28,7 @@ import torch
 
 from tying_env import ties as tm
 from tying_env.memory import ADAM_STEP_BYTES, estimate_bytes
-from tying_env.model import MemoryBytes, TiedGPT2, gpt2_config
+from tying_env.models import MemoryBytes, TiedGPT2, gpt2_config
 from tying_env.presets import PRESETS, make_config
 from tying_env.training import InnerOptimizer
 

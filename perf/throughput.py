@@ -31,7 +31,7 @@ import torch
 
 from perf.memory import tie_map
 from tying_env.files import write_json
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.models import TiedGPT2, gpt2_config
 from tying_env.presets import EnvConfig, make_config
 from tying_env.training import InnerOptimizer
 

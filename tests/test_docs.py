@@ -262,7 +262,7 @@ def test_environment_reference_matches_the_code(docs_cache: Path, monkeypatch) -
 def test_tiny_parameter_count_is_real() -> None:
     import torch
 
-    from tying_env.model import TiedGPT2, gpt2_config
+    from tying_env.models import TiedGPT2, gpt2_config
     from tying_env.presets import PRESETS
 
     p = PRESETS["tiny"]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tying_env import dropout as fd
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.models import TiedGPT2, gpt2_config
 
 
 def test_dropout_keeps_expected_fraction_and_mean():

@@ -11,7 +11,7 @@ from transformers import GPT2LMHeadModel
 
 from tying_env.export import load_compact, save_compact, save_expanded
 from tying_env.files import write_json
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.models import TiedGPT2, gpt2_config
 
 L, VOCAB, SEQ = 6, 50, 16
 TIES = [0, 1, 1, 0, 4, 4]  # three roots: 0, 1 and 4

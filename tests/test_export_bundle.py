@@ -31,7 +31,7 @@ from tying_env.export import (
     model_card,
     save_expanded,
 )
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.models import TiedGPT2, gpt2_config
 from tying_env.presets import make_config
 
 TEXT = (

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import tying_env  # noqa: F401  (registers the env ids)
 from tying_env import ties as tm
 from tying_env.env import LayerTyingEnv
-from tying_env.model import TiedBlock
+from tying_env.models import TiedBlock
 
 L = 4
 SHAPE = dict(n_layer=L, n_embd=16, n_head=2, seq_len=16, vocab_size=64, batch_size=4,

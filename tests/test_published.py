@@ -21,7 +21,7 @@ from tying_env.data.corpus import load_corpus
 from tying_env.data.tokenizer import TOKENIZERS_ENV, build_tokenizer
 from tying_env.errors import DataUnavailableError, SettingError
 from tying_env.memory import estimate_bytes
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.models import TiedGPT2, gpt2_config
 from tying_env.presets import PRESETS, make_config, resolved_precision
 
 TINY_ID = "LayerTying-GPT2-Tiny-v0"

@@ -41,7 +41,8 @@ register_ids()
 # public names, imported on first use so that `import tying_env` stays light
 _LAZY = {
     "LayerTyingEnv": "tying_env.env",
-    "TiedGPT2": "tying_env.model",
+    "TiedModel": "tying_env.models",
+    "TiedGPT2": "tying_env.models",
     "EnvConfig": "tying_env.presets",
     "PRESETS": "tying_env.presets",
     "make_config": "tying_env.presets",

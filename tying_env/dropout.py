@@ -1,4 +1,4 @@
-"""Dropout that is cheap on the CPU, for the GPT-2 the environment trains.
+"""Dropout that is cheap on the CPU, for the transformers the environment trains.
 
 On the CPU, PyTorch draws a dropout mask with `bernoulli_`, and at the small
 shapes of the environment random numbers and mask arithmetic, not matrix
@@ -12,7 +12,9 @@ of probability, the resolution of a float32 uniform. The 1 / (1 - p)
 rescaling is folded into the smallest tensor that can carry it (for attention,
 the output of `probs @ value`).
 
-Attention with dropout uses this mask in an explicit causal attention;
+Attention with dropout uses this mask in an explicit attention (causal where the
+attention module says so, `is_causal`, and no mask is given: GPT-2, Llama; bidirectional
+for BERT and ViT);
 without dropout (evaluation), and on other devices, both defer to PyTorch's and
 Hugging Face's own kernels.
 """
@@ -75,15 +77,20 @@ def causal_bias(q_len: int, k_len: int, device: str) -> torch.Tensor:
 def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               attention_mask: torch.Tensor | None, dropout: float = 0.0,
               scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Causal attention (Hugging Face's attention-function signature), cheap dropout on CPU."""
+    """Attention (Hugging Face's attention-function signature), cheap dropout on the CPU;
+    causal when `module.is_causal` and no mask is given."""
     if dropout == 0.0 or query.device.type != "cpu":
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
+    if key.shape[1] != query.shape[1]:  # grouped key/value heads (e.g. a Llama config's)
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     scale = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
     scores = (query * scale) @ key.transpose(-1, -2)  # scaling q: fewer elements than scores
-    if attention_mask is None:  # causal, no padding: the mask Hugging Face leaves out
-        q_len, k_len = scores.shape[-2:]
-        scores += causal_bias(q_len, k_len, str(scores.device))  # adding: no backward pass
+    if attention_mask is None:
+        if getattr(module, "is_causal", True):  # causal, no padding: the mask HF leaves out
+            q_len, k_len = scores.shape[-2:]
+            scores += causal_bias(q_len, k_len, str(scores.device))  # adding: no backward
     elif attention_mask.dtype == torch.bool:
         scores = scores.masked_fill_(~attention_mask, float("-inf"))
     else:

@@ -1,4 +1,4 @@
-"""The Gymnasium environment: the MDP around one training run of a fresh GPT-2.
+"""The Gymnasium environment: the MDP around one training run of a fresh transformer.
 
 Spaces, reset/step, reward, observation and info live here; the training run
 they drive (tied model, inner optimizer, batches, evaluation) is
@@ -20,9 +20,10 @@ from tying_env import checkpoint as ckpt
 from tying_env import memory
 from tying_env import render as rendering
 from tying_env.data.corpus import Corpus, load_corpus
+from tying_env.data.images import ImageSet, load_images
 from tying_env.errors import SettingError, SettingTypeError
-from tying_env.model import TiedGPT2
-from tying_env.presets import EnvConfig, make_config
+from tying_env.models import TiedModel, get_family
+from tying_env.presets import FAMILY_DATA, EnvConfig, make_config
 from tying_env.training import TrainingRun, split_windows, spread_windows
 
 ENV_STATE_FORMAT = "layer-tying-gym/env-state-v3"
@@ -33,7 +34,10 @@ NOT_COMPUTED = ("memory_check",)  # settings a checkpoint may differ in
 class LayerTyingEnv(gym.Env):
     """Decide, layer after layer, whether each block trains or reuses an earlier block.
 
-    An episode trains a fresh, seeded GPT-2 from scratch (Hay & Wolf, ICLR 2024).
+    An episode trains a fresh, seeded transformer from scratch (Hay & Wolf, ICLR 2024):
+    GPT-2 by default, or Llama, BERT or ViT (`family`, see docs/families.md; for BERT
+    "perplexity" is the masked-token perplexity, for ViT the exponential of the
+    validation cross-entropy, with `info["val_accuracy"]` beside it).
     Every step applies the agent's choice to the tie map, runs
     `steps_per_decision` AdamW steps on training batches, and evaluates the
     model on a fixed validation subset.
@@ -86,7 +90,7 @@ class LayerTyingEnv(gym.Env):
 
     ## Starting state
 
-    A fresh GPT-2 initialised from the episode's seed. `initial_ties="first"`
+    A fresh model initialised from the episode's seed. `initial_ties="first"`
     (default): every layer runs a real copy of block 0; `"none"`: every layer
     trains its own weights; `"frozen"` (the published start, reproduced, not
     recommended): every block keeps its own random initialisation, frozen, until a
@@ -166,10 +170,16 @@ class LayerTyingEnv(gym.Env):
         self.device = torch.device(
             cfg.device if cfg.device.startswith("cuda")
             else "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu")
-        self.corpus: Corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir,
-                                          tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
-                                          seed=0, cache_dir=cache_dir)
-        for split in SPLITS:
+        self.family = get_family(cfg.family)
+        if FAMILY_DATA[cfg.family] == "images":
+            self.corpus: Corpus | ImageSet = load_images(cfg.dataset, data_dir=cfg.data_dir,
+                                                         cache_dir=cache_dir)
+            _check_patches(cfg, self.corpus)
+        else:
+            self.corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir,
+                                      tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
+                                      seed=0, cache_dir=cache_dir)
+        for split in SPLITS if isinstance(self.corpus, Corpus) else ():
             n = len(getattr(self.corpus, split))
             if n < cfg.seq_len + 2:
                 raise SettingError(
@@ -178,11 +188,13 @@ class LayerTyingEnv(gym.Env):
                     f"dataset={cfg.dataset!r} has {n} tokens, and each split needs at least "
                     f"seq_len + 2 = {cfg.seq_len + 2}; use a smaller seq_len or more text")
         if cfg.memory_check:  # refuse a run that cannot fit before its model is built
-            memory.check(cfg, self.corpus.vocab_size, self.device)
+            memory.check(cfg, self.corpus.vocab_size if isinstance(self.corpus, Corpus)
+                         else self.corpus, self.device)
         self.eval_windows = spread_windows(self.corpus.valid, cfg.eval_batches * cfg.batch_size,
                                            cfg.seq_len)
         self.optimal_ppl = (self.corpus.source.optimal_ppl(self.eval_windows)
-                            if self.corpus.source is not None else None)
+                            if self.corpus.source is not None
+                            and self.family.task == "causal-lm" else None)
 
         L = cfg.n_layer
         if cfg.action_mode == "layer":
@@ -199,7 +211,7 @@ class LayerTyingEnv(gym.Env):
         self._canvas: rendering.Canvas | None = None
 
     @property
-    def model(self) -> TiedGPT2 | None:
+    def model(self) -> TiedModel | None:
         """The tied GPT-2 of the current episode (None before the first reset)."""
         return None if self.run is None else self.run.model
 
@@ -220,6 +232,7 @@ class LayerTyingEnv(gym.Env):
         self.best_test_sweep = 0
         self.train_loss = float("nan")
         self.val_loss = self.run.evaluate_loss(self.eval_windows)
+        self.val_accuracy = self.run.accuracy
         self.start_val_loss = self.val_loss
         return self._obs(), self._info(changed=False)
 
@@ -254,7 +267,7 @@ class LayerTyingEnv(gym.Env):
         self.diverged = not (math.isfinite(self.train_loss) and math.isfinite(val_loss))
         reward = 0.0 if self.diverged else self._reward(prev_loss, val_loss)
         if not self.diverged:
-            self.val_loss = val_loss
+            self.val_loss, self.val_accuracy = val_loss, run.accuracy
         sweeps = self.sweep
         self._advance()
         every = self.cfg.test_eval_every
@@ -301,7 +314,8 @@ class LayerTyingEnv(gym.Env):
 
     # ---------------------------------------------------------- evaluation
     def split_windows(self, split: str = "valid") -> np.ndarray:
-        """A whole split cut into non-overlapping windows [N, seq_len + 1]."""
+        """A whole split cut into non-overlapping windows [N, seq_len + 1] (images: all its
+        rows)."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
         return split_windows(getattr(self.corpus, split), self.cfg.seq_len)
@@ -330,7 +344,7 @@ class LayerTyingEnv(gym.Env):
             test_ppl=ckpt.exact(self.test_ppl), best_test_ppl=ckpt.exact(self.best_test_ppl),
             best_test_sweep=self.best_test_sweep, val_loss=ckpt.exact(self.val_loss),
             start_val_loss=ckpt.exact(self.start_val_loss),
-            train_loss=ckpt.exact(self.train_loss),
+            train_loss=ckpt.exact(self.train_loss), val_accuracy=ckpt.exact(self.val_accuracy),
             np_random=ckpt.generator_state(self.np_random),
         )
         return tensors, meta
@@ -384,6 +398,7 @@ class LayerTyingEnv(gym.Env):
         self.val_loss = ckpt.from_exact(meta["val_loss"])
         self.start_val_loss = ckpt.from_exact(meta["start_val_loss"])
         self.train_loss = ckpt.from_exact(meta["train_loss"])
+        self.val_accuracy = ckpt.from_exact(meta.get("val_accuracy", ckpt.exact(float("nan"))))
         self.np_random = np_random
         return self._obs(), self._info(self._changed)
 
@@ -454,10 +469,21 @@ class LayerTyingEnv(gym.Env):
         )
         if self.optimal_ppl is not None:
             info["optimal_ppl"] = self.optimal_ppl
+        if self.family.task == "image-classification":
+            info["val_accuracy"] = self.val_accuracy
         if self.cfg.test_eval_every:
             info.update(test_ppl=self.test_ppl, best_test_ppl=self.best_test_ppl,
                         best_test_sweep=self.best_test_sweep)
         return info
+
+
+def _check_patches(cfg: EnvConfig, images: ImageSet) -> None:
+    """ViT cuts images into `patch_size` squares: it must divide the images' sides."""
+    size = cfg.hf_config.get("patch_size", cfg.patch_size) if cfg.hf_config else cfg.patch_size
+    if images.height % size or images.width % size:
+        raise SettingError("patch_size", f"patch_size={size} does not divide the "
+                                         f"{images.height}x{images.width} images of "
+                                         f"dataset={cfg.dataset!r}; use a divisor of both")
 
 
 def initial_choices(cfg: EnvConfig) -> list[int]:

@@ -1,20 +1,21 @@
-"""Saving a trained `TiedGPT2`, expanded or compact, and a run's model as a self-contained folder.
+"""Saving a trained `TiedModel`, expanded or compact, and a run's model as a self-contained folder.
 
-- **Expanded** (`save_expanded`): a standard Hugging Face folder that
-  `GPT2LMHeadModel.from_pretrained` loads; every tied position gets its own
-  copy of its root's weights, so any GPT-2 tooling can use it. Given a tokenizer
+- **Expanded** (`save_expanded`): a standard Hugging Face folder that the family's own
+  class loads (`GPT2LMHeadModel`, `LlamaForCausalLM`, `BertForMaskedLM`,
+  `ViTForImageClassification` `.from_pretrained`); every tied position gets its own
+  copy of its root's weights, so any tooling of the family can use it. Given a tokenizer
   (in Hugging Face form, `hf_tokenizer`) and a model card, the folder also holds the
   tokenizer files and `README.md`, so that `AutoTokenizer.from_pretrained` and
   `pipeline("text-generation", model=folder)` work on it alone.
 - **Compact** (`save_compact` / `load_compact`): only the root
   blocks, the embeddings and the final norm (`weights.safetensors`) plus
-  `config.json` holding the GPT-2 config, the tie map and the tie mode. It is
+  `config.json` holding the Hugging Face config, the tie map and the tie mode. It is
   smaller than the expanded folder by about the tied fraction of parameters,
-  and loads back into a `TiedGPT2` that gives the same logits.
+  and loads back into a `TiedModel` that gives the same logits.
 - **A run's model** (`save_run_model`): the expanded folder of a run's final model
   with the tokenizer of its corpus (`corpus_tokenizer`) and a model card written from
   the run's `result.json` (`model_card`). The synthetic corpus has no tokenizer: its
-  ids have no text, and the card says so.
+  ids have no text, and the card says so; nor have image sets.
 
 Everything is written atomically (`tying_env.files`): what Hugging Face's
 `save_pretrained` writes goes to a staging folder first, and each file is then moved
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import GenerationConfig, GPT2Config
+from transformers import GenerationConfig
 
 from tying_env.files import (
     atomic_write,
@@ -45,7 +46,7 @@ from tying_env.files import (
     write_json,
     write_text,
 )
-from tying_env.model import TiedGPT2
+from tying_env.models import TiedModel, as_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -79,38 +80,41 @@ CITATION = """@inproceedings{hay2024dynamic,
 # ------------------------------------------------------------------ expanded
 
 
-def save_expanded(model: TiedGPT2, path: str | Path, *,
+def save_expanded(model: TiedModel, path: str | Path, *,
                   tokenizer: PreTrainedTokenizerBase | None = None,
                   card: str | None = None) -> Path:
-    """Save `model` untied as a standard HF folder (`GPT2LMHeadModel.from_pretrained`).
+    """Save `model` untied as a standard HF folder (the family's class `.from_pretrained`).
 
-    The saved copy's special token ids follow `tokenizer`: its end-of-text token is
-    `eos_token_id` and `bos_token_id`, and `pad_token_id` unless it has a pad token of its
-    own. Without one (or for a tokenizer without an end-of-text token) no id has a
-    special meaning, and none is set. `generation_config.json` holds the same ids and
-    `max_new_tokens` = half the context (`n_positions`), so that generating with the
-    defaults fits the context after a prompt of up to that many tokens. `tokenizer` is
-    saved beside the weights (`save_pretrained`, with `model_max_length` = the context),
+    For a causal LM (GPT-2, Llama) the saved copy's special token ids follow `tokenizer`:
+    its end-of-text token is `eos_token_id` and `bos_token_id`, and `pad_token_id` unless
+    it has a pad token of its own. Without one (or for a tokenizer without an
+    end-of-text token) no id has a special meaning, and none is set.
+    `generation_config.json` holds the same ids and `max_new_tokens` = half the context
+    (`n_positions`), so that generating with the defaults fits the context after a prompt
+    of up to that many tokens. `tokenizer` is saved beside the weights
+    (`save_pretrained`, with `model_max_length` = the context),
     `card` as `README.md`.
     """
     path = Path(path)
     hf = model.to_hf()
-    n_positions = int(hf.config.n_positions)
-    eos = bos = pad = None
-    if tokenizer is not None:
-        eos = tokenizer.eos_token_id
-        bos = eos if tokenizer.bos_token_id is None else tokenizer.bos_token_id
-        pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
-    hf.config.bos_token_id, hf.config.eos_token_id, hf.config.pad_token_id = bos, eos, pad
-    hf.config.use_cache = True  # a copy to generate with: keep the keys and values
-    hf.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos,
-                                            pad_token_id=pad,
-                                            max_new_tokens=max(1, n_positions // 2))
+    n_positions = getattr(hf.config, "max_position_embeddings", None)
+    if model.family.task == "causal-lm":
+        eos = bos = pad = None
+        if tokenizer is not None:
+            eos = tokenizer.eos_token_id
+            bos = eos if tokenizer.bos_token_id is None else tokenizer.bos_token_id
+            pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+        hf.config.bos_token_id, hf.config.eos_token_id, hf.config.pad_token_id = bos, eos, pad
+        hf.config.use_cache = True  # a copy to generate with: keep the keys and values
+        hf.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos,
+                                                pad_token_id=pad,
+                                                max_new_tokens=max(1, n_positions // 2))
     with _staging(path) as stage:
         try:
             hf.save_pretrained(stage)
             if tokenizer is not None:
-                tokenizer.model_max_length = n_positions
+                if n_positions is not None:
+                    tokenizer.model_max_length = int(n_positions)
                 tokenizer.save_pretrained(stage)
                 _portable_tokenizer_config(stage / "tokenizer_config.json")
         except OSError as e:
@@ -163,10 +167,10 @@ def _portable_tokenizer_config(config_file: Path) -> None:
 # ------------------------------------------------------------------ compact
 
 
-def compact_state_dict(model: TiedGPT2) -> dict[str, torch.Tensor]:
+def compact_state_dict(model: TiedModel) -> dict[str, torch.Tensor]:
     """Root blocks, embeddings and final norm; a tensor shared by two keys is kept once."""
     state, seen = {}, set()
-    for key, value in model.lm.state_dict().items():
+    for key, value in model.net.state_dict().items():
         ptr = (value.device, value.untyped_storage().data_ptr(), value.storage_offset())
         if ptr in seen:  # the LM head tied to the input embeddings
             continue
@@ -175,7 +179,7 @@ def compact_state_dict(model: TiedGPT2) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_compact(model: TiedGPT2, path: str | Path) -> Path:
+def save_compact(model: TiedModel, path: str | Path) -> Path:
     """Save `model` with only its root blocks (see the module docstring)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -187,13 +191,13 @@ def save_compact(model: TiedGPT2, path: str | Path) -> Path:
         "version": COMPACT_VERSION,
         "tie_map": list(model.ties),
         "tie_mode": model.tie_mode,
-        "config": model.config.to_dict(),
+        "config": {**model.config.to_dict(), "model_type": model.family.name},
     })
     return path
 
 
-def load_compact(path: str | Path, device: str | torch.device = "cpu") -> TiedGPT2:
-    """Load a folder written by `save_compact` into a `TiedGPT2` (in eval mode)."""
+def load_compact(path: str | Path, device: str | torch.device = "cpu") -> TiedModel:
+    """Load a folder written by `save_compact` into a `TiedModel` (in eval mode)."""
     path = Path(path)
     config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
     for f in (config_file, weights_file):
@@ -205,11 +209,10 @@ def load_compact(path: str | Path, device: str | torch.device = "cpu") -> TiedGP
         raise ValueError(f"{config_file} has format={meta.get('format')!r} "
                          f"version={meta.get('version')!r}; expected {COMPACT_FORMAT!r} "
                          f"version {COMPACT_VERSION}")
-    config = GPT2Config.from_dict(meta["config"])
-    model = TiedGPT2(config, meta["tie_mode"], ties=meta["tie_map"])
+    model = TiedModel(as_config(meta["config"]), meta["tie_mode"], ties=meta["tie_map"])
     weights = load_file(str(weights_file))
-    missing, unexpected = model.lm.load_state_dict(weights, strict=False)
-    tied_aliases = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    missing, unexpected = model.net.load_state_dict(weights, strict=False)
+    tied_aliases = set(model.net.state_dict()) - set(compact_state_dict(model))
     if unexpected or set(missing) - tied_aliases:
         raise ValueError(f"{weights_file} does not match tie map {meta['tie_map']}: "
                          f"missing {sorted(set(missing) - tied_aliases)}, "
@@ -275,6 +278,8 @@ def corpus_tokenizer(corpus: Corpus, cfg: EnvConfig,
     from tying_env.data.tokenizer import BPETokenizer, build_tokenizer
     from tying_env.errors import DataUnavailableError, WriteFailedError
 
+    if not hasattr(corpus, "tokenizer"):  # an image set
+        return None, "Images need no tokenizer: the model takes pixel values."
     if corpus.source is not None or corpus.tokenizer == "synthetic":
         return None, SYNTHETIC_NOTE
     name = corpus.tokenizer
@@ -333,7 +338,7 @@ def _tokenizer_note(tok: Tokenizer) -> str:
 # ------------------------------------------------------------------ a run's model
 
 
-def save_run_model(model: TiedGPT2, path: str | Path, *, corpus: Corpus, cfg: EnvConfig,
+def save_run_model(model: TiedModel, path: str | Path, *, corpus: Corpus, cfg: EnvConfig,
                    result: dict[str, Any], cache_dir: str | Path | None = None,
                    compact: str | Path | None = None) -> Path:
     """A run's final model as a self-contained Hugging Face folder in `path`.
@@ -345,8 +350,13 @@ def save_run_model(model: TiedGPT2, path: str | Path, *, corpus: Corpus, cfg: En
     path = Path(path)
     tok, note = corpus_tokenizer(corpus, cfg, cache_dir)
     hf_tok = None if tok is None else hf_tokenizer(tok)
+    if model.family.task == "masked-lm" and hf_tok is not None:
+        note += (f" The model's `[MASK]` token is id {model.task.mask_id}, the last row of its "
+                 "embedding, which this tokenizer does not know: put the id in by hand.")
     card = model_card(result, folder=path, compact=compact, tokenizer_note=note,
-                      has_tokenizer=hf_tok is not None, n_positions=model.config.n_positions)
+                      has_tokenizer=hf_tok is not None,
+                      n_positions=getattr(model.config, "max_position_embeddings", None),
+                      family=model.family.name)
     return save_expanded(model, path, tokenizer=hf_tok, card=card)
 
 
@@ -357,7 +367,8 @@ def _ppl(value: Any) -> str:
 
 
 def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Path | None,
-               tokenizer_note: str, has_tokenizer: bool, n_positions: int) -> str:
+               tokenizer_note: str, has_tokenizer: bool, n_positions: int | None,
+               family: str = "gpt2") -> str:
     """The `README.md` of a run's `model/` folder, from the run's `result.json` content.
 
     It names the agent, seed, environment id and settings, the tie map, the final
@@ -373,17 +384,26 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
     tied = [i for i, r in enumerate(ties) if r != i]
     folder = Path(folder).as_posix()
     compact_folder = None if compact is None else Path(compact).as_posix()
-    max_new = max(1, int(n_positions) // 2)
+    from tying_env.models import get_family
+
+    fam = get_family(family)
+    cls = fam.model_class.__name__
+    causal = fam.task == "causal-lm"
+    has_tokenizer = has_tokenizer and fam.data_kind == "text"
+    label = FAMILY_LABELS[family]
+    max_new = max(1, int(n_positions) // 2) if causal else 0
     dataset = env.get("dataset", "?")
-    tags = ["gpt2", "layer-tying", "layer-tying-gym", "reinforcement-learning"]
+    tags = [family, "layer-tying", "layer-tying-gym", "reinforcement-learning"]
     front = ["---", "library_name: transformers",
-             *(["pipeline_tag: text-generation"] if has_tokenizer else []),
+             *(["pipeline_tag: text-generation"] if has_tokenizer and causal else []),
              "tags:", *(f"- {t}" for t in tags), "---", ""]
     lines = [
         f"# {result.get('agent')} on {result.get('env_id')}, seed {result.get('seed')}",
         "",
-        f"A GPT-2 of {env.get('n_layer')} layers ({env.get('n_embd')} wide, "
-        f"{env.get('n_head')} heads, context {n_positions} tokens) trained from scratch on "
+        f"A {label} of {env.get('n_layer')} layers ({env.get('n_embd')} wide, "
+        f"{env.get('n_head')} heads"
+        + (f", context {n_positions} tokens" if n_positions is not None and fam.data_kind ==
+           "text" else "") + ") trained from scratch on "
         f"`{dataset}` during one episode of the layer-tying environment "
         f"`{result.get('env_id')}`, while the agent `{result.get('agent')}` decided which "
         "layers share weights (dynamic layer tying, Hay & Wolf, ICLR 2024). Written by "
@@ -444,8 +464,8 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         "## The untied copy of a tied model",
         "",
         "This folder is the *untied* copy of the run's final model: every tied layer holds "
-        "its own copy of its root's weights, so it is a plain `GPT2LMHeadModel` that any "
-        f"GPT-2 tooling loads, with all {_count(result.get('total_params'))} parameters. "
+        f"its own copy of its root's weights, so it is a plain `{cls}` that any "
+        f"{label} tooling loads, with all {_count(result.get('total_params'))} parameters. "
         + (f"At the end of the run only {_count(result.get('trainable_params'))} of them "
            "were distinct. Training this copy further with ordinary tools trains the "
            "copies apart: it no longer has tied layers." if tied else
@@ -457,29 +477,31 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
             f"The run's `compact/` folder (`{compact_folder}`) holds the same model tied: "
             "only the root blocks, the embeddings and the final norm, plus the tie map and "
             "tie mode, smaller by about the tied fraction. It gives the same logits as this "
-            "folder and loads back into a `TiedGPT2` with `tying_env.export.load_compact` "
+            "folder and loads back into a `TiedModel` with `tying_env.export.load_compact` "
             "(needs layer-tying-gym).",
         ]
     lines += ["", "## Tokenizer", "", tokenizer_note, "", "## How to load it", ""]
-    if has_tokenizer:
+    if not causal:
+        lines += _load_example(fam, cls, folder)
+    elif has_tokenizer:
         lines += [
             "```python",
-            "from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline",
+            f"from transformers import AutoTokenizer, {cls}, pipeline",
             "",
             f'generate = pipeline("text-generation", model="{folder}")',
             'print(generate("The")[0]["generated_text"])',
             "",
             f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
-            f'model = GPT2LMHeadModel.from_pretrained("{folder}")',
+            f'model = {cls}.from_pretrained("{folder}")',
             "```",
         ]
     else:
         lines += [
             "```python",
             "import torch",
-            "from transformers import GPT2LMHeadModel",
+            f"from transformers import {cls}",
             "",
-            f'model = GPT2LMHeadModel.from_pretrained("{folder}").eval()',
+            f'model = {cls}.from_pretrained("{folder}").eval()',
             "ids = torch.tensor([[1, 2, 3]])  # token ids, not text",
             "with torch.no_grad():",
             "    logits = model(ids).logits",
@@ -494,15 +516,18 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
             "```python",
             "from tying_env.export import load_compact",
             "",
-            f'tied = load_compact("{compact_folder}")  # a TiedGPT2, its tie map in tied.ties',
+            f'tied = load_compact("{compact_folder}")  # a TiedModel, its tie map in tied.ties',
             "```",
         ]
+    if causal:
+        lines += [
+            "",
+            f"The context is {n_positions} tokens: a prompt and the tokens generated after it "
+            "must fit in it. `generation_config.json` sets `max_new_tokens` to "
+            f"{max_new}, so a prompt of up to {n_positions - max_new} tokens fits with the "
+            "defaults.",
+        ]
     lines += [
-        "",
-        f"The context is {n_positions} tokens: a prompt and the tokens generated after it "
-        "must fit in it. `generation_config.json` sets `max_new_tokens` to "
-        f"{max_new}, so a prompt of up to {n_positions - max_new} tokens fits with the "
-        "defaults.",
         "",
         "## License and citation",
         "",
@@ -517,6 +542,23 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         "",
     ]
     return "\n".join(front + lines)
+
+
+FAMILY_LABELS = {"gpt2": "GPT-2", "llama": "Llama", "bert": "BERT", "vit": "ViT"}
+
+
+def _load_example(fam: Any, cls: str, folder: str) -> list[str]:
+    """How to run the saved BERT (token ids in, masked-token logits out) or ViT."""
+    if fam.data_kind == "images":
+        inputs = ("size, channels = model.config.image_size, model.config.num_channels\n"
+                  "pixels = torch.rand(1, channels, size, size) * 2 - 1  # in [-1, 1], as trained",
+                  "    logits = model(pixel_values=pixels).logits  # one score per class")
+    else:
+        inputs = ("ids = torch.tensor([[1, 2, 3]])  # token ids (the [MASK] id: the last one)",
+                  "    logits = model(input_ids=ids).logits  # a distribution per position")
+    return ["```python", "import torch", f"from transformers import {cls}", "",
+            f'model = {cls}.from_pretrained("{folder}").eval()', inputs[0],
+            "with torch.no_grad():", inputs[1], "```"]
 
 
 def _frac(value: Any) -> str:

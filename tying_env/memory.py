@@ -21,7 +21,14 @@ In pure bf16 the activations add `2 * B*S*V` (the bfloat16 logits); under autoca
 `precision="fp32"` and `"bf16-autocast"` (float32 weights, gradients and optimizer state),
 2 and 2 in pure `"bf16"`. The loss is computed in float32 in every precision.
 
-The first three parts use the arithmetic of `TiedGPT2.memory_bytes` (embeddings
+For the other families (Llama, BERT, ViT) the parameter counts come from the Hugging Face
+model itself, built on PyTorch's `meta` device (no memory): `P = other + R * block`, and
+the activations take GPT-2's calibration per token and layer, with `S` the tokens of an
+example (ViT: its patches and the `[CLS]` token) and `S*V` replaced by the outputs of an
+example (ViT: its classes). That activation figure is an estimate by analogy, not
+measured per family.
+
+The first three parts use the arithmetic of `TiedModel.memory_bytes` (embeddings
 tied to the LM head and counted once, the blocks of roots only); they equal
 `info["memory_bytes"]` once the first optimizer step has run (at reset there are no
 gradients nor optimizer state yet).
@@ -65,6 +72,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -128,18 +136,60 @@ def starting_state(cfg: EnvConfig) -> tuple[tm.TieMap, tuple[int, ...]]:
     return tm.untied(L), tuple(range(1, L)) if cfg.initial_ties == "frozen" else ()
 
 
-def estimate_bytes(cfg: EnvConfig, vocab_size: int, device: str | torch.device = "cpu",
+@dataclass(frozen=True)
+class ModelCounts:
+    """Parameter and tensor counts of a family's model, and the sizes activations scale
+    with: tokens per example and outputs (logits) per example."""
+
+    other: int  # parameters outside the blocks (embeddings, final norm, head)
+    block: int  # parameters of one block
+    other_tensors: int
+    block_tensors: int
+    tokens: int
+    outputs: int
+
+
+def model_counts(cfg: EnvConfig, data: Any) -> ModelCounts:
+    """`ModelCounts` of `cfg`'s model for `data` (a vocabulary size, a corpus or an image
+    set): GPT-2's by formula, the others' from the model built on the `meta` device."""
+    from tying_env.models import get_family
+    from tying_env.training import data_shape, model_config
+
+    shape = data_shape(data)
+    if cfg.family == "gpt2" and cfg.hf_config is None:
+        E, V = cfg.n_embd, shape.vocab_size
+        return ModelCounts(V * E + cfg.seq_len * E + 2 * E, block_numel(E), OTHER_TENSORS,
+                           BLOCK_TENSORS, cfg.seq_len, cfg.seq_len * V)
+    family = get_family(cfg.family)
+    config = model_config(cfg, shape.vocab_size if family.data_kind == "text" else data)
+    with torch.device("meta"):
+        net = family.model_class(config)
+    params = {id(p): p for p in net.parameters()}
+    block = list(family.block_list(net)[0].parameters())
+    n_block = sum(p.numel() for p in block)
+    L = len(family.block_list(net))
+    other = sum(p.numel() for p in params.values()) - L * n_block
+    if family.data_kind == "images":
+        patches = (shape.height // config.patch_size) * (shape.width // config.patch_size)
+        tokens, outputs = patches + 1, shape.n_classes
+    else:
+        tokens, outputs = cfg.seq_len, cfg.seq_len * int(config.vocab_size)
+    return ModelCounts(other, n_block, len(params) - L * len(block), len(block), tokens,
+                       outputs)
+
+
+def estimate_bytes(cfg: EnvConfig, vocab_size: Any, device: str | torch.device = "cpu",
                    ties: Sequence[int] | None = None,
                    frozen: Sequence[int] | None = None) -> MemoryEstimate:
     """The bytes a training step of `cfg` needs on `device`, by part, building nothing.
 
     `ties` and `frozen` (root positions whose block is frozen) default to the run's
     starting state (`cfg.initial_ties`, see `starting_state`); `vocab_size` is the
-    corpus's (the tokenizer's real size for text corpora). The precision is
-    `cfg.precision` resolved for `device`.
+    corpus's (the tokenizer's real size for text corpora), or the corpus or image set
+    itself. The precision is `cfg.precision` resolved for `device`.
     """
-    E, S, L, H, B, V = (cfg.n_embd, cfg.seq_len, cfg.n_layer, cfg.n_head, cfg.batch_size,
-                        vocab_size)
+    counts = model_counts(cfg, vocab_size)
+    E, S, L, H, B = (cfg.n_embd, counts.tokens, cfg.n_layer, cfg.n_head, cfg.batch_size)
     if ties is None:
         ties, start_frozen = starting_state(cfg)
         frozen = start_frozen if frozen is None else frozen
@@ -148,18 +198,22 @@ def estimate_bytes(cfg: EnvConfig, vocab_size: int, device: str | torch.device =
     n_frozen = len(set(frozen) & set(tm.roots(ties)))
     precision = resolved_precision(cfg.precision, torch.device(device))
     W = BF16_BYTES if precision == "bf16" else WEIGHT_BYTES
-    held = V * E + S * E + 2 * E + n_roots * block_numel(E)
-    trainable = held - n_frozen * block_numel(E)
-    n_tensors = OTHER_TENSORS + BLOCK_TENSORS * (n_roots - n_frozen)
+    held = counts.other + n_roots * counts.block
+    trainable = held - n_frozen * counts.block
+    n_tensors = counts.other_tensors + counts.block_tensors * (n_roots - n_frozen)
     optimizer = 2 * W * trainable + ADAM_STEP_BYTES * n_tensors
     cuda = torch.device(device).type == "cuda"
     materialised = not cuda and cfg.dropout > 0.0
     per_token_layer = BLOCK_WIDTH * E + (ATTENTION_COPIES * H * S if materialised else 0)
-    activations = W * B * S * L * per_token_layer + WEIGHT_BYTES * LOGIT_COPIES * B * S * V
+    outputs = B * counts.outputs  # logits of a batch
+    activations = W * B * S * L * per_token_layer + WEIGHT_BYTES * LOGIT_COPIES * outputs
     if precision == "bf16":  # the bfloat16 logits, before the float32 loss
-        activations += BF16_BYTES * B * S * V
+        activations += BF16_BYTES * outputs
     if precision == "bf16-autocast":
-        activations += AUTOCAST_BYTES * (L * 12 * E * E + V * E)
+        if cfg.family == "gpt2" and cfg.hf_config is None:  # the matrices' weights
+            activations += AUTOCAST_BYTES * (L * 12 * E * E + (counts.outputs // S) * E)
+        else:
+            activations += AUTOCAST_BYTES * (L * counts.block + counts.other)
     return MemoryEstimate(params=W * held, grads=W * trainable, optimizer=optimizer,
                           activations=activations, device=torch.device(device).type)
 
@@ -233,7 +287,7 @@ def format_bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def check(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> MemoryEstimate:
+def check(cfg: EnvConfig, vocab_size: Any, device: str | torch.device) -> MemoryEstimate:
     """Raise `ModelTooLargeError` if `estimate_bytes` exceeds `available_bytes(device)`.
 
     Returns the estimate; does nothing more when the available memory is unknown.
@@ -250,7 +304,7 @@ def check(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> Memory
         argument,
         f"the model is too large for this machine: a training step of preset={cfg.preset!r} "
         f"(n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, seq_len={cfg.seq_len}, "
-        f"vocab_size={vocab_size}, batch_size={cfg.batch_size}) needs about "
+        f"{_data_label(vocab_size)}, batch_size={cfg.batch_size}) needs about "
         f"{format_bytes(estimate.total)} ({estimate.describe()}), but "
         f"{torch.device(device).type} has {format_bytes(available)} available; "
         f"{_advice(argument, cfg, device, available)}, or pass "
@@ -263,7 +317,15 @@ SHAPE_SETTINGS = ("n_layer", "n_embd", "n_head", "seq_len", "vocab_size", "batch
                   "initial_ties", "dropout", "precision")
 
 
-def blame(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> str:
+def _data_label(data: Any) -> str:
+    if isinstance(data, int):
+        return f"vocab_size={data}"
+    if hasattr(data, "n_classes"):
+        return f"{data.height}x{data.width} images, {data.n_classes} classes"
+    return f"vocab_size={data.vocab_size}"
+
+
+def blame(cfg: EnvConfig, vocab_size: Any, device: str | torch.device) -> str:
     """The setting most responsible for the estimate: of the settings given a value other
     than the preset's, the one whose preset value would save the most memory; `"preset"`
     when there is none (the preset's own shape is too large)."""
@@ -271,7 +333,8 @@ def blame(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> str:
     total = estimate_bytes(cfg, vocab_size, device).total
     best, saving = "preset", 0
     for name in SHAPE_SETTINGS:
-        if getattr(cfg, name) == preset[name]:
+        if getattr(cfg, name) == preset[name] or (not isinstance(vocab_size, int) and name in
+                                                  ("vocab_size", "seq_len")):
             continue
         reverted = replace(cfg, **{name: preset[name]})
         vocab = preset[name] if name == "vocab_size" else vocab_size
@@ -284,6 +347,8 @@ def blame(cfg: EnvConfig, vocab_size: int, device: str | torch.device) -> str:
 def _advice(argument: str, cfg: EnvConfig, device: str | torch.device, available: int) -> str:
     if argument == "preset":
         fit = [name for name, values in PRESETS.items() if name != cfg.preset
+               and values.get("family", "gpt2") == cfg.family
+               and "vocab_size" in values
                and estimate_bytes(replace(cfg, **values), values["vocab_size"],
                                   device).total <= available]
         presets = f"a preset that fits ({', '.join(fit)})" if fit else "a smaller preset"

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from tying_env.data.corpus import DATASETS
+from tying_env.data.images import IMAGE_DATASETS
 from tying_env.errors import SettingError, SettingTypeError
 from tying_env.ties import TIE_MODES
 
@@ -22,6 +23,8 @@ REWARDS = ("log_ppl_delta", "ppl_delta", "paper")
 ACTION_MODES = ("layer", "vector")
 DEVICES = ("auto", "cpu", "cuda")
 ACTIVATIONS = ("gelu", "gelu_new")
+# the model families (`tying_env.models.FAMILIES`) and the kind of data each trains on
+FAMILY_DATA = {"gpt2": "text", "llama": "text", "bert": "text", "vit": "images"}
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,23 @@ class EnvConfig:
     map, resolved to roots) or `"choices"` (the raw last choice per layer, what the
     published Q-learner sees; also in `info["choices"]`).
 
+    `family`: the model family (`"gpt2"`, `"llama"`, `"bert"` or `"vit"`, see
+    `tying_env.models`), built from the shape settings (`n_layer`, `n_embd`, `n_head`,
+    `seq_len`, `dropout`; `activation` is GPT-2's, `patch_size` ViT's; ViT ignores `seq_len`
+    and `vocab_size`, its images and classes come from the dataset). `hf_config` (a dict
+    of a Hugging Face config of a supported family, or the config object, turned into its
+    dict) brings your own architecture: it sets `family` and the shape (`n_layer`,
+    `n_embd`, `n_head` are read from it), and the data sets its vocabulary or classes.
+
     `test_eval_every` (sweeps; 0: never): evaluate the whole test split after every that
     many sweeps, for the published metric, the best test perplexity over sweeps
     (`info["best_test_ppl"]`), which is selected on the test split.
     """
 
     preset: str = "tiny"
-    # model shape
+    # model family and shape
+    family: str = "gpt2"
+    hf_config: dict[str, Any] | None = None
     n_layer: int = 6
     n_embd: int = 64
     n_head: int = 4
@@ -63,6 +76,7 @@ class EnvConfig:
     vocab_size: int = 64
     dropout: float = 0.2
     activation: str = "gelu"
+    patch_size: int = 2
     # data
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -113,6 +127,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-12": dict(n_layer=12, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
                      batch_size=16, lr=1e-4, dropout=0.2, dataset="wikitext-2-v1",
                      tokenizer="gpt2", max_sweeps=100),
+    # the other families, each at the shapes of `tiny` and `small`
+    "llama-tiny": dict(family="llama", n_layer=6, n_embd=64, n_head=4, seq_len=64,
+                       vocab_size=64, batch_size=16, lr=1e-3, dataset="synthetic",
+                       max_sweeps=10),
+    "llama-small": dict(family="llama", n_layer=12, n_embd=128, n_head=4, seq_len=128,
+                        vocab_size=8192, batch_size=8, lr=1e-3, dataset="wikitext-2",
+                        max_sweeps=20),
+    "bert-tiny": dict(family="bert", n_layer=6, n_embd=64, n_head=4, seq_len=64,
+                      vocab_size=64, batch_size=16, lr=1e-3, dataset="synthetic",
+                      max_sweeps=10),
+    "bert-small": dict(family="bert", n_layer=12, n_embd=128, n_head=4, seq_len=128,
+                       vocab_size=8192, batch_size=8, lr=1e-3, dataset="wikitext-2",
+                       max_sweeps=20),
+    # ViT: scikit-learn's 8x8 digits in 2x2 patches; CIFAR-10's 32x32 images in 4x4 patches
+    "vit-tiny": dict(family="vit", n_layer=6, n_embd=64, n_head=4, patch_size=2,
+                     batch_size=32, lr=1e-3, dropout=0.1, dataset="digits", max_sweeps=10),
+    "vit-small": dict(family="vit", n_layer=12, n_embd=128, n_head=4, patch_size=4,
+                      batch_size=32, lr=1e-3, dropout=0.1, dataset="cifar10", max_sweeps=20),
 }
 
 _FIELD_TYPES = {f.name: f.type for f in fields(EnvConfig)}
@@ -143,6 +175,8 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
         )
     given = {k: v for k, v in overrides.items() if v is not None or k in ("data_dir", "tokenizer")}
     settings = {**PRESETS[preset], **given}
+    if given.get("hf_config") is not None:
+        settings.update(_hf_shape(given["hf_config"], given))
     if "tokenizer" not in given and settings.get("dataset") == "synthetic":
         settings["tokenizer"] = None  # a preset's tokenizer is for text corpora only
     cfg = replace(EnvConfig(), preset=preset, **settings)
@@ -150,11 +184,28 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
     return cfg
 
 
+def _hf_shape(hf_config: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """`family`, `hf_config` (as a dict) and the shape settings read from a Hugging Face
+    config; a `SettingError` when an explicit setting contradicts it."""
+    from tying_env.models import as_config, family_of
+
+    config = as_config(hf_config.to_dict() if hasattr(hf_config, "to_dict") else hf_config)
+    family = family_of(config)
+    shape = {"family": family.name, **family.shape(config)}
+    for name, value in shape.items():
+        if name in given and given[name] != value:
+            raise SettingError(name, f"{name}={given[name]!r} contradicts hf_config, which "
+                                     f"says {name}={value!r}; give one of them")
+    if family.data_kind == "text" and "seq_len" not in given:
+        shape["seq_len"] = min(int(config.max_position_embeddings), PRESETS["small"]["seq_len"])
+    return {**shape, "hf_config": {**config.to_dict(), "model_type": family.name}}
+
+
 def validate(cfg: EnvConfig) -> None:
     """Raise `SettingError` naming the first bad setting."""
     ints = dict(n_layer=1, n_embd=1, n_head=1, seq_len=2, vocab_size=2, batch_size=1,
                 warmup_steps=0, steps_per_decision=1, max_sweeps=1, eval_batches=1,
-                test_eval_every=0)
+                test_eval_every=0, patch_size=1)
     for name, low in ints.items():
         _check_int(name, getattr(cfg, name), low)
     floats = dict(dropout=(0.0, 1.0, True), lr=(0.0, float("inf"), False),
@@ -173,7 +224,8 @@ def validate(cfg: EnvConfig) -> None:
     if cfg.n_layer < 2:
         raise SettingError("n_layer", f"n_layer={cfg.n_layer} must be >= 2: layer 0 is never "
                                       "tied, so one layer leaves no decision to make")
-    choices = dict(dataset=DATASETS, tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
+    choices = dict(family=tuple(FAMILY_DATA), dataset=DATASETS + IMAGE_DATASETS,
+                   tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
                    reward=REWARDS, action_mode=ACTION_MODES,
                    activation=ACTIVATIONS, precision=PRECISIONS, observation=OBSERVATIONS)
     for name, allowed in choices.items():
@@ -181,6 +233,24 @@ def validate(cfg: EnvConfig) -> None:
         if value not in allowed:
             raise SettingError(name, f"{name}={value!r} is unknown; allowed: "
                                      f"{', '.join(allowed)}")
+    kind = FAMILY_DATA[cfg.family]
+    if (cfg.dataset in IMAGE_DATASETS) != (kind == "images"):
+        allowed = IMAGE_DATASETS if kind == "images" else DATASETS
+        raise SettingError("dataset", f"dataset={cfg.dataset!r} is not {kind}, which "
+                                      f"family={cfg.family!r} trains on; allowed: "
+                                      f"{', '.join(allowed)}")
+    if cfg.hf_config is not None:
+        if not isinstance(cfg.hf_config, dict):
+            raise SettingTypeError("hf_config", f"hf_config={cfg.hf_config!r} must be a dict "
+                                                "or a Hugging Face config")
+        if cfg.hf_config.get("model_type") != cfg.family:
+            raise SettingError("hf_config", f"hf_config has model_type="
+                                            f"{cfg.hf_config.get('model_type')!r}, but "
+                                            f"family={cfg.family!r}")
+        limit = cfg.hf_config.get("max_position_embeddings", cfg.hf_config.get("n_positions"))
+        if kind == "text" and limit is not None and cfg.seq_len > limit:
+            raise SettingError("seq_len", f"seq_len={cfg.seq_len} is longer than hf_config's "
+                                          f"{limit} positions")
     for name in ("cosine_schedule", "memory_check"):
         if not isinstance(getattr(cfg, name), bool):
             raise SettingTypeError(name, f"{name}={getattr(cfg, name)!r} must be a bool")

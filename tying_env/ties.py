@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 TieMap = tuple[int, ...]
 
-TIE_MODES = ("copy", "share")  # how a tied position runs its root (see tying_env.model)
+TIE_MODES = ("copy", "share")  # how a tied position runs its root (see tying_env.models)
 
 
 def validate(ties: Sequence[int]) -> TieMap:

@@ -6,10 +6,12 @@
   deleted, so its memory is freed, and new tensors (an untied clone) start with
   fresh state. Tensors that survive (a root handed to its lowest dependent
   included) keep their state.
-- Windows of token ids: `sample_windows` (random training batches),
-  `spread_windows` (a fixed evaluation subset), `split_windows`
-  (a whole split).
-- `TrainingRun`: one seeded training run of a tied GPT-2 on a corpus:
+- Examples: a split is a 1-D stream of token ids, cut into windows of `seq_len + 1`
+  tokens, or a 2-D table of examples (image rows, the label last), taken row by row:
+  `sample_windows` (random training batches), `spread_windows` (a fixed evaluation
+  subset), `split_windows` (a whole split). The model's task (`tying_env.models.family`)
+  turns examples into inputs and targets.
+- `TrainingRun`: one seeded training run of a tied model on a corpus:
   apply a decision, train a few steps, evaluate; its complete state for
   checkpoints (`TrainingRun.state` / `TrainingRun.restore`).
 - Precision (`EnvConfig.precision`, see `model_dtype` and `autocast`): `fp32`;
@@ -33,7 +35,9 @@ from torch import nn
 from tying_env import checkpoint as ckpt
 from tying_env import ties as tm
 from tying_env.data.corpus import Corpus
-from tying_env.model import TiedGPT2, gpt2_config
+from tying_env.data.images import ImageSet
+from tying_env.models import DataShape, TiedModel, as_config, get_family
+from tying_env.models.family import IGNORE
 from tying_env.presets import EnvConfig, resolved_precision
 from tying_env.ties import Transition
 
@@ -118,19 +122,29 @@ def fused_supported(params: Sequence[torch.Tensor]) -> bool:
 # ------------------------------------------------------------------ windows
 def sample_windows(tokens: np.ndarray, rng: np.random.Generator, batch_size: int,
                    seq_len: int) -> np.ndarray:
-    """`batch_size` random windows of `seq_len + 1` tokens, shape [batch, seq_len + 1]."""
+    """`batch_size` random windows of `seq_len + 1` tokens, shape [batch, seq_len + 1]
+    (of a table of examples: `batch_size` random rows)."""
+    if tokens.ndim == 2:
+        return np.asarray(tokens[np.sort(rng.integers(0, len(tokens), size=batch_size))])
     starts = rng.integers(0, len(tokens) - seq_len - 1, size=batch_size)
     return np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)])
 
 
 def spread_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
-    """`n` windows of `seq_len + 1` tokens spread evenly over `tokens`."""
+    """`n` windows of `seq_len + 1` tokens spread evenly over `tokens` (of a table of
+    examples: `n` rows spread evenly, all of them if it has fewer)."""
+    if tokens.ndim == 2:
+        rows = np.unique(np.linspace(0, len(tokens) - 1, min(n, len(tokens))).astype(np.int64))
+        return np.asarray(tokens[rows])
     starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)
     return np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)])
 
 
 def split_windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
-    """A whole split as non-overlapping windows [N, seq_len + 1] (neighbours share a token)."""
+    """A whole split as non-overlapping windows [N, seq_len + 1] (neighbours share a token;
+    of a table of examples: every row)."""
+    if tokens.ndim == 2:
+        return np.asarray(tokens)
     n = (len(tokens) - 1) // seq_len
     if n < 1:
         raise ValueError(f"a split of {len(tokens)} tokens is shorter than one window of "
@@ -152,12 +166,35 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 # ------------------------------------------------------------------ the run
-def build_model(cfg: EnvConfig, vocab_size: int, ties: Sequence[int] | None = None,
-                frozen: Sequence[int] = ()) -> TiedGPT2:
-    """The tied GPT-2 of `cfg` (initialised from torch's current random state, float32)."""
-    config = gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, vocab_size,
-                         cfg.dropout, cfg.activation)
-    return TiedGPT2(config, cfg.tie_mode, ties=ties, frozen=frozen)
+def data_shape(data: Corpus | ImageSet | int) -> DataShape:
+    """What a model config needs to know about `data` (an int: a vocabulary size)."""
+    if isinstance(data, ImageSet):
+        return DataShape(channels=data.channels, height=data.height, width=data.width,
+                         n_classes=data.n_classes)
+    return DataShape(vocab_size=data if isinstance(data, int) else data.vocab_size)
+
+
+def model_config(cfg: EnvConfig, data: Corpus | ImageSet | int):
+    """The Hugging Face config of `cfg`'s model: `cfg.hf_config` when given (the data's
+    vocabulary or classes filled in), else built from the shape settings."""
+    family = get_family(cfg.family)
+    shape = data_shape(data)
+    if cfg.hf_config is None:
+        return family.make_config(cfg, shape)
+    config = as_config(dict(cfg.hf_config))
+    if family.data_kind == "images":
+        config.num_labels = shape.n_classes
+    else:
+        extra = int(family.make_config(cfg, shape).vocab_size) - shape.vocab_size
+        config.vocab_size = shape.vocab_size + extra  # e.g. BERT's [MASK]
+    return config
+
+
+def build_model(cfg: EnvConfig, data: Corpus | ImageSet | int,
+                ties: Sequence[int] | None = None, frozen: Sequence[int] = ()) -> TiedModel:
+    """The tied model of `cfg` for `data` (initialised from torch's current random state,
+    float32)."""
+    return TiedModel(model_config(cfg, data), cfg.tie_mode, ties=ties, frozen=frozen)
 
 
 def initial_ties(cfg: EnvConfig) -> tm.TieMap | None:
@@ -171,7 +208,7 @@ def initial_frozen(cfg: EnvConfig) -> tuple[int, ...]:
 
 
 class TrainingRun:
-    """One seeded training run of a tied GPT-2 on a corpus.
+    """One seeded training run of a tied model on a corpus (text or images).
 
     `model_seed` initialises the weights (in float32, then cast to the precision's
     dtype, so every precision starts from the same values); `data_seed` drives the
@@ -190,11 +227,12 @@ class TrainingRun:
         self.data_rng = np.random.default_rng(data_seed)
         with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(model_seed)
-            self.model = build_model(cfg, corpus.vocab_size, initial_ties(cfg),
+            self.model = build_model(cfg, corpus, initial_ties(cfg),
                                      initial_frozen(cfg)).to(device, model_dtype(self.precision))
             self.torch_rng = _rng_state(device)
         self.optim = self._new_optimizer(self.model)
         self.seconds = {"train": 0.0, "evaluate": 0.0}
+        self.accuracy = float("nan")  # of the last evaluation (image classification)
 
     # ---------------------------------------------------------------- decisions
     def choose(self, layer: int, choice: int) -> Transition:
@@ -220,7 +258,7 @@ class TrainingRun:
                 for _ in range(n_steps):
                     windows = sample_windows(self.corpus.train, self.data_rng, cfg.batch_size,
                                              cfg.seq_len)
-                    x, y = self._batch(windows)
+                    x, y = self._batch(windows, self.data_rng)
                     with autocast(self.precision, self.device):
                         loss = self.model.loss(x, y)
                     loss_value = float(loss.detach())
@@ -233,23 +271,32 @@ class TrainingRun:
 
     @torch.no_grad()  # not inference_mode: a tied block's twin built here is used in training
     def evaluate_loss(self, windows: np.ndarray, batch_size: int | None = None) -> float:
-        """Mean next-token loss (nats) of the current model on `windows` [N, seq_len + 1].
+        """Mean loss (nats per target) of the current model on `windows` (examples).
 
         Without autograd or dropout; by default in batches of `EVAL_BATCH_FACTOR`
-        training batches (no activations are kept for a backward pass).
+        training batches (no activations are kept for a backward pass). The task's
+        targets are made for all the examples at once (BERT's masks from a fixed seed),
+        so the result does not depend on the batch size. Sets `accuracy` (the share of
+        targets whose highest logit is right).
         """
         t0 = time.perf_counter()
         self.model.eval()
         batch_size = batch_size or EVAL_BATCH_FACTOR * self.cfg.batch_size
-        total, count = 0.0, 0
+        inputs, targets = self.model.task.batch(windows, None)
+        total, count, correct = 0.0, 0, 0
         for start in range(0, len(windows), batch_size):
-            x, y = self._batch(windows[start:start + batch_size])
+            x, y = (self._tensor(a[start:start + batch_size]) for a in (inputs, targets))
+            n = int((y != IGNORE).sum())
+            if n == 0:
+                continue
             with autocast(self.precision, self.device):
-                loss = self.model.loss(x, y)
-            total += float(loss) * y.numel()
-            count += y.numel()
+                loss, logits = self.model.loss_and_logits(x, y)
+            total += float(loss) * n
+            count += n
+            correct += int((logits.argmax(-1) == y).sum())
         self.seconds["evaluate"] += time.perf_counter() - t0
-        return total / count
+        self.accuracy = correct / count if count else float("nan")
+        return total / count if count else float("nan")
 
     def train_batch_loss(self) -> float:
         """The loss of the model (eval mode) on one random training batch."""
@@ -257,9 +304,16 @@ class TrainingRun:
                                  self.cfg.seq_len)
         return self.evaluate_loss(windows)
 
-    def _batch(self, windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        w = torch.from_numpy(windows.astype(np.int64)).to(self.device)
-        return w[:, :-1], w[:, 1:]
+    def _batch(self, windows: np.ndarray,
+               rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.model.task.batch(windows, rng)
+        return self._tensor(x), self._tensor(y)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if t.is_floating_point():
+            return t.to(self.device, model_dtype(self.precision))
+        return t.to(self.device, torch.int64)
 
     def _rng_devices(self) -> list[torch.device]:
         return [self.device] if self.device.type == "cuda" else []
@@ -272,7 +326,7 @@ class TrainingRun:
             yield
             self.torch_rng = _rng_state(self.device)
 
-    def _new_optimizer(self, model: TiedGPT2) -> InnerOptimizer:
+    def _new_optimizer(self, model: TiedModel) -> InnerOptimizer:
         cfg = self.cfg
         total = cfg.max_sweeps * (cfg.n_layer - 1) * cfg.steps_per_decision
         return InnerOptimizer(model.trainable_parameters(), cfg.lr,
@@ -291,7 +345,7 @@ class TrainingRun:
         tensors hold a gradient (memory accounting sees them), the data sampler's
         generator.
         """
-        model_tensors, model_meta = ckpt.module_state(self.model.lm)
+        model_tensors, model_meta = ckpt.module_state(self.model.net)
         optim_tensors, optim_meta = ckpt.optimizer_state(self.optim.optimizer)
         tensors = {**ckpt.prefixed("model/", model_tensors),
                    **ckpt.prefixed("optim/", optim_tensors),
@@ -328,9 +382,9 @@ class TrainingRun:
         run.cfg, run.corpus, run.device = cfg, corpus, device
         run.precision = resolved_precision(cfg.precision, device)
         with torch.random.fork_rng(devices=run._rng_devices()):  # the init is overwritten
-            model = build_model(cfg, corpus.vocab_size, ties, frozen)
+            model = build_model(cfg, corpus, ties, frozen)
         model.to(dtype=model_dtype(run.precision))
-        ckpt.load_module_state(model.lm, ckpt.sub(tensors, "model/"), meta["model"], "model")
+        ckpt.load_module_state(model.net, ckpt.sub(tensors, "model/"), meta["model"], "model")
         run.model = model.to(device)
         run.optim = run._new_optimizer(run.model)
         ckpt.load_optimizer_state(run.optim.optimizer, ckpt.sub(tensors, "optim/"),
@@ -347,6 +401,7 @@ class TrainingRun:
                          for i in range(int(meta["torch_rng"]))]
         run.data_rng = ckpt.make_generator(meta["data_rng"])
         run.seconds = {"train": 0.0, "evaluate": 0.0}
+        run.accuracy = float("nan")
         return run
 
 

@@ -1,6 +1,8 @@
-"""The tied transformer: a Hugging Face GPT-2 whose block list follows a tie map.
+"""The tied transformer: a Hugging Face model whose block list follows a tie map.
 
-Only *root* positions own a `GPT2Block`. A tied position holds a
+The model is any family of `tying_env.models.FAMILIES` (GPT-2, Llama, BERT, ViT), known
+here only through its adapter (`tying_env.models.family.Family`): where its block list
+is, what its inputs are called, its task. Only *root* positions own a block. A tied position holds a
 `TiedBlock`, a parameter-free stand-in that runs its root's block:
 
 - `copy` mode (the published behaviour): the position runs a twin of the
@@ -13,7 +15,7 @@ Only *root* positions own a `GPT2Block`. A tied position holds a
 Tied blocks therefore have no parameters, gradients or optimizer state: tying a
 root frees its memory for real.
 
-A root can also be *frozen* (`TiedGPT2.freeze`): it holds its block, which runs and
+A root can also be *frozen* (`TiedModel.freeze`): it holds its block, which runs and
 passes gradient to earlier layers, but its weights get no gradient and no optimizer
 state. This reproduces the published start state (`initial_ties="frozen"`): every
 block keeps its own random initialisation, frozen, until a decision unties it
@@ -32,10 +34,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from tying_env import dropout as fast_dropout
 from tying_env import ties as tm
+from tying_env.models.family import IGNORE, set_layer_index
+from tying_env.models.registry import as_config, family_of
 from tying_env.ties import TIE_MODES, TieMap, Transition
 
 
@@ -82,17 +86,6 @@ class TiedBlock(nn.Module):
         return f"mode={self.mode!r}"
 
 
-def gpt2_config(n_layer: int, n_embd: int, n_head: int, seq_len: int, vocab_size: int,
-                dropout: float = 0.0, activation: str = "gelu") -> GPT2Config:
-    """A GPT-2 config trained from scratch, input embeddings tied to the LM head."""
-    return GPT2Config(
-        vocab_size=vocab_size, n_positions=seq_len, n_embd=n_embd, n_layer=n_layer,
-        n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-        activation_function=activation, tie_word_embeddings=True, use_cache=False,
-        bos_token_id=0, eos_token_id=0,
-    )
-
-
 @dataclass(frozen=True)
 class MemoryBytes:
     """Bytes held by parameters, their gradients and the optimizer state."""
@@ -110,19 +103,26 @@ class MemoryBytes:
                     total=self.total)
 
 
-class TiedGPT2(nn.Module):
-    """GPT-2 language model whose blocks are tied according to a tie map."""
+class TiedModel(nn.Module):
+    """A Hugging Face model of a supported family whose blocks are tied by a tie map.
 
-    def __init__(self, config: GPT2Config, tie_mode: str = "copy",
+    `config` (a config object or dict) names the family by its `model_type`; the model is
+    built from it, initialised from torch's current random state. `net` is the Hugging
+    Face model itself (its block list holds the roots' blocks and `TiedBlock`s).
+    """
+
+    def __init__(self, config: PretrainedConfig | dict[str, Any], tie_mode: str = "copy",
                  ties: Sequence[int] | None = None, frozen: Sequence[int] = ()):
         super().__init__()
         if tie_mode not in TIE_MODES:
             raise ValueError(f"tie_mode={tie_mode!r} is unknown; allowed: {', '.join(TIE_MODES)}")
-        self.config = config
+        self.family = family_of(config)
+        self.config = as_config(config)
+        self.task = self.family.make_task(self.config)
         self.tie_mode = tie_mode
-        self.lm = fast_dropout.install(GPT2LMHeadModel(config))
-        self._owned: dict[int, nn.Module] = dict(enumerate(self.lm.transformer.h))
-        self._ties: TieMap = tm.untied(config.n_layer)
+        self.net = fast_dropout.install(self.family.model_class(self.config))
+        self._owned: dict[int, nn.Module] = dict(enumerate(self.family.block_list(self.net)))
+        self._ties: TieMap = tm.untied(self.n_layer)
         self._frozen: set[int] = set()
         if ties is not None:
             self.set_ties(ties)
@@ -131,7 +131,12 @@ class TiedGPT2(nn.Module):
     # ------------------------------------------------------------------ tie map
     @property
     def n_layer(self) -> int:
-        return self.config.n_layer
+        return self.family.shape(self.config)["n_layer"]
+
+    @property
+    def lm(self) -> PreTrainedModel:
+        """`net`, under the name it had when every model was a language model."""
+        return self.net
 
     @property
     def ties(self) -> TieMap:
@@ -224,27 +229,32 @@ class TiedGPT2(nn.Module):
         for i, r in enumerate(self._ties):
             if r == i:
                 block = self._owned[i]
-                block.attn.layer_idx = i
+                set_layer_index(block, i)
                 blocks.append(block)
             else:
                 blocks.append(TiedBlock(self._owned[r], self.tie_mode))
-        self.lm.transformer.h = nn.ModuleList(blocks)
+        self.family.set_block_list(self.net, nn.ModuleList(blocks))
 
     # ----------------------------------------------------------------- compute
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (batch, seq, vocab)."""
-        return self.lm(input_ids=input_ids).logits
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits: (batch, seq, vocab) for language models, (batch, classes) for images."""
+        return self.net(**{self.family.input_name: inputs}).logits
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of targets `y` given inputs `x`, in float32 (from
-        bfloat16 logits too, as autocast does)."""
+        """Mean cross-entropy of targets `y` (those not `IGNORE`) given inputs `x`, in
+        float32 (from bfloat16 logits too, as autocast does)."""
+        return self.loss_and_logits(x, y)[0]
+
+    def loss_and_logits(self, x: torch.Tensor,
+                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(x)
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=IGNORE)
+        return loss, logits
 
     # -------------------------------------------------------------- accounting
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Unique trainable tensors, in a stable order (embeddings, roots, final norm)."""
-        return [p for p in self.lm.parameters() if p.requires_grad]
+        return [p for p in self.net.parameters() if p.requires_grad]
 
     def block_numel(self) -> int:
         return sum(p.numel() for p in next(iter(self._owned.values())).parameters())
@@ -257,7 +267,7 @@ class TiedGPT2(nn.Module):
 
     def memory_bytes(self, optimizer: torch.optim.Optimizer | None = None) -> MemoryBytes:
         """Walk the real tensors: parameters, existing gradients, optimizer state."""
-        params = list(self.lm.parameters())
+        params = list(self.net.parameters())
         grads = sum(p.grad.nbytes for p in params if p.grad is not None)
         opt = 0
         if optimizer is not None:
@@ -267,23 +277,22 @@ class TiedGPT2(nn.Module):
 
     # ------------------------------------------------------------------ export
     def expanded_state_dict(self) -> dict[str, torch.Tensor]:
-        """State dict of a plain `GPT2LMHeadModel` running the same weights (untied)."""
+        """State dict of the plain Hugging Face model running the same weights (untied)."""
+        prefix = self.family.blocks_path(self.net) + "."
         state = {}
-        for key, value in self.lm.state_dict().items():
-            parts = key.split(".")
-            if key.startswith("transformer.h."):
-                root = int(parts[2])
-                rest = ".".join(parts[3:])
-                for i in (k for k, r in enumerate(self._ties) if r == root):
-                    state[f"transformer.h.{i}.{rest}"] = value.detach().clone()
+        for key, value in self.net.state_dict().items():
+            if key.startswith(prefix):
+                root, _, rest = key[len(prefix):].partition(".")
+                for i in (k for k, r in enumerate(self._ties) if r == int(root)):
+                    state[f"{prefix}{i}.{rest}"] = value.detach().clone()
             else:
                 state[key] = value.detach().clone()
         return state
 
-    def to_hf(self) -> GPT2LMHeadModel:
-        """A standalone, untied `GPT2LMHeadModel` giving the same logits."""
+    def to_hf(self) -> PreTrainedModel:
+        """A standalone, untied Hugging Face model of the family giving the same outputs."""
         config = copy.deepcopy(self.config)
-        config._attn_implementation = "sdpa"  # a plain GPT-2, loadable without this package
-        model = GPT2LMHeadModel(config)
+        config._attn_implementation = "sdpa"  # a plain model, loadable without this package
+        model = self.family.model_class(config)
         model.load_state_dict(self.expanded_state_dict())
         return model.eval()
