@@ -18,6 +18,12 @@ ENV_ENTRY_POINT = "tying_env.env:LayerTyingEnv"
 ENV_IDS = {
     "LayerTying-GPT2-v0": dict(preset="small", dataset="wikitext-2"),
     "LayerTying-GPT2-Tiny-v0": dict(preset="tiny", dataset="synthetic"),
+    "LayerTying-Llama-v0": dict(preset="llama-small"),
+    "LayerTying-Llama-Tiny-v0": dict(preset="llama-tiny"),
+    "LayerTying-BERT-v0": dict(preset="bert-small"),
+    "LayerTying-BERT-Tiny-v0": dict(preset="bert-tiny"),
+    "LayerTying-ViT-v0": dict(preset="vit-small"),
+    "LayerTying-ViT-Tiny-v0": dict(preset="vit-tiny"),
 }
 
 
