@@ -321,7 +321,8 @@ class LayerTyingEnv(gym.Env):
         return split_windows(getattr(self.corpus, split), self.cfg.seq_len)
 
     def evaluate_split(self, split: str = "valid") -> float:
-        """Perplexity of the current model on a whole split (non-overlapping windows)."""
+        """Perplexity of the current model on a whole split (non-overlapping windows); for
+        image classification, the accuracy of that evaluation is then `run.accuracy`."""
         if self.run is None:
             raise RuntimeError("call reset() before evaluate_split()")
         return math.exp(self.run.evaluate_loss(self.split_windows(split)))

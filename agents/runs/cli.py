@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.runs.config import parse_with_config
 from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, TRACKERS, RunSpec
+from tying_env.data.images import IMAGE_DATASETS
 from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.presets import DATASETS, DEVICES, PRESETS
 
@@ -97,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-kwargs", type=json_object, metavar="JSON",
                         help='environment settings as a JSON object, e.g. \'{"n_layer": 4}\'')
     parser.add_argument("--preset", choices=list(PRESETS), help="named model/run shape")
-    parser.add_argument("--dataset", choices=list(DATASETS), help="corpus")
-    parser.add_argument("--data-dir", metavar="DIR", help="local folder of text splits")
+    parser.add_argument("--dataset", choices=[*DATASETS, *IMAGE_DATASETS],
+                        help="corpus (text families) or image set (ViT)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="local folder of text splits, or of image class folders")
     parser.add_argument("--max-sweeps", type=positive_int, metavar="N",
                         help="sweeps over the layers in the episode")
     parser.add_argument("--seed", type=non_negative_int,

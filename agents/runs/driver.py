@@ -203,7 +203,11 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
     records, start = recorder.records, recorder.start or {}
     last = records[-1] if records else start
     t_eval = time.perf_counter()
-    final_val, final_test = env.evaluate_split("valid"), env.evaluate_split("test")
+    final_val = env.evaluate_split("valid")
+    accuracy = {"final_val_accuracy": env.run.accuracy} if "val_accuracy" in last else {}
+    final_test = env.evaluate_split("test")
+    if accuracy:
+        accuracy["final_test_accuracy"] = env.run.accuracy
     eval_seconds = time.perf_counter() - t_eval
     assert env.model is not None
     fractions = [r["trainable_fraction"] for r in records] or [start["trainable_fraction"]]
@@ -228,6 +232,7 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         "device": str(env.device),
         "final_val_ppl": final_val,
         "final_test_ppl": final_test,
+        **accuracy,
         **published,
         "optimal_ppl": env.optimal_ppl,
         "optimal_val_ppl": _optimal_split_ppl(env, "valid"),
@@ -305,6 +310,6 @@ def _quiet_hf() -> Iterator[None]:
 def _optimal_split_ppl(env: LayerTyingEnv, split: str) -> float | None:
     """The source's exact perplexity on the windows `evaluate_split` uses (synthetic only)."""
     source = env.corpus.source
-    if source is None:
+    if source is None or env.optimal_ppl is None:  # none for a masked LM: no next token
         return None
     return source.optimal_ppl(env.split_windows(split))
