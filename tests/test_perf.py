@@ -131,3 +131,85 @@ def test_tracktime_splits_a_decision_and_estimates_the_track(monkeypatch, capsys
     assert result["cell_seconds"] == pytest.approx(4 * m["total"] + result["final_evaluation"])
     assert result["main_cells"] == 2
     assert "| train |" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- perf.families
+def _strings(value: object) -> list[str]:
+    """Every string (keys included) in a JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_families_report_is_consistent(capsys, tmp_path: Path, cache_dir: Path) -> None:
+    import math
+
+    from perf import families
+
+    result = families.main(["--rounds", "1", "--steps", "2", "--warmup", "0", "--sweeps", "1",
+                            "--threads", "1", "--cache-dir", str(cache_dir),
+                            "--json", str(tmp_path / "families.json")])
+    out = capsys.readouterr().out
+    rows = result["families"]
+    assert [r["family"] for r in rows] == ["gpt2", "llama", "bert", "vit"]
+    assert [r["preset"] for r in rows] == ["tiny", "llama-tiny", "bert-tiny", "vit-tiny"]
+    for r in rows:
+        steps = r["steps_ms"]
+        assert set(steps) == {"untied", "75% copy", "75% share"}
+        for s in steps.values():
+            assert s["n"] == 2
+            assert all(math.isfinite(s[k]) and s[k] > 0 for k in ("median_ms", "min_ms",
+                                                                  "max_ms"))
+        assert r["ratios"]["copy / untied"] == pytest.approx(
+            steps["75% copy"]["median_ms"] / steps["untied"]["median_ms"])
+        assert r["ratios"]["share / untied"] == pytest.approx(
+            steps["75% share"]["median_ms"] / steps["untied"]["median_ms"])
+        assert r["copy_target_met"] == (r["ratios"]["copy / untied"]
+                                        <= families.TARGET_TIED_RATIO)
+        p = r["params"]
+        assert p["trainable_untied"] == p["total"] and p["trainable_fraction_untied"] == 1.0
+        assert p["trainable_tied"] == p["total"] - r["layers_tied"] * p["block"]
+        assert r["ties"] == memory.tie_map(r["shape"]["n_layer"], 0.75)
+        env = r["env"]
+        assert env["decisions"] == r["shape"]["n_layer"] - 1
+        assert all(math.isfinite(env[k]) and env[k] > 0
+                   for k in ("step_ms", "train_ms", "evaluate_ms"))
+        assert env["overhead_ms"] == pytest.approx(
+            env["step_ms"] - env["train_ms"] - env["evaluate_ms"])
+        assert env["overhead_fraction"] == pytest.approx(env["overhead_ms"] / env["step_ms"])
+        line = next(x for x in out.splitlines() if x.startswith(f"| {r['family']} |"))
+        assert line.count("|") == 16 and f"{r['ratios']['copy / untied']:.3f}" in line
+    saved = json.loads((tmp_path / "families.json").read_text())
+    assert saved["threads"] == 1 and saved["rounds"] == 1 and saved["steps"] == 2
+    assert saved["torch"] and "commit" in saved
+    assert [r["ratios"] for r in saved["families"]] == [r["ratios"] for r in rows]
+    assert not [s for s in _strings(saved)
+                if s.startswith("/") or str(tmp_path) in s or str(cache_dir) in s]
+
+
+def test_families_restrict_and_skip_env(capsys, cache_dir: Path) -> None:
+    from perf import families
+
+    result = families.main(["--families", "vit,gpt2", "--rounds", "1", "--steps", "1",
+                            "--warmup", "0", "--sweeps", "0", "--threads", "1",
+                            "--cache-dir", str(cache_dir)])
+    out = capsys.readouterr().out
+    assert [r["family"] for r in result["families"]] == ["vit", "gpt2"]
+    assert all(r["env"] is None for r in result["families"])
+    assert "| vit |" in out and "| gpt2 |" in out and "| llama |" not in out
+    assert "n/a" in out
+
+
+@pytest.mark.parametrize("value", ["gpt2,gpt3", "", "Llama"])
+def test_families_bad_name_is_an_argparse_error(capsys, value: str) -> None:
+    from perf import families
+
+    with pytest.raises(SystemExit) as exc:
+        families.main(["--families", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--families" in err and "allowed: gpt2, llama, bert, vit" in err

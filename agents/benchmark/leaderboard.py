@@ -338,11 +338,13 @@ Then open a pull request with both files. The page is generated; do not edit its
 
 
 def render(files: Sequence[Json], command: str, commit: Json,
-           noise: dict[str, Json] | None = None) -> str:
-    """The leaderboard page from loaded results files (and reward-noise files by track)."""
+           noise: dict[str, Json] | None = None, title: str = "Leaderboard",
+           submit: bool = True) -> str:
+    """The leaderboard page from loaded results files (and reward-noise files by track);
+    `title` heads it, `submit` adds the section "Submit your agent"."""
     groups = group(files)
     head = commit.get("commit")
-    lines = ["# Leaderboard", "",
+    lines = [f"# {title}", "",
              f"Generated from benchmark results files by `{command}`"
              + (f" at commit `{head[:12]}`" + (" (with uncommitted changes)"
                                                if commit.get("dirty") else "")
@@ -360,8 +362,9 @@ def render(files: Sequence[Json], command: str, commit: Json,
     for key, members in groups.items():
         label = f"{key[0]}/v{key[1]}" if key[0] else ""
         lines += [*track_section(key, members, (noise or {}).get(label)), ""]
-    lines.append(SUBMIT)
-    text = "\n".join(lines)
+    if submit:
+        lines.append(SUBMIT)
+    text = "\n".join(lines).rstrip("\n") + "\n"
     found = absolute_paths(text)
     if found:
         raise LeaderboardError("the page would show absolute paths of a machine: "
@@ -372,8 +375,9 @@ def render(files: Sequence[Json], command: str, commit: Json,
 
 
 def build(paths: Sequence[str | Path], out: str | Path,
-          noise_paths: Sequence[str | Path] = ()) -> str:
-    """Write the leaderboard of `paths` (and the noise files `noise_paths`) to `out`."""
+          noise_paths: Sequence[str | Path] = (), title: str | None = None) -> str:
+    """Write the leaderboard of `paths` (and the noise files `noise_paths`) to `out`; with
+    `title`, a page of that title without the section "Submit your agent"."""
     files = [load(Path(p)) for p in paths]
     noise = {}
     for path in noise_paths:
@@ -383,8 +387,10 @@ def build(paths: Sequence[str | Path], out: str | Path,
                           *(display_path(Path(p)) for p in paths),
                           *(["--noise", *(display_path(Path(p)) for p in noise_paths)]
                             if noise_paths else []),
-                          "--out", display_path(Path(out))])
-    text = render(files, command, code_version(), noise)
+                          "--out", display_path(Path(out)),
+                          *(["--title", title] if title else [])])
+    text = render(files, command, code_version(), noise, title or "Leaderboard",
+                  submit=title is None)
     write_text(Path(out), text)
     return text
 
@@ -400,9 +406,13 @@ def main(argv: list[str] | None = None) -> int:
                              "agents.benchmark.noise --json), shown in their sections")
     parser.add_argument("--out", type=Path, default=Path("docs/leaderboard.md"),
                         help="the page to write (default docs/leaderboard.md)")
+    parser.add_argument("--title", metavar="TEXT",
+                        help="another page of the same tables under this title, without the "
+                             "section \"Submit your agent\" (e.g. a comparison that is not "
+                             "a leaderboard)")
     args = parser.parse_args(argv)
     try:
-        build(args.results, args.out, args.noise)
+        build(args.results, args.out, args.noise, args.title)
     except LeaderboardError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
