@@ -204,6 +204,15 @@ def test_families_restrict_and_skip_env(capsys, cache_dir: Path) -> None:
     assert "n/a" in out
 
 
+def test_families_cover_every_family_with_its_tiny_preset() -> None:
+    from perf import families
+    from tying_env.models import FAMILIES
+
+    assert set(families.FAMILY_PRESETS) == set(FAMILIES)
+    for family, preset in families.FAMILY_PRESETS.items():
+        assert PRESETS[preset].get("family", "gpt2") == family and "tiny" in preset
+
+
 @pytest.mark.parametrize("value", ["gpt2,gpt3", "", "Llama"])
 def test_families_bad_name_is_an_argparse_error(capsys, value: str) -> None:
     from perf import families
