@@ -242,6 +242,16 @@ def test_without_qlearning_the_comparison_is_not_computed(bench, monkeypatch):
     assert all(row["P(improves on qlearning)"] == "—" for row in tables(text)[0].values())
 
 
+def test_a_titled_page_has_the_same_tables_without_the_submit_section(bench, monkeypatch,
+                                                                     page):
+    monkeypatch.chdir(bench.parent)
+    text = build(["bench/results.json"], "families.md", title="A comparison")
+    assert text.startswith("# A comparison\n")
+    assert "--title 'A comparison'" in text
+    assert "Submit your agent" not in text and "Submit your agent" in page
+    assert tables(text) == tables(page)
+
+
 # ---------------------------------------------------------------- committed files
 def committed(folder: str) -> list[Path]:
     try:

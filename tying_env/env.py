@@ -133,8 +133,9 @@ class LayerTyingEnv(gym.Env):
 
     ## Arguments
 
-    `preset` (`tiny`, `small`, `gpt2`, `paper`, `paper-12`) then any field of
-    `tying_env.presets.EnvConfig` as a keyword; explicit arguments
+    `preset` (`tiny`, `small`, `gpt2`, `paper`, `paper-12`; for the other families
+    `llama-tiny`, `llama-small`, `bert-tiny`, `bert-small`, `vit-tiny`, `vit-small`) then
+    any field of `tying_env.presets.EnvConfig` as a keyword; explicit arguments
     override the preset. `cache_dir` sets where tokenizers and tokenized
     corpora are cached. Every argument is checked up front: a mistake raises
     `SettingError` (a ValueError; a TypeError too for a
@@ -174,7 +175,7 @@ class LayerTyingEnv(gym.Env):
         if FAMILY_DATA[cfg.family] == "images":
             self.corpus: Corpus | ImageSet = load_images(cfg.dataset, data_dir=cfg.data_dir,
                                                          cache_dir=cache_dir)
-            _check_patches(cfg, self.corpus)
+            _check_images(cfg, self.corpus)
         else:
             self.corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir,
                                       tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
@@ -212,7 +213,7 @@ class LayerTyingEnv(gym.Env):
 
     @property
     def model(self) -> TiedModel | None:
-        """The tied GPT-2 of the current episode (None before the first reset)."""
+        """The tied model of the current episode (None before the first reset)."""
         return None if self.run is None else self.run.model
 
     # ------------------------------------------------------------------ gym API
@@ -478,13 +479,26 @@ class LayerTyingEnv(gym.Env):
         return info
 
 
-def _check_patches(cfg: EnvConfig, images: ImageSet) -> None:
-    """ViT cuts images into `patch_size` squares: it must divide the images' sides."""
-    size = cfg.hf_config.get("patch_size", cfg.patch_size) if cfg.hf_config else cfg.patch_size
+def _check_images(cfg: EnvConfig, images: ImageSet) -> None:
+    """ViT cuts images into `patch_size` squares: it must divide the images' sides; a
+    config of one's own (`hf_config`) must be for images of this size and channel count."""
+    size = cfg.patch_size
     if images.height % size or images.width % size:
         raise SettingError("patch_size", f"patch_size={size} does not divide the "
                                          f"{images.height}x{images.width} images of "
                                          f"dataset={cfg.dataset!r}; use a divisor of both")
+    if cfg.hf_config is None:
+        return
+    side = cfg.hf_config.get("image_size")
+    sides = tuple(side) if isinstance(side, list) else (side, side)
+    channels = cfg.hf_config.get("num_channels")
+    want = images.height if images.height == images.width else [images.height, images.width]
+    if sides != (images.height, images.width) or channels != images.channels:
+        raise SettingError("hf_config", f"hf_config is for {channels}-channel images of size "
+                                        f"{side}, but dataset={cfg.dataset!r} has "
+                                        f"{images.channels}-channel {images.height}x"
+                                        f"{images.width} images; set image_size={want} "
+                                        f"and num_channels={images.channels}")
 
 
 def initial_choices(cfg: EnvConfig) -> list[int]:

@@ -7,6 +7,7 @@ reported with the argument's name, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -177,6 +178,10 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
     settings = {**PRESETS[preset], **given}
     if given.get("hf_config") is not None:
         settings.update(_hf_shape(given["hf_config"], given))
+        limit = settings["hf_config"].get("max_position_embeddings",
+                                          settings["hf_config"].get("n_positions"))
+        if "seq_len" not in given and limit is not None:  # the preset's, if the config fits it
+            settings["seq_len"] = min(settings.get("seq_len", EnvConfig.seq_len), int(limit))
     if "tokenizer" not in given and settings.get("dataset") == "synthetic":
         settings["tokenizer"] = None  # a preset's tokenizer is for text corpora only
     cfg = replace(EnvConfig(), preset=preset, **settings)
@@ -196,9 +201,9 @@ def _hf_shape(hf_config: Any, given: dict[str, Any]) -> dict[str, Any]:
         if name in given and given[name] != value:
             raise SettingError(name, f"{name}={given[name]!r} contradicts hf_config, which "
                                      f"says {name}={value!r}; give one of them")
-    if family.data_kind == "text" and "seq_len" not in given:
-        shape["seq_len"] = min(int(config.max_position_embeddings), PRESETS["small"]["seq_len"])
-    return {**shape, "hf_config": {**config.to_dict(), "model_type": family.name}}
+    # its JSON form (e.g. `id2label`'s keys as strings), as a checkpoint stores it
+    as_json = json.loads(json.dumps({**config.to_dict(), "model_type": family.name}))
+    return {**shape, "hf_config": as_json}
 
 
 def validate(cfg: EnvConfig) -> None:

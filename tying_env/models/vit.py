@@ -45,4 +45,6 @@ VIT = Family(
     blocks=("vit.layers", "vit.encoder.layer"), input_name="pixel_values", make_config=_config,
     make_task=_task, data_kind="images",
     description="ViT: patch embeddings, a [CLS] token; image classification (cross-entropy)",
+    shape_fields={"n_layer": "num_hidden_layers", "n_embd": "hidden_size",
+                  "n_head": "num_attention_heads", "patch_size": "patch_size"},
 )
