@@ -3,7 +3,7 @@ training steps, untied vs tied, in bf16 autocast and in pure bf16.
 
 On CUDA: the `gpt2` (124M) and `paper` (the published 48 x 1600, sequence 256, batch 16)
 preset shapes, in each `--precisions` (default: `bf16-autocast`, float32 weights with
-bfloat16 compute, and `bf16`, the whole model in bfloat16 as published), our `TiedGPT2`
+bfloat16 compute, and `bf16`, the whole model in bfloat16 as published), our `TiedModel`
 (copy mode by default) with `InnerOptimizer`, random token batches, untied and 75% tied.
 Warm-up steps are excluded from the timing, which is bracketed by
 `torch.cuda.synchronize()`; peak memory is `torch.cuda.max_memory_allocated` over the
@@ -36,7 +36,7 @@ import torch
 
 from perf.memory import tie_map
 from tying_env import ties as tm
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 from tying_env.presets import PRECISIONS, EnvConfig, make_config
 from tying_env.training import InnerOptimizer, autocast, model_dtype
 
@@ -159,7 +159,7 @@ def train_steps(shape: dict[str, Any], ties: list[int] | None, mode: str, steps:
     torch.manual_seed(0)
     config = gpt2_config(shape["n_layer"], shape["n_embd"], shape["n_head"], seq,
                          shape["vocab_size"], shape["dropout"])
-    model = TiedGPT2(config, mode, ties=ties).to(device, model_dtype(precision)).train()
+    model = TiedModel(config, mode, ties=ties).to(device, model_dtype(precision)).train()
     optim = InnerOptimizer(model.trainable_parameters(), shape["lr"],
                            weight_decay=shape["weight_decay"], grad_clip=shape["grad_clip"])
     tokens = torch.randint(0, shape["vocab_size"], (warmup + steps, batch, seq + 1),

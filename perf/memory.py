@@ -28,7 +28,7 @@ import torch
 
 from tying_env import ties as tm
 from tying_env.memory import ADAM_STEP_BYTES, estimate_bytes
-from tying_env.models import MemoryBytes, TiedGPT2, gpt2_config
+from tying_env.models import MemoryBytes, TiedModel, gpt2_config
 from tying_env.presets import PRESETS, make_config
 from tying_env.training import InnerOptimizer
 
@@ -86,7 +86,7 @@ def measure_small(ties: list[int], mode: str) -> tuple[MemoryBytes, MemoryBytes]
     torch.manual_seed(0)
     config = gpt2_config(cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["seq_len"],
                          cfg["vocab_size"])
-    model = TiedGPT2(config, mode, ties=ties).train()
+    model = TiedModel(config, mode, ties=ties).train()
     opt = InnerOptimizer(model.trainable_parameters(), lr=1e-3)
     x = torch.randint(0, cfg["vocab_size"], (2, cfg["seq_len"]))
     opt.step(model.loss(x, x))
@@ -103,7 +103,7 @@ def count_meta(shape: tuple[int, int, int, int, int], ties: list[int], mode: str
     parameter's dtype, a float32 step) of the trainable ones; and the analytic count."""
     n_layer, n_embd, n_head, seq_len, vocab = shape
     with torch.device("meta"):
-        model = TiedGPT2(gpt2_config(n_layer, n_embd, n_head, seq_len, vocab), mode, ties=ties)
+        model = TiedModel(gpt2_config(n_layer, n_embd, n_head, seq_len, vocab), mode, ties=ties)
         model.to(dtype)
         if frozen:
             model.freeze(frozen)

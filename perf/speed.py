@@ -1,7 +1,7 @@
 """Speed benchmark: one inner optimizer step, ours vs a nanoGPT-style reference, and env overhead.
 
 (a) The median time of one inner step (forward, backward, clip, AdamW step;
-float32 on the CPU) on the `small` preset's shape for our `TiedGPT2`
+float32 on the CPU) on the `small` preset's shape for our `TiedModel`
 untied, 75%-tied in copy and share mode, and the reference model
 (`perf.reference`) untied and tied the published way. The five are
 measured interleaved in one process (A B C D E A B C D E ...) on the same
@@ -32,7 +32,7 @@ import torch
 from perf.memory import tie_map
 from perf.reference import ReferenceGPT, tie_published
 from tying_env.files import write_json
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 from tying_env.presets import EnvConfig, make_config
 from tying_env.training import InnerOptimizer
 
@@ -66,7 +66,7 @@ def contenders(cfg: EnvConfig, dropout: float) -> list[Contender]:
         torch.manual_seed(0)
         config = gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, cfg.vocab_size,
                              dropout, cfg.activation)
-        built.append((name, TiedGPT2(config, mode, ties=tmap)))
+        built.append((name, TiedModel(config, mode, ties=tmap)))
     for name, tmap in (("reference untied", None), ("reference 75% tied", ties)):
         torch.manual_seed(0)
         ref = ReferenceGPT(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, cfg.vocab_size,

@@ -31,7 +31,7 @@ import torch
 
 from perf.memory import tie_map
 from tying_env.files import write_json
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 from tying_env.presets import EnvConfig, make_config
 from tying_env.training import InnerOptimizer
 
@@ -76,12 +76,12 @@ def matmul_peak(size: int, repeats: int = 10) -> float:
     return 2 * size ** 3 / statistics.median(seconds) / 1e9
 
 
-def build(cfg: EnvConfig, mode: str, tied: bool) -> tuple[TiedGPT2, InnerOptimizer, list[int]]:
+def build(cfg: EnvConfig, mode: str, tied: bool) -> tuple[TiedModel, InnerOptimizer, list[int]]:
     torch.manual_seed(0)
     ties = tie_map(cfg.n_layer, TIED_FRACTION) if tied else list(range(cfg.n_layer))
     config = gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, cfg.vocab_size,
                          cfg.dropout, cfg.activation)
-    model = TiedGPT2(config, mode, ties=ties).train()
+    model = TiedModel(config, mode, ties=ties).train()
     optim = InnerOptimizer(model.trainable_parameters(), cfg.lr, weight_decay=cfg.weight_decay,
                            grad_clip=cfg.grad_clip)
     return model, optim, ties

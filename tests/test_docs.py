@@ -284,12 +284,12 @@ def untied_count(preset: str) -> int:
 def test_tiny_parameter_count_is_real() -> None:
     import torch
 
-    from tying_env.models import TiedGPT2, gpt2_config
+    from tying_env.models import TiedModel, gpt2_config
     from tying_env.presets import PRESETS
 
     p = PRESETS["tiny"]
     with torch.device("meta"):
-        model = TiedGPT2(gpt2_config(p["n_layer"], p["n_embd"], p["n_head"], p["seq_len"],
+        model = TiedModel(gpt2_config(p["n_layer"], p["n_embd"], p["n_head"], p["seq_len"],
                                      p["vocab_size"]))
     assert model.param_counts()[1] == 308_224
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tying_env import dropout as fd
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 
 
 def test_dropout_keeps_expected_fraction_and_mean():
@@ -43,7 +43,7 @@ def test_attention_matches_sdpa_when_nothing_is_dropped(mask):
 
 
 def test_model_uses_fast_dropout_and_export_does_not():
-    model = TiedGPT2(gpt2_config(2, 16, 2, 8, 20, dropout=0.1))
+    model = TiedModel(gpt2_config(2, 16, 2, 8, 20, dropout=0.1))
     kinds = {type(m) for m in model.lm.modules() if isinstance(m, torch.nn.Dropout)}
     assert kinds == {fd.Dropout}
     assert model.lm.config._attn_implementation == fd.ATTENTION

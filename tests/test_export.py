@@ -11,7 +11,7 @@ from transformers import GPT2LMHeadModel
 
 from tying_env.export import load_compact, save_compact, save_expanded
 from tying_env.files import write_json
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 
 L, VOCAB, SEQ = 6, 50, 16
 TIES = [0, 1, 1, 0, 4, 4]  # three roots: 0, 1 and 4
@@ -26,10 +26,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def trained(ties, mode: str = "copy", steps: int = 3) -> TiedGPT2:
+def trained(ties, mode: str = "copy", steps: int = 3) -> TiedModel:
     """A tied model after a few AdamW steps, so roots differ from their initialisation."""
     torch.manual_seed(0)
-    model = TiedGPT2(gpt2_config(L, 32, 4, SEQ, VOCAB, dropout=0.1), mode, ties=ties)
+    model = TiedModel(gpt2_config(L, 32, 4, SEQ, VOCAB, dropout=0.1), mode, ties=ties)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):

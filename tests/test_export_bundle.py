@@ -31,7 +31,7 @@ from tying_env.export import (
     model_card,
     save_expanded,
 )
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 from tying_env.presets import make_config
 
 TEXT = (
@@ -205,7 +205,7 @@ def test_a_saved_model_folder_serves_as_a_tokenizer(text_run, text_dir, cache_di
 def test_save_expanded_leaves_no_stale_tokenizer_or_staging_files(tmp_path):
     bpe = BPETokenizer.train(TEXT, 300)
     torch.manual_seed(0)
-    model = TiedGPT2(gpt2_config(2, 16, 2, 16, bpe.vocab_size), "copy", ties=[0, 0])
+    model = TiedModel(gpt2_config(2, 16, 2, 16, bpe.vocab_size), "copy", ties=[0, 0])
     folder = tmp_path / "model"
     save_expanded(model, folder, tokenizer=hf_tokenizer(bpe), card="# card\n")
     assert (folder / "tokenizer.json").is_file() and (folder / "README.md").is_file()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GPT2LMHeadModel
 
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 from tying_env.training import InnerOptimizer
 
 L = 4
@@ -14,7 +14,7 @@ L = 4
 
 def make(ties, mode="copy", seed=0):
     torch.manual_seed(seed)
-    return TiedGPT2(gpt2_config(L, 32, 4, 16, 50, dropout=0.0), mode, ties=ties)
+    return TiedModel(gpt2_config(L, 32, 4, 16, 50, dropout=0.0), mode, ties=ties)
 
 
 def batch(seed=1):

@@ -21,7 +21,7 @@ from tying_env.data.corpus import load_corpus
 from tying_env.data.tokenizer import TOKENIZERS_ENV, build_tokenizer
 from tying_env.errors import DataUnavailableError, SettingError
 from tying_env.memory import estimate_bytes
-from tying_env.models import TiedGPT2, gpt2_config
+from tying_env.models import TiedModel, gpt2_config
 from tying_env.presets import PRESETS, make_config, resolved_precision
 
 TINY_ID = "LayerTying-GPT2-Tiny-v0"
@@ -56,7 +56,7 @@ def test_paper_preset_is_the_published_wikitext2_shape():
 def test_up_to_87_percent_fewer_trainable_parameters_is_4_roots_of_48():
     with torch.device("meta"):
         cfg = make_config("paper")
-        model = TiedGPT2(gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len,
+        model = TiedModel(gpt2_config(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len,
                                      cfg.vocab_size), ties=[12 * (i // 12) for i in range(48)])
     trainable, total = model.param_counts()
     assert total == untied_count(48, 1600, 256, 50257) == 1_556_382_400
@@ -402,7 +402,7 @@ def test_frozen_start_keeps_each_blocks_own_init_frozen(cache_dir):
 
 def test_copying_a_frozen_block_runs_it_and_promotion_keeps_it_frozen():
     torch.manual_seed(0)
-    model = TiedGPT2(gpt2_config(4, 16, 2, 8, 32), frozen=[1, 2, 3])
+    model = TiedModel(gpt2_config(4, 16, 2, 8, 32), frozen=[1, 2, 3])
     w2 = model.block(2).mlp.c_fc.weight
     model.choose(3, 2)  # 3 runs 2's frozen block, as the published aliasing does
     assert model.ties == (0, 1, 2, 2) and model.block(3).mlp.c_fc.weight is w2
