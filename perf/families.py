@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from perf.memory import tie_map
-from perf.speed import TARGET_TIED_RATIO, Contender, summary
+from perf.speed import TARGET_TIED_RATIO, Contender, interleaved
 from tying_env.data.corpus import Corpus
 from tying_env.data.images import ImageSet
 from tying_env.env import LayerTyingEnv
@@ -111,14 +111,7 @@ def measure_steps(cfg: EnvConfig, data: Corpus | ImageSet, rounds: int, steps: i
     """Interleaved step times of the three variants, their ratios and parameter counts."""
     group = contenders(cfg, data)
     x, y = task_batch(cfg, data, group[0].model)
-    for c in group:
-        for _ in range(warmup):
-            c.step(x, y)
-    times: dict[str, list[float]] = {c.name: [] for c in group}
-    for _ in range(rounds):
-        for c in group:
-            times[c.name].extend(c.step(x, y) for _ in range(steps))
-    stats = {name: summary(t) for name, t in times.items()}
+    stats = interleaved(group, x, y, rounds, steps, warmup)
     med = {name: s["median_ms"] for name, s in stats.items()}
     untied, tied = (c.model.param_counts() for c in group[:2])
     ties = tie_map(cfg.n_layer, TIED_FRACTION)

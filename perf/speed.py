@@ -98,7 +98,13 @@ def measure_steps(cfg: EnvConfig, dropout: float, rounds: int, steps: int,
     group = contenders(cfg, dropout)
     gen = torch.Generator().manual_seed(0)
     batch = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.seq_len + 1), generator=gen)
-    x, y = batch[:, :-1], batch[:, 1:]
+    return group, interleaved(group, batch[:, :-1], batch[:, 1:], rounds, steps, warmup)
+
+
+def interleaved(group: list[Contender], x: torch.Tensor, y: torch.Tensor, rounds: int,
+                steps: int, warmup: int) -> dict[str, dict[str, float]]:
+    """`warmup` untimed steps of each contender, then `rounds` rounds of `steps` timed steps
+    of each in turn (A A B B C C A A ...), all on the batch `x`, `y`; `summary` per name."""
     for c in group:
         for _ in range(warmup):
             c.step(x, y)
@@ -106,7 +112,7 @@ def measure_steps(cfg: EnvConfig, dropout: float, rounds: int, steps: int,
     for _ in range(rounds):
         for c in group:
             times[c.name].extend(c.step(x, y) for _ in range(steps))
-    return group, {name: summary(t) for name, t in times.items()}
+    return {name: summary(t) for name, t in times.items()}
 
 
 def step_ratios(stats: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -264,11 +264,7 @@ def _hf_wikitext(dataset: str) -> dict[str, str]:
             for split, part in parts.items()
         }
     except Exception as e:
-        if offline:
-            why = "offline mode is set" if _env_offline() else "the Hugging Face Hub is unreachable"
-            why += " and it is not in the local HF datasets cache"
-        else:
-            why = "loading failed"
+        why = unavailable_reason(offline)
         raise DataUnavailableError(
             f"dataset={dataset!r} could not be loaded from Hugging Face ('wikitext', {config!r}): "
             f"{why} ({type(e).__name__}: {e}). "
@@ -277,6 +273,14 @@ def _hf_wikitext(dataset: str) -> dict[str, str]:
             "'WikiText-2, offline split' folder with tying_env.data.offline_wikitext2(FOLDER) "
             "and pass it as data_dir; or load it once with network access to fill the HF cache."
         ) from e
+
+
+def unavailable_reason(offline: bool) -> str:
+    """Why a hub dataset could not be loaded, for error messages."""
+    if not offline:
+        return "loading failed"
+    why = "offline mode is set" if _env_offline() else "the Hugging Face Hub is unreachable"
+    return why + " and it is not in the local HF datasets cache"
 
 
 def _env_offline() -> bool:

@@ -44,6 +44,7 @@ from tying_env.data.corpus import (
     _forced_offline,
     _hub_reachable,
     default_cache_dir,
+    unavailable_reason,
 )
 from tying_env.errors import DataUnavailableError, MissingDataError, SettingError
 from tying_env.files import check_manifest, warn_rebuilt, write_bytes, write_manifest
@@ -387,11 +388,7 @@ def _hf_cifar10(folder: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"unexpected class names {names}, expected {CIFAR10_CLASSES}")
         train, test = _hf_rows(ds["train"]), _hf_rows(ds["test"])
     except Exception as e:
-        if offline:
-            why = "offline mode is set" if _env_offline() else "the Hugging Face Hub is unreachable"
-            why += " and it is not in the local HF datasets cache"
-        else:
-            why = "loading failed"
+        why = unavailable_reason(offline)
         raise DataUnavailableError(
             f"dataset='cifar10' could not be loaded from Hugging Face ('cifar10'): {why} "
             f"({type(e).__name__}: {e}), nor from this package's cache ({folder}). "
