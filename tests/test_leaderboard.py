@@ -252,6 +252,25 @@ def test_a_titled_page_has_the_same_tables_without_the_submit_section(bench, mon
     assert tables(text) == tables(page)
 
 
+def test_links_are_relative_to_the_page():
+    from agents.benchmark.leaderboard import _link
+
+    assert _link("docs/results/a.json", "docs") == "[`docs/results/a.json`](results/a.json)"
+    assert _link("docs/results/a.json", "docs/results") == "[`docs/results/a.json`](a.json)"
+    assert _link("runs/a.json", "docs") == "`runs/a.json`"
+
+
+def test_hypervolume_reference_is_the_models_outputs():
+    """A uniform prediction's perplexity: the recorded outputs (ViT: its classes), else a
+    text environment's vocabulary; an image environment's unused vocab_size is not it."""
+    from agents.benchmark.report import _vocab_size
+
+    vit = {"env_kwargs": {"family": "vit", "vocab_size": 64}}
+    assert _vocab_size(None, [{"result": {**vit, "n_outputs": 10}}]) == 10
+    assert _vocab_size(None, [{"result": vit}]) is None
+    assert _vocab_size(None, [{"result": {"env_kwargs": {"vocab_size": 64}}}]) == 64
+
+
 # ---------------------------------------------------------------- committed files
 def committed(folder: str) -> list[Path]:
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import re
 import shlex
 import sys
@@ -186,15 +187,16 @@ def _duration(seconds: Any) -> str:
         f"{seconds / 60:.1f} min"
 
 
-def source_lines(meta: Json) -> list[str]:
-    """Where a results file's numbers come from: file, commit, command, wall time."""
+def source_lines(meta: Json, page_dir: str = "docs") -> list[str]:
+    """Where a results file's numbers come from: file, commit, command, wall time
+    (`page_dir`: the folder of the page, which its links are relative to)."""
     code = meta.get("code") or {}
     run = meta.get("run") or {}
     request = meta.get("request") or {}
     cells = sum(float((c.get("result") or {}).get("total_seconds") or 0)
                 for c in meta.get("cells") or [])
     commit = code.get("commit")
-    lines = [f"- {_link(meta['_file'])}: commit "
+    lines = [f"- {_link(meta['_file'], page_dir)}: commit "
              + (f"`{commit[:12]}`" + (" (with uncommitted changes)" if code.get("dirty")
                                       else "") if commit else "not recorded")
              + f", {meta.get('date', 'date unknown')}, "
@@ -214,10 +216,11 @@ def source_lines(meta: Json) -> list[str]:
     return lines
 
 
-def _link(file: str) -> str:
-    """A file as the page names it: a link when it is a docs page's neighbour (docs/)."""
-    if file.startswith("docs/"):
-        return f"[`{file}`]({file[len('docs/'):]})"
+def _link(file: str, page_dir: str = "docs") -> str:
+    """A file as the page names it: a link (relative to the page's folder `page_dir`) when
+    both are in the docs (docs/)."""
+    if file.startswith("docs/") and (page_dir + "/").startswith("docs/"):
+        return f"[`{file}`]({posixpath.relpath(file, page_dir)})"
     return f"`{file}`"
 
 
@@ -248,7 +251,7 @@ def noise_lines(result: Json | None) -> list[str]:
 
 
 def track_section(key: tuple[str, str], members: Sequence[Json],
-                  noise: Json | None = None) -> list[str]:
+                  noise: Json | None = None, page_dir: str = "docs") -> list[str]:
     """One track: heading, settings, table, what the numbers say, noise, sources."""
     name, version = key
     env = (members[0].get("request") or {}).get("env_id", "unknown env")
@@ -277,7 +280,7 @@ def track_section(key: tuple[str, str], members: Sequence[Json],
                      "do not compare.")
     lines += ["", "Results files:", ""]
     for meta in members:
-        lines += source_lines(meta)
+        lines += source_lines(meta, page_dir)
     return lines
 
 
@@ -339,9 +342,10 @@ Then open a pull request with both files. The page is generated; do not edit its
 
 def render(files: Sequence[Json], command: str, commit: Json,
            noise: dict[str, Json] | None = None, title: str = "Leaderboard",
-           submit: bool = True) -> str:
+           submit: bool = True, page_dir: str = "docs") -> str:
     """The leaderboard page from loaded results files (and reward-noise files by track);
-    `title` heads it, `submit` adds the section "Submit your agent"."""
+    `title` heads it, `submit` adds the section "Submit your agent", `page_dir` is the
+    page's folder (links are relative to it)."""
     groups = group(files)
     head = commit.get("commit")
     lines = [f"# {title}", "",
@@ -361,7 +365,7 @@ def render(files: Sequence[Json], command: str, commit: Json,
              "validation perplexity.", ""]
     for key, members in groups.items():
         label = f"{key[0]}/v{key[1]}" if key[0] else ""
-        lines += [*track_section(key, members, (noise or {}).get(label)), ""]
+        lines += [*track_section(key, members, (noise or {}).get(label), page_dir), ""]
     if submit:
         lines.append(SUBMIT)
     text = "\n".join(lines).rstrip("\n") + "\n"
@@ -390,7 +394,7 @@ def build(paths: Sequence[str | Path], out: str | Path,
                           "--out", display_path(Path(out)),
                           *(["--title", title] if title else [])])
     text = render(files, command, code_version(), noise, title or "Leaderboard",
-                  submit=title is None)
+                  submit=title is None, page_dir=display_path(Path(out).parent))
     write_text(Path(out), text)
     return text
 

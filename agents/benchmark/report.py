@@ -154,10 +154,16 @@ def episode_return(out: Path, cell: Json) -> float | None:
 
 
 def _vocab_size(request: Json | None, cells: Sequence[Json]) -> int | None:
-    """The environment's vocabulary size, from the request or a finished cell."""
+    """A uniform prediction's perplexity: the model's outputs (`n_outputs`) recorded by a
+    finished cell, else the vocabulary size of a text environment's settings."""
+    results = [c["result"] for c in cells if c["result"]]
+    outputs = [r["n_outputs"] for r in results if isinstance(r.get("n_outputs"), int)]
+    if outputs:
+        return outputs[0]
     configs = [(request or {}).get("env_config") or {}]
-    configs += [(c["result"] or {}).get("env_kwargs") or {} for c in cells if c["result"]]
-    sizes = [c.get("vocab_size") for c in configs if isinstance(c.get("vocab_size"), int)]
+    configs += [r.get("env_kwargs") or {} for r in results]
+    sizes = [c.get("vocab_size") for c in configs if isinstance(c.get("vocab_size"), int)
+             and c.get("family", "gpt2") != "vit"]
     return sizes[0] if sizes else None
 
 

@@ -257,7 +257,8 @@ def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
     """The hypervolume's reference point, the same for every agent and seed of a track.
 
     `given` (e.g. a track's) when there is one; else perplexity `vocab_size` (a uniform
-    prediction over the vocabulary: what an untrained model scores) and trainable
+    prediction over the model's outputs, its vocabulary or classes: what an untrained
+    model scores) and trainable
     fraction 1 (every block trainable). Without a vocabulary size: the median initial
     validation perplexity of the cells, or their worst final one.
     """
@@ -267,7 +268,8 @@ def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
                 "source": str(given.get("source", "given"))}
     if vocab_size:
         return {"final_val_ppl": float(vocab_size), "trainable_fraction": 1.0,
-                "source": "the vocabulary size, a uniform prediction's perplexity; "
+                "source": "the model's outputs (vocabulary or classes), a uniform "
+                          "prediction's perplexity; "
                           "trainable fraction 1"}
     results = [c.get("result") or {} for c in cells if c.get("status") == "finished"]
     initial = _finite([r.get("initial_val_ppl") for r in results])

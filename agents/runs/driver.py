@@ -234,6 +234,7 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         "final_test_ppl": final_test,
         **accuracy,
         **published,
+        "n_outputs": n_outputs(env),
         "optimal_ppl": env.optimal_ppl,
         "optimal_val_ppl": _optimal_split_ppl(env, "valid"),
         "optimal_test_ppl": _optimal_split_ppl(env, "test"),
@@ -305,6 +306,15 @@ def _quiet_hf() -> Iterator[None]:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+def n_outputs(env: LayerTyingEnv) -> int:
+    """The model's outputs per prediction (its vocabulary, BERT's `[MASK]` included, or its
+    classes): the perplexity of a uniform prediction."""
+    from tying_env.training import model_config
+
+    config = model_config(env.cfg, env.corpus)
+    return int(config.num_labels if env.family.data_kind == "images" else config.vocab_size)
 
 
 def _optimal_split_ppl(env: LayerTyingEnv, split: str) -> float | None:

@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import Agent, OneEpisode
-from agents.runs.driver import make_agent, make_env
+from agents.runs.driver import make_agent, make_env, n_outputs
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.files import write_json
@@ -154,7 +154,8 @@ def run_train_evaluate(spec: RunSpec) -> dict[str, Any]:
             "best_test_ppl_selected_on": "test"}
            if evaluations and "best_test_ppl" in evaluations[0] else {}),
         "train": train, "eval": evaluations,
-        "train_seconds": train_seconds, "optimal_ppl": base.optimal_ppl,
+        "train_seconds": train_seconds, "n_outputs": n_outputs(base),
+        "optimal_ppl": base.optimal_ppl,
         "notes": ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
                   "evaluation episodes (held-out seeds, frozen agent)"],
     }
