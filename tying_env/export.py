@@ -419,6 +419,7 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         f"| environment id | `{result.get('env_id')}` |",
         f"| dataset, tokenizer | `{dataset}`, "
         + ("none (the ids have no text) |" if dataset == "synthetic"
+           else "none (images) |" if fam.data_kind == "images"
            else f"`{env.get('tokenizer') or 'bpe'}` |"),
         f"| tie mode | `{env.get('tie_mode')}` |",
         f"| decisions | {result.get('decisions')} of {result.get('budget')}"
@@ -436,9 +437,15 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         "",
         "| | |",
         "|---|---|",
-        f"| final validation perplexity (full split) | {_ppl(result.get('final_val_ppl'))} |",
-        f"| final test perplexity (full split) | {_ppl(result.get('final_test_ppl'))} |",
+        f"| final validation {METRIC_NAMES[fam.task]} (full split) | "
+        f"{_ppl(result.get('final_val_ppl'))} |",
+        f"| final test {METRIC_NAMES[fam.task]} (full split) | "
+        f"{_ppl(result.get('final_test_ppl'))} |",
     ]
+    if result.get("final_val_accuracy") is not None:
+        lines += [f"| final validation / test accuracy (full split) | "
+                  f"{_frac(result.get('final_val_accuracy'))} / "
+                  f"{_frac(result.get('final_test_accuracy'))} |"]
     if result.get("optimal_val_ppl") is not None:
         lines += [f"| optimal validation / test perplexity (the source's own) | "
                   f"{_ppl(result.get('optimal_val_ppl'))} / "
@@ -544,6 +551,8 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
     return "\n".join(front + lines)
 
 
+METRIC_NAMES = {"causal-lm": "perplexity", "masked-lm": "masked-token perplexity",
+                "image-classification": "exp(cross-entropy)"}
 FAMILY_LABELS = {"gpt2": "GPT-2", "llama": "Llama", "bert": "BERT", "vit": "ViT"}
 
 
@@ -572,7 +581,14 @@ def _data_license(dataset: str) -> str:
     if dataset.startswith("wikitext"):
         return ("The weights are learnt from WikiText, whose text is under CC BY-SA 3.0 "
                 "(from Wikipedia): consider that license when you share them.")
-    return ("The weights are learnt from the text in `data_dir`: its license applies to "
+    if dataset == "digits":
+        return ("The weights are learnt from scikit-learn's copy of the UCI handwritten "
+                "digits (CC BY 4.0): consider that license when you share them.")
+    if dataset == "cifar10":
+        return ("The weights are learnt from CIFAR-10 (Krizhevsky, 2009): consider its "
+                "terms of use when you share them.")
+    what = "images" if dataset == "image-folder" else "text"
+    return (f"The weights are learnt from the {what} in `data_dir`: its license applies to "
             "them.")
 
 
