@@ -107,7 +107,7 @@ def count_meta(shape: tuple[int, int, int, int, int], ties: list[int], mode: str
         model.to(dtype)
         if frozen:
             model.freeze(frozen)
-    held = sum(p.nbytes for p in model.lm.parameters())
+    held = sum(p.nbytes for p in model.net.parameters())
     tensors = model.trainable_parameters()  # walk the (meta) tensors: shapes, no storage
     grads = sum(p.nbytes for p in tensors)
     walked = MemoryBytes(held, grads, 2 * grads + ADAM_STEP_BYTES * len(tensors))

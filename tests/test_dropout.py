@@ -44,9 +44,9 @@ def test_attention_matches_sdpa_when_nothing_is_dropped(mask):
 
 def test_model_uses_fast_dropout_and_export_does_not():
     model = TiedModel(gpt2_config(2, 16, 2, 8, 20, dropout=0.1))
-    kinds = {type(m) for m in model.lm.modules() if isinstance(m, torch.nn.Dropout)}
+    kinds = {type(m) for m in model.net.modules() if isinstance(m, torch.nn.Dropout)}
     assert kinds == {fd.Dropout}
-    assert model.lm.config._attn_implementation == fd.ATTENTION
+    assert model.net.config._attn_implementation == fd.ATTENTION
     exported = model.to_hf()
     assert exported.config._attn_implementation == "sdpa"
     assert {type(m) for m in exported.modules() if isinstance(m, torch.nn.Dropout)} == {

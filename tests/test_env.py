@@ -148,7 +148,7 @@ def test_info_accounting_matches_recount(cache_dir):
         model = env.unwrapped.model
         roots = tm.roots(info["tie_map"])
         block = model.block_numel()
-        shared = sum(p.numel() for n, p in model.lm.named_parameters()
+        shared = sum(p.numel() for n, p in model.net.named_parameters()
                      if not n.startswith("transformer.h."))
         assert info["trainable_params"] == shared + len(roots) * block
         assert info["total_params"] == shared + 4 * block

@@ -62,7 +62,7 @@ def test_copy_mode_root_gets_only_its_own_gradient():
     # gradient still flows *through* tied positions into earlier weights and embeddings
     frozen_ref, ref_loss = reference_loss_without_weight_grad(model, x, y, [1, 3])
     assert float(loss) == pytest.approx(ref_loss, rel=1e-6)
-    torch.testing.assert_close(model.lm.transformer.wte.weight.grad,
+    torch.testing.assert_close(model.net.transformer.wte.weight.grad,
                                frozen_ref.transformer.wte.weight.grad, rtol=1e-5, atol=1e-6)
 
 
@@ -88,8 +88,8 @@ def test_tied_blocks_own_no_parameters(mode):
     trainable_u, total_u = untied.param_counts()
     assert total == total_u == trainable_u
     assert trainable == trainable_u - 3 * per_block
-    assert model.lm.state_dict().keys() <= untied.lm.state_dict().keys()
-    assert not any(k.startswith("transformer.h.1.") for k in model.lm.state_dict())
+    assert model.net.state_dict().keys() <= untied.net.state_dict().keys()
+    assert not any(k.startswith("transformer.h.1.") for k in model.net.state_dict())
 
 
 def test_untie_clones_storage_and_trains_apart():

@@ -78,7 +78,7 @@ def recount(ties: tm.TieMap) -> tuple[int, int, int]:
 
 def check_step(env: LayerTyingEnv, info: dict[str, Any], ties: tm.TieMap) -> None:
     assert tm.validate(info["tie_map"]) == ties == env.model.ties
-    for i, block in enumerate(env.model.lm.transformer.h):
+    for i, block in enumerate(env.model.net.transformer.h):
         if ties[i] == i:
             assert not isinstance(block, TiedBlock) and block is env.model.block(i)
         else:
@@ -139,14 +139,14 @@ def test_saved_state_continues_exactly(tie_mode, action_mode, cache_dir):
 
         env.reset(seed=1)
         straight = play(0, len(actions), env)
-        weights = {k: v.clone() for k, v in env.unwrapped.model.lm.state_dict().items()}
+        weights = {k: v.clone() for k, v in env.unwrapped.model.net.state_dict().items()}
         env.reset(seed=1)
         first = play(0, split, env)
         tensors, meta = env.unwrapped.get_state()
         other.reset(seed=2)  # another episode entirely, then replaced by the saved one
         other.unwrapped.set_state(tensors, meta)
         assert first + play(split, len(actions), other) == straight
-        restored = other.unwrapped.model.lm.state_dict()
+        restored = other.unwrapped.model.net.state_dict()
         assert all(torch.equal(restored[k], v) for k, v in weights.items())
 
     run()

@@ -335,7 +335,7 @@ def test_precision_holds_weights_gradients_and_adamw_state_in_its_dtype(
     run = base.run
     params = run.model.trainable_parameters()
     assert run.precision == precision
-    assert {p.dtype for p in run.model.lm.parameters()} == {dtype}
+    assert {p.dtype for p in run.model.net.parameters()} == {dtype}
     assert {p.grad.dtype for p in params} == {dtype}
     state = [run.optim.optimizer.state[p] for p in params]
     assert {s["exp_avg"].dtype for s in state} == {s["exp_avg_sq"].dtype for s in state} == {dtype}
@@ -446,7 +446,7 @@ def test_new_options_resume_exactly(cache_dir, tmp_path, case):
         o, reward, term, trunc, info = other.step(a)
         assert np.array_equal(o, r_obs) and reward == r_reward
         assert (term, trunc) == (r_term, r_trunc) and _same_with_nan(info, r_info)
-    mine, theirs = (e.unwrapped.run.model.lm.state_dict() for e in (env, other))
+    mine, theirs = (e.unwrapped.run.model.net.state_dict() for e in (env, other))
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 

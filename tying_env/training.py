@@ -276,13 +276,14 @@ class TrainingRun:
         Without autograd or dropout; by default in batches of `EVAL_BATCH_FACTOR`
         training batches (no activations are kept for a backward pass). The task's
         targets are made for all the examples at once (BERT's masks from a fixed seed),
-        so the result does not depend on the batch size. Sets `accuracy` (the share of
-        targets whose highest logit is right).
+        so the result does not depend on the batch size. For image classification it sets
+        `accuracy` (the share of examples whose highest logit is right; NaN otherwise).
         """
         t0 = time.perf_counter()
         self.model.eval()
         batch_size = batch_size or EVAL_BATCH_FACTOR * self.cfg.batch_size
         inputs, targets = self.model.task.batch(windows, None)
+        classify = self.model.family.task == "image-classification"
         total, count, correct = 0.0, 0, 0
         for start in range(0, len(windows), batch_size):
             x, y = (self._tensor(a[start:start + batch_size]) for a in (inputs, targets))
@@ -293,9 +294,10 @@ class TrainingRun:
                 loss, logits = self.model.loss_and_logits(x, y)
             total += float(loss) * n
             count += n
-            correct += int((logits.argmax(-1) == y).sum())
+            if classify:  # not for language models: an argmax over the vocabulary costs
+                correct += int((logits.argmax(-1) == y).sum())
         self.seconds["evaluate"] += time.perf_counter() - t0
-        self.accuracy = correct / count if count else float("nan")
+        self.accuracy = correct / count if classify and count else float("nan")
         return total / count if count else float("nan")
 
     def train_batch_loss(self) -> float:

@@ -134,11 +134,6 @@ class TiedModel(nn.Module):
         return self.family.shape(self.config)["n_layer"]
 
     @property
-    def lm(self) -> PreTrainedModel:
-        """`net`, under the name it had when every model was a language model."""
-        return self.net
-
-    @property
     def ties(self) -> TieMap:
         return self._ties
 
