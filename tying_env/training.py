@@ -185,8 +185,7 @@ def model_config(cfg: EnvConfig, data: Corpus | ImageSet | int):
     if family.data_kind == "images":
         config.num_labels = shape.n_classes
     else:
-        extra = int(family.make_config(cfg, shape).vocab_size) - shape.vocab_size
-        config.vocab_size = shape.vocab_size + extra  # e.g. BERT's [MASK]
+        config.vocab_size = shape.vocab_size + family.extra_tokens
     return config
 
 

@@ -14,12 +14,14 @@ from transformers import BertConfig, BertForMaskedLM
 
 from tying_env.models.family import DataShape, Family, MaskedLM
 
+MASK_TOKENS = 1  # the [MASK] id, added after the corpus's ids
+
 
 def bert_config(n_layer: int, n_embd: int, n_head: int, seq_len: int, vocab_size: int,
                 dropout: float = 0.0) -> BertConfig:
     """A BERT config trained from scratch for a corpus of `vocab_size` ids (plus `[MASK]`)."""
     return BertConfig(
-        vocab_size=vocab_size + 1, hidden_size=n_embd, num_hidden_layers=n_layer,
+        vocab_size=vocab_size + MASK_TOKENS, hidden_size=n_embd, num_hidden_layers=n_layer,
         num_attention_heads=n_head, intermediate_size=4 * n_embd,
         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
         max_position_embeddings=seq_len, type_vocab_size=1, pad_token_id=None,
@@ -37,5 +39,6 @@ BERT = Family(
     model_class=BertForMaskedLM, config_class=BertConfig, blocks=("bert.encoder.layer",),
     input_name="input_ids", make_config=_config,
     make_task=lambda config: MaskedLM(mask_id=config.vocab_size - 1),
+    extra_tokens=MASK_TOKENS,
     description="BERT: bidirectional encoder; masked LM (masked-token perplexity)",
 )

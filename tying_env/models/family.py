@@ -133,7 +133,8 @@ class Family:
       (`n_layer`, `n_embd`, `n_head`, `seq_len`, `dropout`, ... of an `EnvConfig`);
     - `make_task(config)`: the task, which may depend on the config (BERT's mask id);
     - `task`: the task's name (`"causal-lm"`, `"masked-lm"`, `"image-classification"`);
-    - `data_kind`: `"text"` or `"images"`, the corpora it trains on.
+    - `data_kind`: `"text"` or `"images"`, the corpora it trains on;
+    - `extra_tokens`: ids the family adds to the corpus's vocabulary (BERT: `[MASK]`).
     """
 
     name: str
@@ -146,6 +147,7 @@ class Family:
     make_task: Callable[[PretrainedConfig], Task]
     data_kind: str = "text"
     description: str = ""
+    extra_tokens: int = 0  # ids the family adds to the corpus's vocabulary (BERT's [MASK])
     # config attributes that hold the shape settings (`n_layer`, `n_embd`, `n_head`)
     shape_fields: dict[str, str] = field(default_factory=lambda: {
         "n_layer": "num_hidden_layers", "n_embd": "hidden_size",
