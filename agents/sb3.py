@@ -369,7 +369,7 @@ class SB3Agent(Agent):
         if lstm:
             device = m.device
             m._last_lstm_states = RNNStates(
-                *(tuple(lstm[f"{head}_{i}"].to(device)
+                *(tuple(lstm[f"{head}_{i}"].to(device, copy=True)
                         for i in range(sum(k.startswith(head) for k in lstm)))
                   for head in ("pi", "vf")))
         if "replay" in meta and isinstance(m, OffPolicyAlgorithm):

@@ -111,6 +111,24 @@ def test_bad_env_argument(kwargs, error, words, cache_dir):
         assert word in str(exc.value), (word, str(exc.value))
 
 
+# gymnasium.make wraps render_mode="human" itself (HumanRendering) instead of passing it on
+GYM_CASES = [c for c in ENV_CASES if c[0] != "render_mode unknown"] + [
+    ("misspelt setting", dict(max_sweps=3), TypeError, ["max_sweps=3", "did you mean max_sweeps"]),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, words", [c[1:] for c in GYM_CASES],
+                         ids=[c[0] for c in GYM_CASES])
+def test_bad_setting_through_gym_make(kwargs, error, words, cache_dir):
+    """`gymnasium.make` re-raises a TypeError as `type(e)(text)`: the error keeps its class,
+    its message and the setting it names."""
+    with pytest.raises(error) as exc:
+        gym.make("LayerTying-GPT2-Tiny-v0", **{"cache_dir": cache_dir, **SMALL, **kwargs})
+    for word in words:
+        assert word in str(exc.value), (word, str(exc.value))
+    assert exc.value.argument is not None and exc.value.argument in str(exc.value)
+
+
 @pytest.mark.parametrize("folder, extra, error, words", [c[1:] for c in FOLDER_CASES],
                          ids=[c[0] for c in FOLDER_CASES])
 def test_bad_data_folder(folder, extra, error, words, folders, cache_dir):

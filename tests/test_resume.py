@@ -304,3 +304,35 @@ def test_checkpoint_of_another_corpus_is_refused_before_writing(reference, tmp_p
     err = capsys.readouterr().err
     assert "another corpus or tokenizer" in err and "sha256" in err, err
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("tie_mode", ["copy", "share"])
+def test_one_state_restored_many_times_gives_one_continuation(tie_mode, cache_dir):
+    """`set_state` hands the run copies: steps after a restore leave the saved state as it
+    was, so the same state restored 3 times gives 3 bitwise-equal continuations (model,
+    AdamW moments and step counts, generators, rewards)."""
+    env = gym.make("LayerTying-GPT2-Tiny-v0", cache_dir=cache_dir, n_layer=4, n_embd=16,
+                   n_head=2, seq_len=16, batch_size=4, eval_batches=1, steps_per_decision=2,
+                   tie_mode=tie_mode).unwrapped
+    env.reset(seed=0)
+    for action in (1, 0, 3, 0):  # an untie, ties and an independent layer: optimizer state
+        env.step(action)
+    tensors, meta = env.get_state()
+    saved = {k: v.clone() for k, v in tensors.items()}
+    continuations = []
+    for _ in range(3):
+        env.set_state(tensors, meta)
+        rewards = [env.step(a)[1] for a in (2, 0, 1, 3, 1)]
+        after, after_meta = env.get_state()
+        continuations.append((rewards, after, json.dumps(after_meta, sort_keys=True)))
+        assert tensors.keys() == saved.keys()
+        for key, value in tensors.items():  # the saved state itself is untouched
+            assert torch.equal(value, saved[key]), key
+    first_rewards, first_tensors, first_meta = continuations[0]
+    for rewards, after, after_meta in continuations[1:]:
+        assert rewards == first_rewards  # exact floats
+        assert after.keys() == first_tensors.keys()
+        for key, value in after.items():
+            assert value.dtype == first_tensors[key].dtype and torch.equal(
+                value, first_tensors[key]), key
+        assert after_meta == first_meta

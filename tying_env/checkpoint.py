@@ -272,11 +272,15 @@ IMPLEMENTATION_FLAGS = ("fused", "foreach")  # kept from the optimizer that load
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
                          meta: Mapping[str, Any]) -> None:
-    """Inverse of `optimizer_state` (tuples such as AdamW's `betas` come back as tuples)."""
+    """Inverse of `optimizer_state` (tuples such as AdamW's `betas` come back as tuples).
+
+    The optimizer gets copies: `Optimizer.load_state_dict` keeps a given tensor of the
+    right dtype and device as it is, and its steps would then change the saved state.
+    """
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         index, _, name = key.partition("/")
-        state.setdefault(int(index), {})[name] = value
+        state.setdefault(int(index), {})[name] = value.clone()
     for index, entries in meta.get("plain_state", {}).items():
         state.setdefault(int(index), {}).update(entries)
     groups = [dict(g) for g in meta["param_groups"]]

@@ -9,13 +9,36 @@ message, which is written for people.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SettingError(ValueError):
-    """A setting with a bad value; `argument` is the setting's name."""
+    """A setting with a bad value; `argument` is the setting's name.
 
-    def __init__(self, argument: str, message: str):
-        super().__init__(message)
-        self.argument = argument
+    Built as ``SettingError(argument, message)``. ``SettingError(message)`` also works, for
+    code that re-raises an exception as ``type(e)(text) from e`` (``gymnasium.make`` does so
+    with a `TypeError` from the environment's constructor): the setting is then the one named
+    by the exception it was raised from.
+    """
+
+    def __init__(self, argument: str | None, message: str | None = None):
+        if message is None:
+            super().__init__(argument or "")
+            self._argument: str | None = None
+        else:
+            super().__init__(message)
+            self._argument = argument
+
+    @property
+    def argument(self) -> str | None:
+        """The setting at fault (None when it is not known)."""
+        if self._argument is not None:
+            return self._argument
+        cause = self.__cause__ if self.__cause__ is not None else self.__context__
+        return cause.argument if isinstance(cause, SettingError) else None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # to another process (Ray, multiprocessing)
+        return type(self), (self.argument, str(self.args[0]) if self.args else "")
 
 
 class SettingTypeError(SettingError, TypeError):

@@ -7,6 +7,7 @@ reported with the argument's name, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -169,9 +170,12 @@ def make_config(preset: str = "tiny", **overrides: Any) -> EnvConfig:
                                      f"{', '.join(PRESETS)}")
     unknown = sorted(set(overrides) - set(_FIELD_TYPES) - {"preset"})
     if unknown:
+        given = ", ".join(f"{name}={overrides[name]!r}" for name in unknown)
+        close = {name: difflib.get_close_matches(name, _FIELD_TYPES, n=1) for name in unknown}
+        hints = "".join(f" (did you mean {match[0]}?)" for match in close.values() if match)
         raise SettingTypeError(
             unknown[0],
-            f"unknown environment argument(s) {', '.join(unknown)}; "
+            f"unknown environment argument(s) {given}{hints}; "
             f"allowed: {', '.join(sorted(_FIELD_TYPES))}"
         )
     given = {k: v for k, v in overrides.items() if v is not None or k in ("data_dir", "tokenizer")}

@@ -398,8 +398,8 @@ class TrainingRun:
                                        f"{len(params)} trainable tensors")
         for i in meta["grads"]:  # gradient values never matter (cleared before each step),
             params[i].grad = torch.zeros_like(params[i])  # but memory accounting sees them
-        run.torch_rng = [tensors[f"torch_rng/{i}"].to("cpu")
-                         for i in range(int(meta["torch_rng"]))]
+        run.torch_rng = [tensors[f"torch_rng/{i}"].to("cpu", copy=True)  # the saved state
+                         for i in range(int(meta["torch_rng"]))]  # stays as it was
         run.data_rng = ckpt.make_generator(meta["data_rng"])
         run.seconds = {"train": 0.0, "evaluate": 0.0}
         run.accuracy = float("nan")
