@@ -198,6 +198,8 @@ CLI_CASES = [
      "--agent-kwargs", ["n_stepz", "n_steps"]),
     ("SB3 agent-kwargs bad value", ["--agent", "ppo", "--agent-kwargs", '{"gamma": "high"}'],
      "--agent-kwargs", ["gamma='high'", "number"]),
+    ("agent class without seed", ["--agent", "helper_agents:NoSeedAgent"], "--agent",
+     ["helper_agents.NoSeedAgent(env, greedy)", "no 'seed' parameter"]),
     ("unknown dataset", ["--agent", "random", "--dataset", "mnist"], "--dataset", ["'mnist'"]),
     ("missing data folder", ["--agent", "random", "--dataset", "text", "--data-dir",
                              "/nonexistent/folder"], "--data-dir", ["/nonexistent/folder"]),

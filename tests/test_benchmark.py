@@ -206,6 +206,23 @@ def test_failing_cell_is_reported_and_exits_nonzero(tmp_path, cache_dir, capsys)
     assert "| vanilla-s0 | 2 |" in (out / "results.md").read_text()
 
 
+def test_a_crashing_agents_traceback_stays_in_its_cell(tmp_path, cache_dir, capsys):
+    """An agent that raises inside run(): the cell's stderr.txt keeps the traceback,
+    failure.json its tail, and results.md the exception's line."""
+    out = tmp_path / "crash"
+    args = bench_args(out, cache_dir, agents="helper_agents:CrashingAgent,albert", seeds="0")
+    assert main(args) == 1
+    assert "RuntimeError: CrashingAgent gave up at decision 2" in capsys.readouterr().err
+    folder = next((out / "cells").glob("helper_agents*-s0"))
+    stderr = (folder / "stderr.txt").read_text()
+    assert "Traceback (most recent call last)" in stderr and "in act" in stderr
+    failure = load(folder / "failure.json")
+    assert failure["returncode"] == 1
+    assert failure["stderr_tail"][-1] == "RuntimeError: CrashingAgent gave up at decision 2"
+    page = (out / "results.md").read_text()
+    assert "| RuntimeError: CrashingAgent gave up at decision 2 |" in page
+
+
 @pytest.mark.parametrize(("change", "option", "words"), [
     ({"--agents": "vanilla,nope"}, "--agents", "'nope'"),
     ({"--agents": "vanilla,,albert"}, "--agents", "comma-separated"),

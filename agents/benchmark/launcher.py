@@ -226,7 +226,14 @@ def attempt(request: Request, agent: str, seed: int, owner: str) -> int:
         try:
             return run_cell(spec)
         except SystemExit as e:  # run_and_report exits with 2 for a bad setting
-            return e.code if isinstance(e.code, int) else 1
+            if isinstance(e.code, int):
+                return e.code
+            print(f"benchmark: {name} exited: {e.code}", file=sys.stderr)
+            return 1
+        except Exception:  # e.g. an agent that raises: its traceback stays in stderr.txt
+            print(f"benchmark: {name} failed with an exception:", file=sys.stderr)
+            traceback.print_exc()
+            return 1
 
 
 def _cell_process(request: Request, agent: str, seed: int, owner: str,

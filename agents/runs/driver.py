@@ -168,12 +168,51 @@ def make_env(spec: RunSpec) -> gym.Env:
 
 
 def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
-    """The spec's agent on `env`; hyperparameters it refuses as a `SettingError`."""
+    """The spec's agent on `env`; hyperparameters it refuses as a `SettingError`, and an
+    agent class that cannot be called as `Class(env, seed=..., **hyperparameters)` as one
+    that names the class and the parameter at fault."""
     try:
-        return agents.make(spec.agent, env, seed=spec.seed, **spec.agent_kwargs)
+        built = agents.factory(spec.agent)
+    except ValueError as e:
+        raise SettingError("resume" if spec.resume else "agent", str(e)) from e
+    _check_signature(spec, built)
+    try:
+        return built(env, seed=spec.seed, **spec.agent_kwargs)
     except (TypeError, ValueError) as e:
-        raise SettingError("resume" if spec.resume else "agent_kwargs",
+        raise SettingError("resume" if spec.resume else
+                           "agent_kwargs" if spec.agent_kwargs else "agent",
                            f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}") from e
+
+
+def _check_signature(spec: RunSpec, built: Any) -> None:
+    """A `SettingError` unless `built(env, seed=..., **spec.agent_kwargs)` binds."""
+    try:
+        signature = inspect.signature(built)
+    except (TypeError, ValueError):  # a callable without a signature: find out by calling it
+        return
+    try:
+        signature.bind(None, seed=spec.seed, **spec.agent_kwargs)
+        return
+    except TypeError as e:
+        problem = str(e)
+    target = getattr(built, "func", built)
+    label = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    names = list(signature.parameters)
+    if "seed" not in names and not takes_any:
+        raise SettingError("resume" if spec.resume else "agent",
+                           f"agent {spec.agent!r}: {label}({', '.join(names)}) takes no 'seed' "
+                           "parameter; the harness builds an agent as Class(env, seed=..., "
+                           "**hyperparameters) (see agents.base.Agent)")
+    unknown = [] if takes_any else sorted(set(spec.agent_kwargs) - set(names))
+    if unknown:
+        raise SettingError("resume" if spec.resume else "agent_kwargs",
+                           f"agent {spec.agent!r} ({label}) has no hyperparameter "
+                           f"{', '.join(map(repr, unknown))}; it takes "
+                           f"{', '.join(n for n in names if n not in ('env', 'seed')) or 'none'}")
+    raise SettingError("resume" if spec.resume else "agent",
+                       f"agent {spec.agent!r}: {label} cannot be built as Class(env, seed=..., "
+                       f"**{json.dumps(spec.agent_kwargs)}): {problem}")
 
 
 def start_fresh(spec: RunSpec) -> None:
