@@ -216,3 +216,23 @@ def test_mlflow_store_is_written_and_readable_offline(tmp_path, cache_dir):
     result = json.loads((out / "result.json").read_text())
     assert metrics["final/trainable_fraction"] == pytest.approx(result["trainable_fraction"])
     assert found.data.tags["episode_end"].startswith("truncated")
+
+
+@needs_mlflow
+def test_mlflow_runs_go_to_mlflow_tracking_uri_when_it_is_set(tmp_path, cache_dir, monkeypatch):
+    """A user who set MLFLOW_TRACKING_URI finds the runs there, each tagged with its folder;
+    the run folders then hold no store of their own."""
+    central = tmp_path / "central"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", central.resolve().as_uri())
+    outs = [run(agent, tmp_path / agent, cache_dir, "--tracker", "mlflow")
+            for agent in ("random", "albert")]
+    assert central.is_dir()
+    assert not any((out / tracking.MLRUNS).exists() for out in outs)
+    client = tracking.mlflow_client(outs[0])
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["run_folder"] for r in runs) == sorted(
+        str(out.resolve()) for out in outs)
+    assert {r.info.run_name for r in runs} == {"random s1", "albert s1"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+

@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SB3 agents: also save agent/sb3.zip, loadable with SB3's own "
                              "load() (for interop; SB3's zip pickles, our checkpoints never do)")
     parser.add_argument("--tracker", choices=list(TRACKERS),
-                        help="also log to an experiment tracker (offline, in the run folder)")
+                        help="also log to an experiment tracker (MLflow: at $MLFLOW_TRACKING_URI "
+                             "when set, else offline in the run folder)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 

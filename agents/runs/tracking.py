@@ -8,17 +8,20 @@ agent internals included) and, when the episode ends, the final metrics.
 
 | name     | needs                                                | writes                        |
 |----------|------------------------------------------------------|-------------------------------|
-| `mlflow` | `mlflow-skinny` (`pip install -e '.[tracking]'`) | `mlruns/` in the run folder |
+| `mlflow` | `mlflow-skinny` (`pip install -e '.[tracking]'`) | `$MLFLOW_TRACKING_URI`, else `mlruns/` in the run folder |
 
-MLflow runs offline here: the store is MLflow's local file store in `<run folder>/mlruns`
-(no server, no database), one experiment (`EXPERIMENT`) holding the run. MLflow 3 keeps
+With `MLFLOW_TRACKING_URI` set, the runs go where it says (a server, a database, a
+shared folder), as MLflow users expect. Without it, MLflow runs offline here: the store
+is MLflow's local file store in `<run folder>/mlruns` (no server, no database). Either way
+one experiment (`EXPERIMENT`) holds the runs, and each run is tagged with its run folder
+(`run_folder`). MLflow 3 keeps
 that store in maintenance mode and refuses it unless `MLFLOW_ALLOW_FILE_STORE=true`,
 and it sends usage telemetry unless `MLFLOW_DISABLE_TELEMETRY=true`; both variables are
 set to `true` when mlflow is first used here, unless they are already set. Read a run
 back with `mlflow_client` (or `mlflow ui --backend-store-uri <the store_uri>` with
 `MLFLOW_ALLOW_FILE_STORE=true` in the environment).
 
-A resumed run continues the store's latest MLflow run. MLflow cannot delete values, so
+A resumed run continues the latest MLflow run tagged with its run folder. MLflow cannot delete values, so
 decisions redone after a resume (those after the checkpoint) appear twice in its metric
 histories, with the same step and, except the timing metrics, the same values.
 """
@@ -147,13 +150,19 @@ def store_uri(folder: str | Path) -> str:
     return (Path(folder) / MLRUNS).resolve().as_uri()
 
 
+def tracking_uri(folder: str | Path) -> str:
+    """Where the runs of the run folder `folder` go: `MLFLOW_TRACKING_URI` when it is set,
+    else the folder's own store (`store_uri`)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or store_uri(folder)
+
+
 def mlflow_client(folder: str | Path) -> MlflowClient:
-    """An `MlflowClient` on the run folder's store (offline; see the module docstring)."""
+    """An `MlflowClient` on the store of the run folder `folder` (`tracking_uri`)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=store_uri(folder))
+    return MlflowClient(tracking_uri=tracking_uri(folder))
 
 
 class MlflowTracker:
@@ -168,14 +177,16 @@ class MlflowTracker:
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = (experiment.experiment_id if experiment is not None
                          else self.client.create_experiment(EXPERIMENT))
+        here = str(Path(folder).resolve())
         runs = (self.client.search_runs([experiment_id], order_by=["attributes.start_time DESC"],
+                                        filter_string=f"tags.run_folder = '{_quoted(here)}'",
                                         max_results=1) if resume else [])
         if runs:
             self.run_id = runs[0].info.run_id
             self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         else:
             run = self.client.create_run(experiment_id, run_name=run_name,
-                                         tags={"run_folder": str(Path(folder).resolve())})
+                                         tags={"run_folder": here})
             self.run_id = run.info.run_id
 
     def log_params(self, params: Mapping[str, Param]) -> None:
@@ -201,3 +212,8 @@ class MlflowTracker:
     def close(self, finished: bool) -> None:
         status = self._status.FINISHED if finished else self._status.KILLED
         self.client.set_terminated(self.run_id, self._status.to_string(status))
+
+
+def _quoted(text: str) -> str:
+    """`text` inside single quotes of an MLflow search filter."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
