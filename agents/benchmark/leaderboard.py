@@ -101,6 +101,16 @@ def load(path: Path) -> Json:
     return meta
 
 
+def is_noise_file(path: Path) -> bool:
+    """Whether `path` holds a track's reward noise (`agents.benchmark.noise --json`), which
+    the page shows in that track's section, rather than a benchmark's results."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False  # `load` says what is wrong with it
+    return isinstance(data, dict) and "train_noise_std" in data and "track" in data
+
+
 def track_key(meta: Json) -> tuple[str, str]:
     """(name, version) of a results file's track; an untracked file is its own group."""
     track = track_of(meta)
@@ -332,9 +342,13 @@ The module must be importable by the benchmark's worker processes (installed, or
 `PYTHONPATH`). Publish the results file without machine paths and regenerate this page:
 
 ```bash
-python scripts/portable_results.py runs/mine/results.json docs/results/mine.json --base .
-python -m agents.benchmark.leaderboard docs/results/*.json --out docs/leaderboard.md
+python scripts/portable_results.py runs/mine/results.json \\
+    docs/results/leaderboard/mine.json --base .
+python -m agents.benchmark.leaderboard docs/results/leaderboard/*.json --out docs/leaderboard.md
 ```
+
+`docs/results/leaderboard/` holds this page's inputs and nothing else: the tracks' results
+files and their reward-noise files (told apart by their content).
 
 Then open a pull request with both files. The page is generated; do not edit its numbers.
 """
@@ -382,6 +396,8 @@ def build(paths: Sequence[str | Path], out: str | Path,
           noise_paths: Sequence[str | Path] = (), title: str | None = None) -> str:
     """Write the leaderboard of `paths` (and the noise files `noise_paths`) to `out`; with
     `title`, a page of that title without the section "Submit your agent"."""
+    noise_paths = [*noise_paths, *(p for p in paths if is_noise_file(Path(p)))]
+    paths = [p for p in paths if p not in noise_paths]
     files = [load(Path(p)) for p in paths]
     noise = {}
     for path in noise_paths:
@@ -404,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Build the leaderboard page from benchmark "
                                                  "results files (one table per track).")
     parser.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json",
-                        help="results.json of benchmarks (or their copies in docs/results/)")
+                        help="results.json of benchmarks (or their copies in docs/results/), "
+                             "and reward-noise files, which are recognised as such")
     parser.add_argument("--noise", nargs="*", type=Path, default=[], metavar="NOISE.json",
                         help="reward-noise files of the tracks (python -m "
                              "agents.benchmark.noise --json), shown in their sections")

@@ -14,7 +14,7 @@ At `--points` decision points of a `random` episode on the track's environment
 - **effect of a decision**: every other valid choice replayed with the first
   data order; |its reward minus the no-change reward| on the whole validation split.
 
-`python -m agents.benchmark.noise --track tiny --json docs/results/noise-tiny.json`
+`python -m agents.benchmark.noise --track tiny --json docs/results/leaderboard/noise-tiny.json`
 prints a table and writes the figures; the results page shows them beside the
 evaluation size the track uses.
 """

@@ -6,9 +6,10 @@ hyperparameters), every decision's metrics (the same values as the TensorBoard s
 agent internals included) and, when the episode ends, the final metrics.
 `open_tracker(None, ...)` is None: no tracker, TensorBoard only.
 
-| name     | needs                                                | writes                        |
-|----------|------------------------------------------------------|-------------------------------|
-| `mlflow` | `mlflow-skinny` (`pip install -e '.[tracking]'`) | `$MLFLOW_TRACKING_URI`, else `mlruns/` in the run folder |
+| name     | needs                                            | writes                          |
+|----------|--------------------------------------------------|---------------------------------|
+| `mlflow` | `mlflow-skinny` (`pip install -e '.[tracking]'`) | `$MLFLOW_TRACKING_URI`, else    |
+|          |                                                  | `mlruns/` in the run folder     |
 
 With `MLFLOW_TRACKING_URI` set, the runs go where it says (a server, a database, a
 shared folder), as MLflow users expect. Without it, MLflow runs offline here: the store
@@ -21,9 +22,10 @@ set to `true` when mlflow is first used here, unless they are already set. Read 
 back with `mlflow_client` (or `mlflow ui --backend-store-uri <the store_uri>` with
 `MLFLOW_ALLOW_FILE_STORE=true` in the environment).
 
-A resumed run continues the latest MLflow run tagged with its run folder. MLflow cannot delete values, so
-decisions redone after a resume (those after the checkpoint) appear twice in its metric
-histories, with the same step and, except the timing metrics, the same values.
+A resumed run continues the latest MLflow run tagged with its run folder. MLflow cannot
+delete values, so decisions redone after a resume (those after the checkpoint) appear
+twice in its metric histories, with the same step and, except the timing metrics, the
+same values.
 """
 
 from __future__ import annotations
