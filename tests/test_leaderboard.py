@@ -246,7 +246,7 @@ def test_a_titled_page_has_the_same_tables_without_the_submit_section(bench, mon
                                                                      page):
     monkeypatch.chdir(bench.parent)
     text = build(["bench/results.json"], "families.md", title="A comparison")
-    assert text.startswith("# A comparison\n")
+    assert text.startswith("---\nhide:\n  - toc\n---\n\n# A comparison\n")
     assert "--title 'A comparison'" in text
     assert "Submit your agent" not in text and "Submit your agent" in page
     assert tables(text) == tables(page)

@@ -354,6 +354,11 @@ Then open a pull request with both files. The page is generated; do not edit its
 """
 
 
+# MkDocs front matter: the page hides the table of contents (Material theme), so that the
+# tables have the width of the screen (docs/css/tables.css makes them fit 1366 px)
+WIDE_PAGE = ["---", "hide:", "  - toc", "---", ""]
+
+
 def render(files: Sequence[Json], command: str, commit: Json,
            noise: dict[str, Json] | None = None, title: str = "Leaderboard",
            submit: bool = True, page_dir: str = "docs") -> str:
@@ -362,7 +367,7 @@ def render(files: Sequence[Json], command: str, commit: Json,
     page's folder (links are relative to it)."""
     groups = group(files)
     head = commit.get("commit")
-    lines = [f"# {title}", "",
+    lines = [*WIDE_PAGE, f"# {title}", "",
              f"Generated from benchmark results files by `{command}`"
              + (f" at commit `{head[:12]}`" + (" (with uncommitted changes)"
                                                if commit.get("dirty") else "")
