@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_docs import ROOT, docs_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
