@@ -37,7 +37,7 @@ def test_gpt2_id_on_offline_wikitext_passes_checkers(cache_dir, wikitext_dir, ac
 
 def test_small_preset_runs_a_sweep_on_offline_wikitext(cache_dir, wikitext_dir):
     env = gym.make("LayerTying-GPT2-v0", cache_dir=cache_dir, data_dir=str(wikitext_dir),
-                   max_sweeps=1, eval_batches=1)
+                   max_sweeps=1, eval_batches=1, steps_per_decision=1)
     cfg = env.unwrapped.cfg
     assert (cfg.n_layer, cfg.n_embd, cfg.seq_len, cfg.dataset) == (12, 128, 128, "wikitext-2")
     obs, info = env.reset(seed=0)

@@ -249,7 +249,8 @@ def _cell_process(request: Request, agent: str, seed: int, owner: str,
 def _context() -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["agents.runs.driver"])  # torch, transformers, ...
+        # what every cell imports (torch, transformers, SB3): once, not once per cell
+        ctx.set_forkserver_preload(["agents.runs.driver", "tying_env.env", "agents.sb3"])
         return ctx
     return mp.get_context("spawn")
 
