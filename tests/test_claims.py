@@ -168,3 +168,25 @@ def test_racing_runners_claim_a_folder_once(tmp_path, stale):
     winners = [owner for owner, won in outcomes.items() if won]
     assert len(outcomes) == 8 and len(winners) == 1
     assert claims.read_claim(folder).owner == winners[0]
+
+
+def blocked_signals(thread_id: int) -> set[int]:
+    """The signals a thread of this process blocks (Linux: /proc)."""
+    status = Path(f"/proc/self/task/{thread_id}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("SigBlk:")), 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_the_heartbeat_thread_leaves_signals_to_the_main_thread():
+    """SIGINT and SIGTERM go to the main thread, whose wait for the cells they interrupt:
+    the heartbeat thread blocks them, the main thread does not."""
+    import signal
+    import threading
+
+    with claims.Heartbeat(interval=0.01) as heartbeat:
+        thread_id = heartbeat._thread.native_id
+        assert {signal.SIGINT, signal.SIGTERM} <= blocked_signals(thread_id)
+        main = blocked_signals(threading.main_thread().native_id)
+        assert not {signal.SIGINT, signal.SIGTERM} & main

@@ -15,7 +15,7 @@ import torch
 import agents
 from agents.base import Agent
 from agents.runs.cli import main
-from tying_env.env import LayerTyingEnv
+from tying_env.env import LayerTyingEnv, SplitEvaluation
 from tying_env.export import load_compact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,9 @@ def test_log_records_the_decision_not_the_next_one(run_dir):
 
 def test_default_out_dir(tmp_path, cache_dir, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(LayerTyingEnv, "evaluate_split", lambda self, split="valid": 10.0)
+    monkeypatch.setattr(LayerTyingEnv, "evaluate", lambda self, split="valid": SplitEvaluation(
+        split, loss=math.log(10.0), perplexity=10.0, accuracy=None, optimal_ppl=None,
+        n_outputs=64))
     args = args_for(TEST_AGENT, tmp_path, cache_dir)
     out_at = args.index("--out")
     del args[out_at:out_at + 2]
@@ -190,7 +192,9 @@ def test_agent_refusing_its_kwargs_exits_2(tmp_path, cache_dir, capsys):
 
 def test_diverged_run_exits_0_and_writes_nulls(tmp_path, cache_dir, monkeypatch, capsys):
     """A huge learning rate makes training diverge; non-finite final perplexities are null."""
-    monkeypatch.setattr(LayerTyingEnv, "evaluate_split", lambda self, split="valid": math.inf)
+    monkeypatch.setattr(LayerTyingEnv, "evaluate", lambda self, split="valid": SplitEvaluation(
+        split, loss=math.inf, perplexity=math.inf, accuracy=None, optimal_ppl=None,
+        n_outputs=64))
     out = tmp_path / "run"
     diverging = {**ENV_KWARGS, "lr": 1e6, "grad_clip": 1e9, "initial_ties": "none"}
     argv = args_for(TEST_AGENT, out, cache_dir)

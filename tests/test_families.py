@@ -11,6 +11,7 @@ All offline, on models a few thousand parameters large.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -387,6 +388,26 @@ def test_bert_masks(cache_dir):
     chosen = y != IGNORE
     assert (x[chosen] == 1).mean() == pytest.approx(0.8, abs=0.01)
     assert (x[~chosen] == 0).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_evaluate_says_what_the_task_has(cache_dir, family):
+    """`evaluate(split)`: one value with the loss, its perplexity, the accuracy for image
+    classification only, the source's optimum for causal LMs on the synthetic corpus only,
+    and the model's outputs per prediction."""
+    env = make_env(cache_dir, family).unwrapped
+    env.reset(seed=0)
+    for split in ("valid", "test"):
+        result = env.evaluate(split)
+        assert result.split == split and result.perplexity == math.exp(result.loss)
+        assert result.perplexity == env.evaluate_split(split)
+        assert (result.accuracy is not None) == (family == "vit")
+        assert (result.optimal_ppl is not None) == (family in ("gpt2", "llama"))
+        if result.optimal_ppl is not None:
+            assert result.optimal_ppl == env.corpus.source.optimal_ppl(env.split_windows(split))
+        head = env.model.net.get_output_embeddings()
+        outputs = env.model.net.config.num_labels if family == "vit" else head.out_features
+        assert result.n_outputs == outputs
 
 
 def test_vit_accuracy_and_patch_size(cache_dir):

@@ -8,6 +8,7 @@ they drive (tied model, inner optimizer, batches, evaluation) is
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,23 @@ from tying_env.data.images import ImageSet, load_images
 from tying_env.errors import SettingError, SettingTypeError
 from tying_env.models import TiedModel, get_family
 from tying_env.presets import FAMILY_DATA, EnvConfig, make_config
-from tying_env.training import TrainingRun, split_windows, spread_windows
+from tying_env.training import Evaluation, TrainingRun, model_config, split_windows, spread_windows
 
 ENV_STATE_FORMAT = "layer-tying-gym/env-state-v3"
 SPLITS = ("train", "valid", "test")
 NOT_COMPUTED = ("memory_check",)  # settings a checkpoint may differ in
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    """The current model on a whole split (`LayerTyingEnv.evaluate`)."""
+
+    split: str
+    loss: float  # mean nats per target
+    perplexity: float  # exp(loss)
+    accuracy: float | None  # image classification only
+    optimal_ppl: float | None  # the source's exact perplexity on these windows, if known
+    n_outputs: int  # outputs per prediction: a uniform prediction's perplexity
 
 
 class LayerTyingEnv(gym.Env):
@@ -232,8 +245,8 @@ class LayerTyingEnv(gym.Env):
         self.test_ppl = self.best_test_ppl = float("nan")
         self.best_test_sweep = 0
         self.train_loss = float("nan")
-        self.val_loss = self.run.evaluate_loss(self.eval_windows)
-        self.val_accuracy = self.run.accuracy
+        evaluation = self.run.evaluate(self.eval_windows)
+        self.val_loss, self.val_accuracy = evaluation.loss, _nan_if_none(evaluation.accuracy)
         self.start_val_loss = self.val_loss
         return self._obs(), self._info(changed=False)
 
@@ -263,12 +276,13 @@ class LayerTyingEnv(gym.Env):
 
         prev_loss = self.val_loss
         self.train_loss = run.train(n_steps)
-        val_loss = run.evaluate_loss(self.eval_windows) if math.isfinite(self.train_loss) \
-            else float("nan")
+        evaluation = (run.evaluate(self.eval_windows) if math.isfinite(self.train_loss)
+                      else Evaluation(float("nan")))
+        val_loss = evaluation.loss
         self.diverged = not (math.isfinite(self.train_loss) and math.isfinite(val_loss))
         reward = 0.0 if self.diverged else self._reward(prev_loss, val_loss)
         if not self.diverged:
-            self.val_loss, self.val_accuracy = val_loss, run.accuracy
+            self.val_loss, self.val_accuracy = val_loss, _nan_if_none(evaluation.accuracy)
         sweeps = self.sweep
         self._advance()
         every = self.cfg.test_eval_every
@@ -321,12 +335,33 @@ class LayerTyingEnv(gym.Env):
             raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
         return split_windows(getattr(self.corpus, split), self.cfg.seq_len)
 
-    def evaluate_split(self, split: str = "valid") -> float:
-        """Perplexity of the current model on a whole split (non-overlapping windows); for
-        image classification, the accuracy of that evaluation is then `run.accuracy`."""
+    def evaluate(self, split: str = "valid") -> SplitEvaluation:
+        """The current model on a whole split (non-overlapping windows): loss, perplexity,
+        accuracy where the task has one, the source's optimal perplexity where it is known,
+        and the model's number of outputs."""
         if self.run is None:
-            raise RuntimeError("call reset() before evaluate_split()")
-        return math.exp(self.run.evaluate_loss(self.split_windows(split)))
+            raise RuntimeError("call reset() before evaluate()")
+        windows = self.split_windows(split)
+        evaluation = self.run.evaluate(windows)
+        source = self.corpus.source
+        optimal = (source.optimal_ppl(windows) if source is not None
+                   and self.optimal_ppl is not None else None)  # none for a masked LM
+        return SplitEvaluation(split=split, loss=evaluation.loss,
+                               perplexity=math.exp(evaluation.loss),
+                               accuracy=evaluation.accuracy, optimal_ppl=optimal,
+                               n_outputs=self.n_outputs)
+
+    def evaluate_split(self, split: str = "valid") -> float:
+        """Perplexity of the current model on a whole split: `evaluate(split).perplexity`."""
+        return self.evaluate(split).perplexity
+
+    @property
+    def n_outputs(self) -> int:
+        """The model's outputs per prediction (its vocabulary, BERT's `[MASK]` included, or
+        its classes): the perplexity of a uniform prediction."""
+        config = model_config(self.cfg, self.corpus)
+        return int(config.num_labels if self.family.data_kind == "images"
+                   else config.vocab_size)
 
     # ---------------------------------------------------------- checkpoints
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -529,3 +564,7 @@ def _as_action(action: Any, space: spaces.Space) -> Any:
     if arr.dtype.kind not in "iu" or arr.shape != space.shape:
         return None
     return arr.astype(np.int64)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value

@@ -26,6 +26,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -206,6 +207,16 @@ def initial_frozen(cfg: EnvConfig) -> tuple[int, ...]:
     return tuple(range(1, cfg.n_layer)) if cfg.initial_ties == "frozen" else ()
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """The model on a set of examples: mean loss (nats per target) and, for image
+    classification, accuracy (the share of examples whose highest logit is right; None
+    for language models, whose argmax over the vocabulary is not computed)."""
+
+    loss: float
+    accuracy: float | None = None
+
+
 class TrainingRun:
     """One seeded training run of a tied model on a corpus (text or images).
 
@@ -231,7 +242,6 @@ class TrainingRun:
             self.torch_rng = _rng_state(device)
         self.optim = self._new_optimizer(self.model)
         self.seconds = {"train": 0.0, "evaluate": 0.0}
-        self.accuracy = float("nan")  # of the last evaluation (image classification)
 
     # ---------------------------------------------------------------- decisions
     def choose(self, layer: int, choice: int) -> Transition:
@@ -268,15 +278,19 @@ class TrainingRun:
             self.seconds["train"] += time.perf_counter() - t0
         return loss_value
 
-    @torch.no_grad()  # not inference_mode: a tied block's twin built here is used in training
     def evaluate_loss(self, windows: np.ndarray, batch_size: int | None = None) -> float:
-        """Mean loss (nats per target) of the current model on `windows` (examples).
+        """Mean loss (nats per target) of the current model on `windows` (`evaluate`)."""
+        return self.evaluate(windows, batch_size).loss
+
+    @torch.no_grad()  # not inference_mode: a tied block's twin built here is used in training
+    def evaluate(self, windows: np.ndarray, batch_size: int | None = None) -> Evaluation:
+        """The current model on `windows` (examples): its mean loss and, for image
+        classification, its accuracy.
 
         Without autograd or dropout; by default in batches of `EVAL_BATCH_FACTOR`
         training batches (no activations are kept for a backward pass). The task's
         targets are made for all the examples at once (BERT's masks from a fixed seed),
-        so the result does not depend on the batch size. For image classification it sets
-        `accuracy` (the share of examples whose highest logit is right; NaN otherwise).
+        so the result does not depend on the batch size.
         """
         t0 = time.perf_counter()
         self.model.eval()
@@ -296,8 +310,9 @@ class TrainingRun:
             if classify:  # not for language models: an argmax over the vocabulary costs
                 correct += int((logits.argmax(-1) == y).sum())
         self.seconds["evaluate"] += time.perf_counter() - t0
-        self.accuracy = correct / count if classify and count else float("nan")
-        return total / count if count else float("nan")
+        return Evaluation(loss=total / count if count else float("nan"),
+                          accuracy=(correct / count if count else float("nan")) if classify
+                          else None)
 
     def train_batch_loss(self) -> float:
         """The loss of the model (eval mode) on one random training batch."""
@@ -402,7 +417,6 @@ class TrainingRun:
                          for i in range(int(meta["torch_rng"]))]  # stays as it was
         run.data_rng = ckpt.make_generator(meta["data_rng"])
         run.seconds = {"train": 0.0, "evaluate": 0.0}
-        run.accuracy = float("nan")
         return run
 
 

@@ -535,8 +535,9 @@ def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tupl
     failed: list[str] = []
     elsewhere: list[str] = []
     total = len(todo) + len(skipped)
-    bar = tqdm(total=total, initial=len(skipped), desc="benchmark", unit="cell",
-               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    with claims.signals_to_main_thread():  # tqdm's monitor thread takes no signal
+        bar = tqdm(total=total, initial=len(skipped), desc="benchmark", unit="cell",
+                   disable=not progress, dynamic_ncols=True, file=sys.stderr)
     if skipped:
         bar.write(f"skipping {len(skipped)} finished cell(s) of {total}", file=sys.stderr)
     owner = claims.new_owner()

@@ -242,11 +242,10 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
     records, start = recorder.records, recorder.start or {}
     last = records[-1] if records else start
     t_eval = time.perf_counter()
-    final_val = env.evaluate_split("valid")
-    accuracy = {"final_val_accuracy": env.run.accuracy} if "val_accuracy" in last else {}
-    final_test = env.evaluate_split("test")
-    if accuracy:
-        accuracy["final_test_accuracy"] = env.run.accuracy
+    valid, test = env.evaluate("valid"), env.evaluate("test")
+    final_val, final_test = valid.perplexity, test.perplexity
+    accuracy = ({"final_val_accuracy": valid.accuracy, "final_test_accuracy": test.accuracy}
+                if valid.accuracy is not None else {})
     eval_seconds = time.perf_counter() - t_eval
     assert env.model is not None
     fractions = [r["trainable_fraction"] for r in records] or [start["trainable_fraction"]]
@@ -273,10 +272,10 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         "final_test_ppl": final_test,
         **accuracy,
         **published,
-        "n_outputs": n_outputs(env),
+        "n_outputs": valid.n_outputs,
         "optimal_ppl": env.optimal_ppl,
-        "optimal_val_ppl": _optimal_split_ppl(env, "valid"),
-        "optimal_test_ppl": _optimal_split_ppl(env, "test"),
+        "optimal_val_ppl": valid.optimal_ppl,
+        "optimal_test_ppl": test.optimal_ppl,
         "initial_val_ppl": start.get("val_ppl"),
         "last_val_ppl": last.get("val_ppl"),
         "trainable_params": last["trainable_params"],
@@ -345,20 +344,3 @@ def _quiet_hf() -> Iterator[None]:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
-
-
-def n_outputs(env: LayerTyingEnv) -> int:
-    """The model's outputs per prediction (its vocabulary, BERT's `[MASK]` included, or its
-    classes): the perplexity of a uniform prediction."""
-    from tying_env.training import model_config
-
-    config = model_config(env.cfg, env.corpus)
-    return int(config.num_labels if env.family.data_kind == "images" else config.vocab_size)
-
-
-def _optimal_split_ppl(env: LayerTyingEnv, split: str) -> float | None:
-    """The source's exact perplexity on the windows `evaluate_split` uses (synthetic only)."""
-    source = env.corpus.source
-    if source is None or env.optimal_ppl is None:  # none for a masked LM: no next token
-        return None
-    return source.optimal_ppl(env.split_windows(split))

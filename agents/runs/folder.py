@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -374,6 +375,22 @@ def clear_folder(folder: Path, owner: str) -> None:
             raise write_failed(entry, e) from e
 
 
+@contextlib.contextmanager
+def signals_to_main_thread() -> Iterator[None]:
+    """Threads started inside block SIGINT and SIGTERM, so that the kernel delivers them to
+    the main thread. A signal taken by another thread runs Python's handler only when the
+    main thread next runs Python code: a main thread waiting for a process would not be
+    interrupted (Ctrl-C ignored until the process ends)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not on this platform: nothing to do
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Heartbeat:
     """A background thread that refreshes the heartbeat of the claims it holds.
 
@@ -419,7 +436,8 @@ class Heartbeat:
             self.beat()
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        with signals_to_main_thread():
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

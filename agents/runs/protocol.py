@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import Agent, OneEpisode
-from agents.runs.driver import make_agent, make_env, n_outputs
+from agents.runs.driver import make_agent, make_env
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.files import write_json
@@ -154,7 +154,7 @@ def run_train_evaluate(spec: RunSpec) -> dict[str, Any]:
             "best_test_ppl_selected_on": "test"}
            if evaluations and "best_test_ppl" in evaluations[0] else {}),
         "train": train, "eval": evaluations,
-        "train_seconds": train_seconds, "n_outputs": n_outputs(base),
+        "train_seconds": train_seconds, "n_outputs": base.n_outputs,
         "optimal_ppl": base.optimal_ppl,
         "notes": ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
                   "evaluation episodes (held-out seeds, frozen agent)"],
@@ -179,8 +179,8 @@ def evaluate(spec: RunSpec, env: gym.Env, agent: Agent, seed: int) -> dict[str, 
         done = terminated or truncated
     recorder.finish()
     return {"seed": seed, **summary(info, episode_return),
-            "final_val_ppl": _finite(base.evaluate_split("valid")),
-            "final_test_ppl": _finite(base.evaluate_split("test"))}
+            "final_val_ppl": _finite(base.evaluate("valid").perplexity),
+            "final_test_ppl": _finite(base.evaluate("test").perplexity)}
 
 
 def _mean(values: list[Any]) -> float | None:
