@@ -1,7 +1,7 @@
 """The paper's Q-learner (Hay & Wolf, ICLR 2024), and a repaired variant.
 
 `qlearning` reproduces the published driver in every listed detail
-(DESIGN.md section 2):
+(docs/method.md, "The paper's Q-learner"):
 
 - the Q-network is an MLP: input the raw index chosen last for each layer
   (`info["choices"]`: the published `state` list, not resolved to roots; before a

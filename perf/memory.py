@@ -194,7 +194,7 @@ def claims(rows: list[dict[str, Any]]) -> str:
         "- The published start state holds all 48 blocks (47 frozen), so its memory is "
         f"only {frozen['static_vs_same']:.2f}x below the untied model's until decisions "
         "tie the frozen blocks away. The published code also never frees the AdamW state "
-        "of blocks that become tied (DESIGN.md), which this count does not include.",
+        "of blocks that become tied (docs/method.md), which this count does not include.",
         "",
         "Counted on the meta device (nothing allocated); every row equals the closed-form "
         "count. The published code's own memory log (`torch.cuda.memory_allocated` at the "

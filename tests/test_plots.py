@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-from agents.runs.plots import plain_log_ticks, plot_curves, plot_tie_map, plt, wrap_title
+from agents.runs.plots import plain_log_ticks, plot_curves, plot_tie_map, wrap_title
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG_TITLE = ("recurrent-ppo on LayerTying-GPT2-Small-WikiText2-v0, seed 12345, agent kwargs "
@@ -104,12 +110,32 @@ def test_wrap_title_keeps_every_character_and_fits_the_width():
 
 @pytest.mark.parametrize("low, high", [(7.0, 70.0), (13.8, 16.2), (3.0, 30_000.0)])
 def test_log_axis_has_plain_number_labels(low, high):
-    fig, ax = plt.subplots()
+    fig = Figure()
+    ax = fig.subplots()
     ax.semilogy([0, 1], [low, high])
     plain_log_ticks(ax)
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
-    plt.close(fig)
     assert len(labels) >= 3, labels
     for label in labels:
         float(label.replace(",", ""))  # "20", "15.5", "10,000": no "2×10¹"
+
+
+def test_the_plot_modules_leave_matplotlib_alone():
+    """Importing and using the plot modules neither picks a backend nor loads pyplot: a
+    notebook or a script keeps its own."""
+    code = textwrap.dedent("""
+        import sys, matplotlib
+        backend = matplotlib.get_backend()
+        import agents.runs.plots, agents.benchmark.plots
+        records = [{"decision": d, "tie_map": [0, 0, d % 3]} for d in (1, 2, 3)]
+        agents.runs.plots.plot_tie_map(records, sys.argv[1])
+        assert matplotlib.get_backend() == backend, (backend, matplotlib.get_backend())
+        assert "matplotlib.pyplot" not in sys.modules
+    """)
+    with tempfile.TemporaryDirectory() as folder:
+        proc = subprocess.run([sys.executable, "-c", code, str(Path(folder) / "t.png")],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "MPLBACKEND": "svg"})
+    assert proc.returncode == 0, proc.stderr
+

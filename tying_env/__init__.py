@@ -48,7 +48,6 @@ register_ids()
 _LAZY = {
     "LayerTyingEnv": "tying_env.env",
     "TiedModel": "tying_env.models",
-    "TiedGPT2": "tying_env.models",
     "EnvConfig": "tying_env.presets",
     "PRESETS": "tying_env.presets",
     "make_config": "tying_env.presets",

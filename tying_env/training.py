@@ -87,15 +87,14 @@ class InnerOptimizer:
                 p.grad = None  # the gradient of a freed tensor must not linger either
         self.optimizer.param_groups[0]["params"] = params
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, update; returns the gradient norm before clipping."""
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward, clip (to a total norm of `grad_clip`), update."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         self.steps += 1
         self.set_lr()
-        return float(norm)
 
     @property
     def lr(self) -> float:

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from agents.benchmark.stats import BASELINE, CONVENTIONAL, iqm
-from agents.runs.plots import plt, read_log  # plt: matplotlib with the Agg backend
+from agents.runs.plots import read_log
 from tying_env.files import atomic_write
 
 Json = dict[str, Any]
@@ -46,18 +48,18 @@ def styles(agents: Sequence[str]) -> dict[str, Json]:
     """A colour, marker and line style per agent, the same in every figure (no grey: grey
     and black draw the other agents and `qlearning` in the small multiples)."""
     if len(agents) <= 10:
-        colors = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7] + ["navy"]
+        colors = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7] + ["navy"]
     else:
-        colors = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
+        colors = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)]
     return {a: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)],
                 "linestyle": LINESTYLES[(i // len(colors) + i) % len(LINESTYLES)]}
             for i, a in enumerate(agents)}
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG (atomically); figures are made without pyplot (no backend)."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
                                                bbox_inches="tight"))
-    plt.close(fig)
     return path
 
 
@@ -87,8 +89,8 @@ def plot_intervals(meta: Json, path: Path) -> Path:
         return math.inf if value is None else value
 
     order = sorted(table, key=key)
-    fig, axes = plt.subplots(2, 4, figsize=(15, 2.2 + 0.55 * max(len(order), 2)),
-                             sharey=True, squeeze=False)
+    fig = Figure(figsize=(15, 2.2 + 0.55 * max(len(order), 2)))
+    axes = fig.subplots(2, 4, sharey=True, squeeze=False)
     y = np.arange(len(order))[::-1]
     for ax, (label, where) in zip(axes.flat, PANELS, strict=False):
         for row_y, agent in zip(y, order, strict=True):
@@ -132,7 +134,8 @@ def plot_pareto(meta: Json, path: Path) -> Path:
     """Final val ppl against trainable fraction: seeds (small), IQM with both intervals."""
     cells, table = meta["cells"], meta["agents"]
     style = styles(list(table))
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    fig = Figure(figsize=(8.5, 5.5))
+    ax = fig.subplots()
     plotted = False
     conventional = _estimate(table.get(CONVENTIONAL) or {}, ("iqm", "final_val_ppl"))
     if conventional.get("low") is not None:
@@ -272,8 +275,8 @@ def _grid(n: int) -> tuple[Any, Any]:
     """Small multiples for `n` agents: at most 5 columns, shared axes."""
     ncols = min(5, max(n, 1))
     nrows = math.ceil(max(n, 1) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols + 0.6, 2.5 * nrows + 1.0),
-                             sharex=True, sharey=True, squeeze=False)
+    fig = Figure(figsize=(3.1 * ncols + 0.6, 2.5 * nrows + 1.0))
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.axis("off")

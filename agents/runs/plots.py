@@ -21,15 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
-from matplotlib.ticker import (  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
     MaxNLocator,
@@ -37,7 +34,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
-from tying_env.files import atomic_write  # noqa: E402
+from tying_env.files import atomic_write
 
 Record = dict[str, Any]
 TIE_MAP_LEGEND = "colour = the root block each layer runs (its own index: trained independently)"
@@ -55,10 +52,11 @@ def _points(records: Sequence[Record], start: Record | None) -> list[Record]:
     return ([start] if start is not None else []) + list(records)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG (atomically). Figures are made without pyplot: no backend is
+    chosen or changed (a notebook keeps its own), and nothing is left open."""
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
     return path
 
 
@@ -94,11 +92,11 @@ def plot_tie_map(records: Sequence[Record], path: str | Path, *,
     n_layer, n_cols = maps.shape
     first = int(_decisions(points)[0])
     if n_layer <= 10:
-        colors = plt.get_cmap("tab10")(np.arange(n_layer))
+        colors = colormaps["tab10"](np.arange(n_layer))
     elif n_layer <= 20:
-        colors = plt.get_cmap("tab20")(np.arange(n_layer))
+        colors = colormaps["tab20"](np.arange(n_layer))
     else:
-        colors = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, n_layer))
+        colors = colormaps["turbo"](np.linspace(0.05, 0.95, n_layer))
     cmap = ListedColormap(colors)
     norm = BoundaryNorm(np.arange(n_layer + 1) - 0.5, n_layer)
 
@@ -106,7 +104,8 @@ def plot_tie_map(records: Sequence[Record], path: str | Path, *,
     head = wrap_title(title or "tie map over the run", width - 0.4)
     title_lines = head.count("\n") + 1
     height = 1.3 + 0.3 * n_layer + 0.22 * title_lines
-    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(maps, cmap=cmap, norm=norm, aspect="auto", origin="lower",
                       interpolation="nearest",
                       extent=(first - 0.5, first + n_cols - 0.5, -0.5, n_layer - 0.5))
@@ -177,9 +176,9 @@ def plot_curves(records: Sequence[Record], path: str | Path, *, start: Record | 
     width = CURVES_WIDTH
     head = wrap_title(title or "validation perplexity, reward and trainable fraction",
                       width - 0.4)
-    fig, (top, middle, bottom) = plt.subplots(
-        3, 1, figsize=(width, 7.4 + 0.22 * head.count("\n")), sharex=True,
-        layout="constrained", gridspec_kw={"height_ratios": [2.2, 1.2, 1]})
+    fig = Figure(figsize=(width, 7.4 + 0.22 * head.count("\n")), layout="constrained")
+    top, middle, bottom = fig.subplots(3, 1, sharex=True,
+                                       gridspec_kw={"height_ratios": [2.2, 1.2, 1]})
     fig.suptitle(head, fontsize=TITLE_SIZE)
 
     small = len(points) <= 60

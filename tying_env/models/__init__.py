@@ -15,8 +15,6 @@ from tying_env.models.registry import FAMILIES, as_config, family_of, get_family
 from tying_env.models.tied import MemoryBytes, TiedBlock, TiedModel
 from tying_env.models.vit import vit_config
 
-TiedGPT2 = TiedModel  # the name from before there were other families
-
-__all__ = ["FAMILIES", "DataShape", "Family", "MemoryBytes", "TiedBlock", "TiedGPT2",
-           "TiedModel", "as_config", "bert_config", "family_of", "get_family", "gpt2_config",
+__all__ = ["FAMILIES", "DataShape", "Family", "MemoryBytes", "TiedBlock", "TiedModel",
+           "as_config", "bert_config", "family_of", "get_family", "gpt2_config",
            "llama_config", "vit_config"]
