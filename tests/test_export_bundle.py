@@ -20,6 +20,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline, set_seed
 from transformers.utils import logging as hf_logging
 
+from agents.runs.card import model_card
 from agents.runs.cli import main
 from agents.runs.driver import run
 from agents.runs.spec import RunSpec
@@ -28,7 +29,6 @@ from tying_env.data.tokenizer import EOT, BPETokenizer, CharTokenizer
 from tying_env.export import (
     corpus_tokenizer,
     hf_tokenizer,
-    model_card,
     save_expanded,
 )
 from tying_env.models import TiedModel, gpt2_config

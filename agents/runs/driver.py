@@ -46,6 +46,7 @@ import numpy as np
 import agents
 from agents.base import Agent, OneEpisode
 from agents.runs import folder, resume
+from agents.runs.card import model_card
 from agents.runs.plots import plot_curves, plot_tie_map
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
@@ -300,18 +301,25 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
                  result: dict[str, Any]) -> list[str]:
     """Models (expanded and compact), the agent and the figures; returns their names.
 
-    `model/` is self-contained (`tying_env.export.save_run_model`): the corpus's tokenizer
-    and a model card written from `result` sit beside the weights. With `spec.sb3_zip`, an
-    SB3 agent also writes `agent/sb3.zip` (its `save_zip`: SB3's own format, which
-    pickles, for interoperability only); other agents print a note and write no zip.
+    `model/` is self-contained: the corpus's tokenizer (`tying_env.export.run_tokenizer`)
+    and a model card written from `result` (`agents.runs.card`) sit beside the weights.
+    With `spec.sb3_zip`, an SB3 agent also writes `agent/sb3.zip` (its `save_zip`: SB3's
+    own format, which pickles, for interoperability only); other agents print a note and
+    write no zip.
     """
-    from tying_env.export import save_compact, save_run_model
+    from tying_env.export import run_tokenizer, save_compact, save_expanded
 
     assert env.model is not None
     out = spec.folder
     with _quiet_hf():
-        save_run_model(env.model, out / "model", corpus=env.corpus, cfg=env.cfg, result=result,
-                       cache_dir=spec.make_kwargs.get("cache_dir"), compact=out / "compact")
+        tokenizer, note = run_tokenizer(env.model, env.corpus, env.cfg,
+                                        spec.make_kwargs.get("cache_dir"))
+        card = model_card(result, folder=out / "model", compact=out / "compact",
+                          tokenizer_note=note, has_tokenizer=tokenizer is not None,
+                          n_positions=getattr(env.model.config, "max_position_embeddings",
+                                              None),
+                          family=env.model.family.name)
+        save_expanded(env.model, out / "model", tokenizer=tokenizer, card=card)
     save_compact(env.model, out / "compact")
     agent.save(out / "agent")
     if spec.sb3_zip:

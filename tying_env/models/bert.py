@@ -35,7 +35,7 @@ def _config(cfg: Any, data: DataShape) -> BertConfig:
 
 
 BERT = Family(
-    name="bert", task="masked-lm",
+    name="bert", label="BERT", task="masked-lm",
     model_class=BertForMaskedLM, config_class=BertConfig, blocks=("bert.encoder.layer",),
     input_name="input_ids", make_config=_config,
     make_task=lambda config: MaskedLM(mask_id=config.vocab_size - 1),

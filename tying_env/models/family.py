@@ -125,6 +125,7 @@ class Family:
     """One model family's adapter (see the module docstring).
 
     - `name`: the `family` setting and the Hugging Face `model_type` of its configs;
+    - `label`: its name for people (model cards, pages): `"GPT-2"`, `"BERT"`, ...;
     - `model_class`, `config_class`: the Hugging Face classes trained from scratch;
     - `blocks`: the dotted paths where `model_class` may hold its block list
       (`("transformer.h",)`), the first that exists is used;
@@ -138,6 +139,7 @@ class Family:
     """
 
     name: str
+    label: str  # the family's name for people: "GPT-2", "Llama", ...
     task: str
     model_class: type[PreTrainedModel]
     config_class: type[PretrainedConfig]

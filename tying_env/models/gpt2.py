@@ -26,7 +26,7 @@ def _config(cfg: Any, data: DataShape) -> GPT2Config:
 
 
 GPT2 = Family(
-    name="gpt2", task="causal-lm",
+    name="gpt2", label="GPT-2", task="causal-lm",
     model_class=GPT2LMHeadModel, config_class=GPT2Config, blocks=("transformer.h",),
     input_name="input_ids", make_config=_config, make_task=lambda config: CausalLM(),
     description="GPT-2: learnt positions, LayerNorm, GELU MLP; causal LM (perplexity)",

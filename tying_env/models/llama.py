@@ -38,7 +38,7 @@ def _config(cfg: Any, data: DataShape) -> LlamaConfig:
 
 
 LLAMA = Family(
-    name="llama", task="causal-lm",
+    name="llama", label="Llama", task="causal-lm",
     model_class=LlamaForCausalLM, config_class=LlamaConfig, blocks=("model.layers",),
     input_name="input_ids", make_config=_config, make_task=lambda config: CausalLM(),
     description="Llama: RoPE, RMSNorm, SwiGLU MLP; causal LM (perplexity)",

@@ -40,7 +40,7 @@ def _task(config: ViTConfig) -> ImageClassification:
 
 
 VIT = Family(
-    name="vit", task="image-classification",
+    name="vit", label="ViT", task="image-classification",
     model_class=ViTForImageClassification, config_class=ViTConfig,
     blocks=("vit.layers", "vit.encoder.layer"), input_name="pixel_values", make_config=_config,
     make_task=_task, data_kind="images",
