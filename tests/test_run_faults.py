@@ -243,14 +243,19 @@ def test_a_signal_checkpoints_and_resume_ends_as_uninterrupted(tmp_path, cache_d
 
 def test_an_interrupted_benchmark_resumes_its_stopped_cells(tmp_path, cache_dir):
     """Ctrl-C on the benchmark: its running cell writes a checkpoint; the same command
-    then resumes that cell, which ends as an uninterrupted run of the same spec."""
+    then resumes that cell, which ends as an uninterrupted run of the same spec. The first
+    runner starts with SIGINT ignored, as a background job of a script starts: it stops on
+    SIGINT all the same."""
     env_kwargs = json.dumps({**SMALL, "max_sweeps": 4})
+    ignoring = [sys.executable, "-c", "import os, signal, sys; "
+                "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
     bench = [sys.executable, "-m", "agents.benchmark", "--env-kwargs", env_kwargs,
              "--agents", "qlearning", "--seeds", "0", "--threads", "1", "--out",
              str(tmp_path / "bench"), "--cache-dir", str(cache_dir), "--no-progress"]
     reference = train(argv("qlearning", tmp_path / "reference", cache_dir, max_sweeps=4))
-    first = subprocess.Popen(bench, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*ignoring, *bench[1:]], cwd=ROOT, env=subprocess_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cell = tmp_path / "bench" / "cells" / "qlearning-s0"
     wait_for_lines(cell / "log.jsonl", 2, first)
     first.send_signal(signal.SIGINT)  # the launcher only: it stops its cells with SIGTERM

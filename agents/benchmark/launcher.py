@@ -509,7 +509,9 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """While inside, SIGTERM raises `Terminated` (main thread only)."""
+    """While inside, SIGTERM raises `Terminated` and SIGINT `KeyboardInterrupt` (main thread
+    only), the latter also where this process started with SIGINT ignored (a background
+    job of a script), as `train_agent.py` handles both itself."""
     def raise_terminated(signum: int, frame: object) -> None:
         raise Terminated()
 
@@ -518,10 +520,12 @@ def _sigterm_interrupts() -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tuple[str, int]],
