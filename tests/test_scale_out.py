@@ -258,7 +258,7 @@ def test_past_its_retries_a_cell_is_reported_failed_and_the_others_go_on(
 
 def test_sigterm_stops_the_runner_as_ctrl_c_does():
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(launcher.Terminated), launcher._sigterm_interrupts():
+    with pytest.raises(launcher.Terminated), launcher._stop_signals_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)
     assert signal.getsignal(signal.SIGTERM) is previous

@@ -7,6 +7,7 @@ they drive (tied model, inner optimizer, batches, evaluation) is
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,10 +353,13 @@ class LayerTyingEnv(gym.Env):
                                n_outputs=self.n_outputs)
 
     def evaluate_split(self, split: str = "valid") -> float:
-        """Perplexity of the current model on a whole split: `evaluate(split).perplexity`."""
-        return self.evaluate(split).perplexity
+        """Perplexity of the current model on a whole split (`evaluate(split).perplexity`,
+        without the source's optimum: what the episode's test evaluations use)."""
+        if self.run is None:
+            raise RuntimeError("call reset() before evaluate_split()")
+        return math.exp(self.run.evaluate_loss(self.split_windows(split)))
 
-    @property
+    @functools.cached_property
     def n_outputs(self) -> int:
         """The model's outputs per prediction (its vocabulary, BERT's `[MASK]` included, or
         its classes): the perplexity of a uniform prediction."""

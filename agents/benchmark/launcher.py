@@ -508,7 +508,7 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _stop_signals_interrupt() -> Iterator[None]:
     """While inside, SIGTERM raises `Terminated` and SIGINT `KeyboardInterrupt` (main thread
     only), the latter also where this process started with SIGINT ignored (a background
     job of a script), as `train_agent.py` handles both itself."""
@@ -547,7 +547,7 @@ def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tupl
     owner = claims.new_owner()
     pending, waiting = deque(todo), []
     waited: set[tuple[str, int]] = set()
-    with claims.Heartbeat() as heartbeat, _sigterm_interrupts():
+    with claims.Heartbeat() as heartbeat, _stop_signals_interrupt():
         try:
             while pending or waiting or pool.running:
                 while pending and pool.has_room():

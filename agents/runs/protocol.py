@@ -179,8 +179,8 @@ def evaluate(spec: RunSpec, env: gym.Env, agent: Agent, seed: int) -> dict[str, 
         done = terminated or truncated
     recorder.finish()
     return {"seed": seed, **summary(info, episode_return),
-            "final_val_ppl": _finite(base.evaluate("valid").perplexity),
-            "final_test_ppl": _finite(base.evaluate("test").perplexity)}
+            "final_val_ppl": _finite(base.evaluate_split("valid")),
+            "final_test_ppl": _finite(base.evaluate_split("test"))}
 
 
 def _mean(values: list[Any]) -> float | None:
