@@ -29,17 +29,28 @@ STATIC_AGENTS = ("vanilla", "albert", "sequence", "cycle", "cycle-rev", "paper-s
                  "paper-reverse")
 SB3_AGENTS = ("dqn", "ppo", "a2c", "maskable-ppo", "qrdqn", "recurrent-ppo")
 
-register("qlearning", "agents.qlearning:QLearningAgent")
-register("qlearning-plus", "agents.qlearning:QLearningPlusAgent")
-# the paper's Q-learner with epsilon x 0.6 per sweep: at its 0.01 floor after 9 sweeps
-register("qlearning-fast", "agents.qlearning:QLearningAgent", epsilon_decay=0.6)
-register("vanilla", "agents.baselines:ConventionalAgent")
-for _name in STATIC_AGENTS[1:]:
-    register(_name, "agents.baselines:StaticAgent", pattern=_name)
-register("untie-all", "agents.baselines:UntieAll")
-register("random", "agents.baselines:RandomAgent")
-for _name in SB3_AGENTS:
-    register(_name, "agents.sb3:SB3Agent", algo=_name)
+# each class declares its name; registered by path, imported when first made
+for _name, _path in {
+    "qlearning": "agents.qlearning:QLearningAgent",
+    "qlearning-plus": "agents.qlearning:QLearningPlusAgent",
+    "qlearning-fast": "agents.qlearning:QLearningFastAgent",
+    "vanilla": "agents.baselines:ConventionalAgent",
+    "untie-all": "agents.baselines:UntieAll",
+    "albert": "agents.baselines:AlbertAgent",
+    "sequence": "agents.baselines:SequenceAgent",
+    "cycle": "agents.baselines:CycleAgent",
+    "cycle-rev": "agents.baselines:CycleRevAgent",
+    "paper-sequence": "agents.baselines:PaperSequenceAgent",
+    "paper-reverse": "agents.baselines:PaperReverseAgent",
+    "random": "agents.baselines:RandomAgent",
+    "dqn": "agents.sb3:DQNAgent",
+    "ppo": "agents.sb3:PPOAgent",
+    "a2c": "agents.sb3:A2CAgent",
+    "maskable-ppo": "agents.sb3:MaskablePPOAgent",
+    "qrdqn": "agents.sb3:QRDQNAgent",
+    "recurrent-ppo": "agents.sb3:RecurrentPPOAgent",
+}.items():
+    register(_name, _path)
 
 # public names, imported on first use (`StopAtEpisodeEnd` imports Stable-Baselines3)
 _LAZY = {"Agent": "agents.base", "OneEpisode": "agents.base",

@@ -12,13 +12,21 @@ state is complete and consistent (for step-by-step agents: after every
 decision), and `Agent.get_state` / `Agent.set_state` hold that
 state as tensors plus JSON, so that a run can be stopped there and continued
 bit for bit (see `agents.runs.resume`). `Agent.save` writes the same state
-with `write_state`, one format for every agent.
+with `write_state`, one format for every agent; an agent whose `run` has no such
+points declares `checkpoints = False` and is run without them.
+
+Hyperparameters: `Agent.hyperparameters()` names those an agent accepts, with their
+defaults, and `check_hyperparameters` is the one check of a keyword dict against it
+(every agent's constructor, `agents.make` and the run harness call it).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +37,7 @@ from gymnasium import spaces
 from safetensors.torch import load_file, save_file
 
 from tying_env import checkpoint as ckpt
+from tying_env.errors import SettingTypeError
 from tying_env.files import atomic_write, write_json
 
 AgentState = tuple[dict[str, torch.Tensor], dict[str, Any]]
@@ -121,25 +130,39 @@ def action_mode(space: spaces.Space) -> str:
 class Agent:
     """An agent that drives one episode of a layer-tying environment while it learns.
 
-    Subclasses set `name` and implement `run`. Agents that act step by
-    step can instead implement `act` and `observe` and use the
+    Subclasses declare `name` (the registry reads it) and implement `run`. Agents that
+    act step by step can instead implement `act` and `observe` and use the
     default `run` loop. Agents with state of their own (networks,
     optimizers, random generators, counters) override `get_state` and
-    `set_state`; the defaults suit agents without any.
+    `set_state`; the defaults suit agents without any. The hyperparameters an agent
+    accepts are its constructor's keyword parameters after `env` and `seed`, unless it
+    overrides `hyperparameters()`; the constructor checks `hparams` against them.
     """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # the name it is registered under (`agents.register`)
+    checkpoints: ClassVar[bool] = True  # run() takes on_boundary; False: it takes none
 
     def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
+        check_hyperparameters(type(self), hparams)
         self.env = env
         self.seed = seed
         self.hparams = hparams
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """The hyperparameters this agent accepts, each with its default: by default the
+        keyword parameters of its constructor after `env` and `seed` (a required one's
+        default is `inspect.Parameter.empty`; `**kwargs` accepts none)."""
+        params = list(inspect.signature(cls).parameters.values())[1:]  # after env
+        return {p.name: p.default for p in params if p.name != "seed"
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
     def run(self, on_boundary: Callable[[], None] | None = None) -> None:
         """Run one episode, learning online, until it terminates or is truncated.
 
         `on_boundary()` is called after every decision but the last, when the
-        agent has learned from it: a point where `get_state` is complete.
+        agent has learned from it: a point where `get_state` is complete. An override
+        that offers no such points takes no `on_boundary` and sets `checkpoints = False`.
         """
         obs, info = self.env.reset(seed=self.seed)
         done = False
@@ -210,6 +233,43 @@ class Agent:
         if tensors or meta:
             raise ckpt.CheckpointError(f"agent {self.name!r} keeps no state, but the saved "
                                        f"state holds {sorted(tensors) or sorted(meta)}")
+
+
+def check_hyperparameters(agent: type[Agent], hparams: Mapping[str, Any]) -> None:
+    """Check `hparams` against `agent.hyperparameters()`: a `SettingTypeError` naming an
+    unknown name (with the closest allowed one and all of them) or a value whose type is
+    not its default's (bool, int, finite number, string; other defaults take anything).
+    Its `argument` is the hyperparameter at fault."""
+    label = agent.name or f"{agent.__module__}:{agent.__qualname__}"
+    allowed = agent.hyperparameters()
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        given = ", ".join(f"{key}={hparams[key]!r}" for key in unknown)
+        close = (difflib.get_close_matches(key, allowed, n=1) for key in unknown)
+        hints = "".join(f" (did you mean {match[0]}?)" for match in close if match)
+        raise SettingTypeError(unknown[0], f"unknown hyperparameter(s) {given} for agent "
+                                           f"{label!r}{hints}; allowed: "
+                                           f"{', '.join(sorted(allowed)) or 'none'}")
+    for key, value in hparams.items():
+        kind = _kind_error(allowed[key], value)
+        if kind is not None:
+            raise SettingTypeError(key, f"{key}={value!r} is not allowed for agent {label!r}; "
+                                        f"expected {kind} (default {allowed[key]!r})")
+
+
+def _kind_error(default: Any, value: Any) -> str | None:
+    """What `value` should be, judged by the type of `default`; None when it fits."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "a bool"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):  # a list or tuple too: SB3's train_freq=[4, "step"]
+        ok = (number and isinstance(value, int)) or isinstance(value, (list, tuple))
+        return None if ok else "an int"
+    if isinstance(default, float):
+        return None if number and math.isfinite(value) else "a finite number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None
 
 
 def write_state(path: str | Path, state: AgentState, agent: str | None = None) -> None:

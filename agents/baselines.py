@@ -43,7 +43,7 @@ the layers tied (the paper's headline regime): 3 blocks for L = 12, 1 block
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -97,14 +97,19 @@ def tie_map(name: str, n_layer: int, n_unique: int | None = None) -> tm.TieMap:
 
 # ------------------------------------------------------------------ the agents
 class StaticAgent(Agent):
-    """Plays the fixed tie map of one pattern, every sweep."""
+    """Plays the fixed tie map of its `pattern` (one of `STATIC`), every sweep.
 
-    def __init__(self, env: gym.Env, seed: int = 0, *, pattern: str,
-                 n_unique: int | None = None):
-        super().__init__(env, seed, **({} if n_unique is None else {"n_unique": n_unique}))
-        self.name = pattern  # type: ignore[misc]  # one class, one registry name per pattern
+    Each pattern is a subclass that declares its `name` and, where the two differ,
+    its `pattern`; the Takase & Kiyono ones (`TakaseAgent`) take `n_unique`.
+    """
+
+    pattern: ClassVar[str] = ""  # "" means the agent's name
+
+    def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
+        super().__init__(env, seed, **hparams)
         self.action_mode: str = action_mode(env.action_space)
-        self.ties = tie_map(pattern, n_layers(env.action_space), n_unique)
+        self.ties = tie_map(self.pattern or self.name, n_layers(env.action_space),
+                            hparams.get("n_unique"))
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         if self.action_mode == "vector":
@@ -130,6 +135,7 @@ class ConventionalAgent(StaticAgent):
     whatever the given `env_kwargs` say.
     """
 
+    name = "vanilla"
     env_settings = CONVENTIONAL_START
 
     def __init__(self, env: gym.Env, seed: int = 0):
@@ -138,15 +144,57 @@ class ConventionalAgent(StaticAgent):
             raise ValueError(f"vanilla (conventional training) needs an environment built with "
                              f"initial_ties='none', got initial_ties={start!r}; runs and "
                              f"benchmarks apply it for you (agents.env_settings)")
-        super().__init__(env, seed, pattern="vanilla")
+        super().__init__(env, seed)
 
 
 class UntieAll(StaticAgent):
     """`untie-all`: the untied map, played from the environment's start (no requirement)."""
 
-    def __init__(self, env: gym.Env, seed: int = 0):
-        super().__init__(env, seed, pattern="vanilla")
-        self.name = "untie-all"  # type: ignore[misc]
+    name = "untie-all"
+    pattern = "vanilla"
+
+
+class AlbertAgent(StaticAgent):
+    """`albert`: one block for all layers."""
+
+    name = "albert"
+
+
+class PaperSequenceAgent(StaticAgent):
+    """`paper-sequence`: Hay & Wolf's "sequence" ablation."""
+
+    name = "paper-sequence"
+
+
+class PaperReverseAgent(StaticAgent):
+    """`paper-reverse`: Hay & Wolf's "reverse" ablation."""
+
+    name = "paper-reverse"
+
+
+class TakaseAgent(StaticAgent):
+    """A Takase & Kiyono pattern over `n_unique` blocks (default `max(1, L // 4)`)."""
+
+    def __init__(self, env: gym.Env, seed: int = 0, n_unique: int | None = None):
+        super().__init__(env, seed, **({} if n_unique is None else {"n_unique": n_unique}))
+
+
+class SequenceAgent(TakaseAgent):
+    """`sequence`: Takase & Kiyono's SEQUENCE."""
+
+    name = "sequence"
+
+
+class CycleAgent(TakaseAgent):
+    """`cycle`: Takase & Kiyono's CYCLE."""
+
+    name = "cycle"
+
+
+class CycleRevAgent(TakaseAgent):
+    """`cycle-rev`: Takase & Kiyono's CYCLE (REV)."""
+
+    name = "cycle-rev"
 
 
 class RandomAgent(Agent):

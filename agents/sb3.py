@@ -1,69 +1,14 @@
 """Stable-Baselines3 and sb3-contrib algorithms as online agents for one training run.
 
-One adapter, `SB3Agent`, builds the algorithm's model on the
-environment and runs `model.learn(total_timesteps=budget)` for exactly one
-episode (one training run of the transformer), learning as it goes, like the
-paper's Q-learner.
+One adapter, `SB3Agent`, with one subclass per algorithm (`dqn`, `ppo`, `a2c`,
+`maskable-ppo`, `qrdqn`, `recurrent-ppo`), builds the algorithm's model once the episode's
+budget is known and runs `model.learn` for exactly that one episode, inside
+`agents.base.OneEpisode`. Its hyperparameters are the algorithm's constructor keywords,
+with defaults sized for short online runs (`Algorithm.defaults`).
 
-Why the environment is wrapped in `agents.base.OneEpisode`: SB3 resets
-its environments when `learn()` starts and again as soon as an episode ends
-(and on-policy algorithms keep stepping until their rollout buffer is full).
-A reset would throw the trained transformer away. `OneEpisode` answers the
-reset after the end with the last observation and keeps the finished model;
-a callback stops `learn()` at the episode's end so that no step is taken
-after it (on-policy algorithms skip the update on the partial last rollout).
-
-| name            | algorithm                 | action modes      |
-|-----------------|---------------------------|-------------------|
-| `dqn`         | `stable_baselines3.DQN`   | layer             |
-| `ppo`         | `stable_baselines3.PPO`   | layer, vector     |
-| `a2c`         | `stable_baselines3.A2C`   | layer, vector     |
-| `maskable-ppo`| `sb3_contrib.MaskablePPO` | layer, vector (masks via `action_masks()`) |
-| `qrdqn`       | `sb3_contrib.QRDQN`       | layer             |
-| `recurrent-ppo`| `sb3_contrib.RecurrentPPO` | layer, vector |
-
-Defaults, sized for short online runs (`budget` = decisions per episode;
-every one can be overridden by a keyword, and `policy=...` replaces the
-policy name):
-
-- all: `device="cpu"`, `seed` = the agent's seed, `verbose=0`,
-  `policy_kwargs=dict(net_arch=[64, 64])` (MLP policies);
-- `ppo`, `maskable-ppo`: `n_steps=16, batch_size=16, n_epochs=4,
-  learning_rate=3e-4, ent_coef=0.01`;
-- `recurrent-ppo`: the same with `MlpLstmPolicy`,
-  `policy_kwargs=dict(lstm_hidden_size=64, net_arch=[64])`;
-- `a2c`: `n_steps=8, ent_coef=0.01` (`learning_rate=7e-4`, SB3's default);
-- `dqn`, `qrdqn`: `learning_rate=1e-3, buffer_size=10_000, batch_size=32,
-  learning_starts=min(16, max(1, budget // 10)), train_freq=1, gradient_steps=1,
-  target_update_interval=max(1, budget // 20), exploration_fraction=0.5,
-  exploration_initial_eps=1.0, exploration_final_eps=0.05` (the fraction is of
-  `total_timesteps = budget`, i.e. epsilon reaches its floor half-way through
-  the episode); `qrdqn` adds `n_quantiles=25` to its policy kwargs.
-
-Note: SB3 seeds Python's, NumPy's and torch's global RNGs from `seed` when
-it builds a model (SB3's own behaviour); the environment's training draws from
-its own generators, so its numbers do not depend on that.
-
-Saving and checkpoints never use SB3's `model.save`/`load` (its zip embeds
-cloudpickled objects, and `save_replay_buffer` pickles), except `SB3Agent.save_zip`,
-written on request (`--sb3-zip`) for SB3's own tools and never read back here: `SB3Agent.get_state`
-holds the policy's `state_dict` (`policy/`), its optimizer (`optim/`), the
-last observation and episode-start flags (`rollout/`), the LSTM states of
-`recurrent-ppo` (`lstm/`), the replay buffer of `dqn`/`qrdqn`
-(`replay/`), and as JSON the counters (`num_timesteps`, `_n_updates`,
-`_episode_num`, `_n_calls`), the progress and exploration rate, the action
-space's generator and the `Monitor`'s episode rewards. The model is rebuilt
-from the same constructor arguments and then loaded, so restoring it is exact.
-
-Boundaries: `run(on_boundary)` calls `on_boundary()` at the start of every
-rollout after the first, when the previous update is complete: every
-`train_freq` decisions for `dqn`/`qrdqn` (every decision by default),
-every `n_steps` decisions for the on-policy algorithms. A checkpoint taken
-there restores everything SB3 uses for its computation (the rollout buffer is
-refilled from scratch at every rollout), so a resumed run continues bit for bit
-on CPU. What is not restored is logging only: the episode-statistics deques
-(empty until the single episode ends), the `learn()`-local iteration count
-and SB3's logger values.
+The design (why the episode guard, the defaults, the checkpoint boundaries and what a
+checkpoint holds, without SB3's pickling `save`) is in docs/agents.md,
+"The Stable-Baselines3 adapters".
 """
 
 from __future__ import annotations
@@ -73,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -86,7 +31,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.base import Agent, AgentState, OneEpisode, read_state, write_state
+from agents.base import (
+    Agent,
+    AgentState,
+    OneEpisode,
+    check_hyperparameters,
+    read_state,
+    write_state,
+)
 from tying_env import checkpoint as ckpt
 
 REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -129,15 +81,7 @@ class Algorithm:
     discrete_only: bool = False
 
 
-ALGORITHMS: dict[str, Algorithm] = {
-    "dqn": Algorithm(DQN, "MlpPolicy", _value_based, discrete_only=True),
-    "ppo": Algorithm(PPO, "MlpPolicy", _on_policy),
-    "a2c": Algorithm(A2C, "MlpPolicy", _a2c),
-    "maskable-ppo": Algorithm(MaskablePPO, "MlpPolicy", _on_policy),
-    "qrdqn": Algorithm(QRDQN, "MlpPolicy", partial(_value_based, quantiles=25),
-                       discrete_only=True),
-    "recurrent-ppo": Algorithm(RecurrentPPO, "MlpLstmPolicy", _recurrent),
-}
+SET_BY_ADAPTER = ("self", "env", "seed", "_init_setup_model")  # not hyperparameters
 
 
 # ------------------------------------------------------------------ the adapter
@@ -185,23 +129,24 @@ def find_one_episode(env: gym.Env) -> OneEpisode | None:
 
 
 class SB3Agent(Agent):
-    """An SB3 / sb3-contrib algorithm learning online during one episode."""
+    """An SB3 / sb3-contrib algorithm learning online during one episode: one subclass per
+    algorithm declares its `name` and `algorithm`."""
 
-    def __init__(self, env: gym.Env, seed: int = 0, *, algo: str, **hparams: Any):
-        if algo not in ALGORITHMS:
-            raise ValueError(f"algo={algo!r} is unknown; allowed: {', '.join(ALGORITHMS)}")
+    algorithm: ClassVar[Algorithm]
+
+    def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
+        if not hasattr(type(self), "algorithm"):
+            raise TypeError(f"{type(self).__qualname__} declares no algorithm; use one of "
+                            f"{', '.join(c.__qualname__ for c in AGENTS)}")
         episode = find_one_episode(env)
         if episode is None:
             episode = OneEpisode(env)
             env = episode
         super().__init__(env, seed, **hparams)
         self.episode = episode
-        self.name = algo  # type: ignore[misc]  # one class, one registry name per algorithm
-        self.algorithm = ALGORITHMS[algo]
         if self.algorithm.discrete_only and not isinstance(env.action_space, gym.spaces.Discrete):
-            raise ValueError(f"agent {algo!r} needs a Discrete action space (action_mode="
+            raise ValueError(f"agent {self.name!r} needs a Discrete action space (action_mode="
                              f"'layer'), got {env.action_space}")
-        check_hparams(self.name, self.algorithm.cls, hparams)
         self.budget: int | None = None  # decisions in the episode: info["budget"] at reset
         self.model: BaseAlgorithm | None = None  # built when the budget is known
         self.at_boundary = False  # True while on_boundary() runs
@@ -209,9 +154,18 @@ class SB3Agent(Agent):
         self._restored: dict[str, Any] | None = None  # set_state's data for the next run()
         self._policy_state: Any = None  # recurrent-ppo's LSTM state while evaluating
 
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """The algorithm's constructor parameters but those the adapter sets (`env`, `seed`),
+        with SB3's defaults, except `policy` and `device` (the adapter's). The adapter's
+        budget-sized defaults (`Algorithm.defaults`) replace some when the model is built."""
+        params = inspect.signature(cls.algorithm.cls.__init__).parameters
+        return {name: p.default for name, p in params.items() if name not in SET_BY_ADAPTER
+                } | {"policy": cls.algorithm.policy, "device": "cpu"}
+
     def _build_model(self, hparams: dict[str, Any], budget: int) -> BaseAlgorithm:
         """The SB3 model, its defaults sized by `budget` (decisions in the episode)."""
-        check_hparams(self.name, self.algorithm.cls, hparams)
+        check_hyperparameters(type(self), hparams)
         self.budget = budget
         kwargs = {**self.algorithm.defaults(budget), "seed": self.seed, "device": "cpu",
                   "verbose": 0, **hparams}
@@ -301,7 +255,7 @@ class SB3Agent(Agent):
 
     # ---------------------------------------------------------- persistence
     def get_state(self) -> AgentState:
-        """Everything SB3 computes with (see the module docstring); only at a boundary."""
+        """Everything SB3 computes with (docs/agents.md lists it); only at a boundary."""
         if self._learning and not self.at_boundary:
             raise RuntimeError(f"agent {self.name!r}: get_state() is only complete at a rollout "
                                "boundary (inside run()'s on_boundary callback)")
@@ -468,28 +422,38 @@ class SB3Agent(Agent):
         self._restored = None
 
 
-def check_hparams(name: str, cls: type[BaseAlgorithm], hparams: dict[str, Any]) -> None:
-    """TypeError naming an unknown hyperparameter, or a value of the wrong kind."""
-    params = inspect.signature(cls.__init__).parameters
-    allowed = sorted(p for p in params if p not in ("self", "env", "_init_setup_model"))
-    unknown = sorted(set(hparams) - set(allowed))
-    if unknown:
-        raise TypeError(f"unknown hyperparameter(s) {', '.join(unknown)} for agent {name!r}; "
-                        f"allowed: {', '.join(allowed)}")
-    for key, value in hparams.items():
-        default = params[key].default
-        if isinstance(default, bool):
-            ok, kind = isinstance(value, bool), "a bool"
-        elif isinstance(default, int):
-            ok = isinstance(value, (int, list)) and not isinstance(value, bool)
-            kind = "an int"
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            kind = "a number"
-        elif isinstance(default, str):
-            ok, kind = isinstance(value, str), "a string"
-        else:
-            continue
-        if not ok:
-            raise TypeError(f"{key}={value!r} for agent {name!r} must be {kind} "
-                            f"(default {default!r})")
+# ------------------------------------------------------------------ one class per algorithm
+class DQNAgent(SB3Agent):
+    name = "dqn"
+    algorithm = Algorithm(DQN, "MlpPolicy", _value_based, discrete_only=True)
+
+
+class PPOAgent(SB3Agent):
+    name = "ppo"
+    algorithm = Algorithm(PPO, "MlpPolicy", _on_policy)
+
+
+class A2CAgent(SB3Agent):
+    name = "a2c"
+    algorithm = Algorithm(A2C, "MlpPolicy", _a2c)
+
+
+class MaskablePPOAgent(SB3Agent):
+    name = "maskable-ppo"
+    algorithm = Algorithm(MaskablePPO, "MlpPolicy", _on_policy)
+
+
+class QRDQNAgent(SB3Agent):
+    name = "qrdqn"
+    algorithm = Algorithm(QRDQN, "MlpPolicy", partial(_value_based, quantiles=25),
+                          discrete_only=True)
+
+
+class RecurrentPPOAgent(SB3Agent):
+    name = "recurrent-ppo"
+    algorithm = Algorithm(RecurrentPPO, "MlpLstmPolicy", _recurrent)
+
+
+AGENTS: tuple[type[SB3Agent], ...] = (DQNAgent, PPOAgent, A2CAgent, MaskablePPOAgent,
+                                      QRDQNAgent, RecurrentPPOAgent)
+ALGORITHMS: dict[str, Algorithm] = {agent.name: agent.algorithm for agent in AGENTS}

@@ -405,3 +405,97 @@ def test_an_unregistered_agent_class_runs_by_its_import_path(make_env):
         agents.make("agents.baselines:NoSuchAgent", make_env())
     with pytest.raises(ValueError, match="package.module:ClassName"):
         agents.make("no-such-agent", make_env())
+
+
+# ------------------------------------------------------------------ the agent contract
+def test_every_registered_class_declares_its_name_and_hyperparameters():
+    from agents.base import Agent
+
+    for name in agents.names():
+        cls = agents.factory(name)
+        assert issubclass(cls, Agent) and cls.name == name
+        assert isinstance(cls.hyperparameters(), dict)
+    assert agents.factory("qlearning-fast").hyperparameters()["epsilon_decay"] == 0.6
+    assert agents.factory("cycle").hyperparameters() == {"n_unique": None}
+    assert "n_steps" in agents.factory("ppo").hyperparameters()
+
+
+def test_registering_needs_a_declared_unique_name():
+    from agents.base import Agent
+
+    class Nameless(Agent):
+        pass
+
+    class Named(Agent):
+        name = "test-named"
+
+    with pytest.raises(ValueError, match="declares no name"):
+        agents.register(Nameless)
+    with pytest.raises(ValueError, match="already registered"):
+        agents.register("qlearning", "agents.qlearning:QLearningPlusAgent")
+    with pytest.raises(ValueError, match="declares name='test-named'"):
+        agents.register("other", Named)
+    assert agents.register(Named) == "test-named"
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            agents.register(Named)
+    finally:
+        agents.unregister("test-named")
+    agents.register("test-lazy", "agents.qlearning:QLearningPlusAgent")
+    try:  # a lazy class is checked when it is imported
+        with pytest.raises(ValueError, match="declares name='qlearning-plus'"):
+            agents.factory("test-lazy")
+    finally:
+        agents.unregister("test-lazy")
+
+
+@pytest.mark.parametrize(("name", "hparams", "argument", "words"), [
+    ("qlearning", {"epsilon_decy": 0.5}, "epsilon_decy",
+     ["epsilon_decy=0.5", "did you mean epsilon_decay?", "allowed: bootstrap_at_end"]),
+    ("qlearning", {"lr": float("nan")}, "lr", ["lr=nan", "a finite number"]),
+    ("qlearning-plus", {"learning_starts": True}, "learning_starts", ["an int"]),
+    ("ppo", {"n_stepz": 4}, "n_stepz", ["did you mean n_steps?"]),
+    ("ppo", {"normalize_advantage": 1}, "normalize_advantage", ["a bool"]),
+    ("albert", {"n_unique": 2}, "n_unique", ["'albert'", "allowed: none"]),
+])
+def test_one_check_refuses_bad_hyperparameters(make_env, name, hparams, argument, words):
+    from tying_env.errors import SettingTypeError
+
+    with pytest.raises(SettingTypeError) as error:
+        agents.make(name, make_env(), seed=0, **hparams)
+    assert error.value.argument == argument
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
+
+
+def test_an_agent_that_cannot_checkpoint_still_runs(make_env, capsys):
+    from contextlib import nullcontext
+
+    from agents.base import Agent
+    from agents.runs.driver import drive
+
+    class Once(Agent):
+        name = "test-once"
+        checkpoints = False
+
+        def run(self) -> None:  # no on_boundary
+            self.ran = True
+
+    class Checkpointer:
+        every = 5
+        calls: list[str] = []
+
+        def stop_on_signals(self) -> Any:
+            self.calls.append("signals")
+            return nullcontext()
+
+        def __call__(self) -> None:
+            self.calls.append("boundary")
+
+    once = Once(make_env())
+    drive(once, Checkpointer())
+    assert once.ran and Checkpointer.calls == []
+    assert "offers no checkpoint boundaries" in capsys.readouterr().err
+    static = agents.make("albert", OneEpisode(make_env(max_sweeps=1)), seed=0)
+    drive(static, Checkpointer())
+    assert Checkpointer.calls[0] == "signals" and "boundary" in Checkpointer.calls

@@ -5,7 +5,7 @@ The command line, the benchmark and Python callers all build a `RunSpec`
 and hand it to `agents.runs.driver.run`; nothing else reaches the driver.
 
 A bad setting raises `SettingError` whose `argument` is the
-spec field at fault (`"agent"`, `"env_id"`, `"out"`, `"cache_dir"`,
+spec field at fault (`"agent"`, `"agent_kwargs"`, `"env_id"`, `"out"`, `"cache_dir"`,
 `"resume"`), or `"env_kwargs.<field>"` for an environment setting (`<field>`
 is the `EnvConfig` field, e.g. `"env_kwargs.n_layer"`).
 """
@@ -121,6 +121,7 @@ class RunSpec:
     def check(self) -> RunSpec:
         """Raise `SettingError` for anything a run would trip over; return self."""
         import agents  # the registry: imported here so that reading a spec stays light
+        from agents.base import check_hyperparameters
 
         blame = "resume" if self.resume else None
         if self.agent not in agents.names() and ":" not in self.agent:
@@ -129,9 +130,13 @@ class RunSpec:
                                f"{self.agent!r} is not a registered agent; allowed: {allowed}, "
                                f"or 'package.module:ClassName' for an agent class of your own")
         try:
-            agents.factory(self.agent)
+            agent = agents.factory(self.agent)
         except ValueError as e:
             raise SettingError(blame or "agent", str(e)) from None
+        try:
+            check_hyperparameters(agent, self.agent_kwargs)
+        except SettingError as e:
+            raise SettingError(blame or "agent_kwargs", str(e)) from None
         ids = env_ids()
         if self.env_id not in ids:
             raise SettingError(blame or "env_id",
