@@ -1,4 +1,5 @@
-"""Claims on run folders (agents.runs.folder): exclusive, live or stale, never clobbered."""
+"""A benchmark runner's claims on cell folders (agents.benchmark.claims): exclusive, live or
+stale, never clobbered."""
 
 import json
 import multiprocessing as mp
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.runs import folder as claims
+from agents.benchmark import claims
+from agents.runs.folder import FolderLock
 
 
 def dead_pid() -> int:
@@ -86,7 +88,7 @@ def test_a_stale_claim_on_a_folder_a_run_still_writes_is_not_taken(tmp_path):
     """An orphaned run (its runner died) still holds the folder's lock: wait for it."""
     folder = tmp_path / "cell"
     write_claim(folder, pid=dead_pid())
-    run_lock = claims.FolderLock(folder)
+    run_lock = FolderLock(folder)
     assert run_lock.acquire()
     try:
         assert claims.try_claim(folder, "me") is None
@@ -136,7 +138,7 @@ def test_only_the_claim_holder_clears_a_folder(tmp_path):
     assert (folder / "sub" / "log.jsonl").is_file() and (folder / "result.json").is_file()
     (folder / claims.CLAIM).unlink()
     claims.try_claim(folder, "me")
-    claims.FolderLock(folder).acquire()  # leaves .lock behind, as a run does
+    FolderLock(folder).acquire()  # leaves .lock behind, as a run does
     claims.clear_folder(folder, "me")
     assert sorted(p.name for p in folder.iterdir()) == [claims.CLAIM, claims.CLAIM_GUARD,
                                                         claims.LOCK]

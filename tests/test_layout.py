@@ -71,11 +71,12 @@ def test_agent_modules_import_nothing_from_the_harness():
     assert not {k: v for k, v in offenders.items() if v}
 
 
-def test_no_import_cycles():
-    """No cycle among module-level imports (imports inside functions are deferred)."""
-    known = modules()
-    graph = {name: {i for i in imports(path, top_level_only=True) if i != name}
-             for name, path in known.items()}
+# deferred imports (inside a function) that close a cycle, left for now: (importer, imported)
+DEFERRED_CYCLE_EDGES = {("agents.runs.driver", "agents.runs.protocol")}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` (module -> the modules it imports), or None."""
     state: dict[str, int] = {}
 
     def cycle_from(node: str, stack: list[str]) -> list[str] | None:
@@ -92,7 +93,27 @@ def test_no_import_cycles():
 
     for name in sorted(graph):
         if name not in state:
-            assert cycle_from(name, []) is None
+            found = cycle_from(name, [])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    """No cycle among module-level imports (imports inside functions are deferred)."""
+    graph = {name: {i for i in imports(path, top_level_only=True) if i != name}
+             for name, path in modules().items()}
+    assert find_cycle(graph) is None
+
+
+def test_no_import_cycles_through_deferred_imports():
+    """No cycle either when imports inside functions count (a deferred import that closes a
+    cycle, as the launcher's of the Ray launcher once did, hides two modules that need each
+    other), but for those in `DEFERRED_CYCLE_EDGES`."""
+    graph = {name: {i for i in imports(path, top_level_only=False)
+                    if i != name and (name, i) not in DEFERRED_CYCLE_EDGES}
+             for name, path in modules().items()}
+    assert find_cycle(graph) is None
 
 
 def test_the_layout_finds_imports():

@@ -21,7 +21,8 @@ from agents.benchmark.leaderboard import (
     load,
     render,
 )
-from agents.benchmark.stats import Bootstrap, claims, improvement
+from agents.benchmark.stats import Bootstrap, improvement, verdicts
+from agents.benchmark.tracks import PAPER
 from scripts.portable_results import portable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_leaderboard_numbers_equal_the_json(page, results):
 
 def test_leaderboard_states_the_verdicts_from_the_numbers(page, results):
     verdict = results["statistics"]["claims"]
-    assert verdict == claims(results["agents"], "qlearning")  # the page's own computation
+    assert verdict == verdicts(results["agents"], "qlearning", PAPER)  # the page's own
     beats = verdict["beat_baseline"]
     line = next(x for x in page.splitlines() if x.startswith("- **Beats `qlearning`**"))
     named = ", ".join(f"`{a}`" for a in beats) or "none"
@@ -265,10 +266,11 @@ def test_hypervolume_reference_is_the_models_outputs():
     text environment's vocabulary; an image environment's unused vocab_size is not it."""
     from agents.benchmark.report import _vocab_size
 
-    vit = {"env_kwargs": {"family": "vit", "vocab_size": 64}}
+    run = {"agent": "vanilla", "seed": 0, "env_id": "E"}
+    vit = {**run, "env_kwargs": {"family": "vit", "vocab_size": 64}}
     assert _vocab_size(None, [{"result": {**vit, "n_outputs": 10}}]) == 10
     assert _vocab_size(None, [{"result": vit}]) is None
-    assert _vocab_size(None, [{"result": {"env_kwargs": {"vocab_size": 64}}}]) == 64
+    assert _vocab_size(None, [{"result": {**run, "env_kwargs": {"vocab_size": 64}}}]) == 64
 
 
 # ---------------------------------------------------------------- committed files

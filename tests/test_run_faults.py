@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from agents.runs.cli import main
-from agents.runs.driver import RESULT_TIMING_FIELDS, run
+from agents.runs.driver import run
 from agents.runs.folder import FolderLock
+from agents.runs.result import TIMING_FIELDS as RESULT_TIMING_FIELDS
 from agents.runs.runlog import TIMING_KEYS
 from agents.runs.spec import RunSpec
 from tying_env import checkpoint as ckpt

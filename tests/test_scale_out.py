@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from agents.benchmark import launcher, main, run_benchmark
+from agents.benchmark import claims, launcher, local_launcher, main, run_benchmark
+from agents.benchmark.attempt import Running
 from agents.benchmark.cells import make_request
-from agents.runs import folder as claims
-from agents.runs.driver import RESULT_TIMING_FIELDS
+from agents.runs.result import TIMING_FIELDS as RESULT_TIMING_FIELDS
 from tying_env.errors import SettingError
 from tying_env.presets import make_config
 
@@ -356,10 +356,10 @@ class FakeContext:
 def test_gpus_pin_worker_slots_round_robin(tmp_path, cache_dir, monkeypatch):
     request = make_request(TINY, QUICK, "vanilla", "0,1,2,3", 3, tmp_path, cache_dir=cache_dir,
                            threads=1)
-    pool = launcher.LocalPool(request, (1, 0))
+    pool = local_launcher.LocalPool(request, (1, 0))
     pool.ctx = FakeContext()
     claim = claims.Claim(tmp_path, claims.ClaimInfo("me", "host", 1, 0.0, 0.0))
-    cells = [launcher.Running("vanilla", s, claim, 0.0) for s in range(4)]
+    cells = [Running("vanilla", s, claim, 0.0) for s in range(4)]
     assert [pool.start(c) for c in cells[:3]] == [
         "1 thread(s), GPU 1", "1 thread(s), GPU 0", "1 thread(s), GPU 1"]
     assert [c.handle.args[-1] for c in cells[:3]] == ["1", "0", "1"]
@@ -368,9 +368,9 @@ def test_gpus_pin_worker_slots_round_robin(tmp_path, cache_dir, monkeypatch):
     assert pool.start(cells[3]) == "1 thread(s), GPU 0" and cells[3].slot == 1
     # indices are of the GPUs this process sees
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
-    assert launcher.cuda_visible(1) == "6" and launcher.cuda_visible(0) == "4"
+    assert local_launcher.cuda_visible(1) == "6" and local_launcher.cuda_visible(0) == "4"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert launcher.cuda_visible(3) == "3"
+    assert local_launcher.cuda_visible(3) == "3"
 
 
 def test_device_accepts_cuda_n(monkeypatch):

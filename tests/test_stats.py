@@ -1,5 +1,5 @@
 """agents.benchmark.stats on constructed data: hand-computed values, rliable's equality,
-direction (lower perplexity is better), determinism, claims."""
+direction (lower perplexity is better), determinism, verdicts."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 from rliable import metrics
 
-from agents.benchmark import stats
+from agents.benchmark import stats, tracks
 from agents.benchmark.stats import Bootstrap
+from agents.benchmark.tracks import Hypothesis
 
 FAST = Bootstrap(reps=500)
+JUDGED = {"baseline": "qlearning", "hypothesis": tracks.PAPER}  # the tracks' judges
 
 
 def cell(agent: str, seed: int, ppl: float, fraction: float, ties: list[int],
          ret: float = 1.0) -> dict:
     return {"agent": agent, "seed": seed, "status": "finished", "episode_return": ret,
-            "result": {"final_val_ppl": ppl, "final_test_ppl": ppl + 1,
+            "result": {"agent": agent, "seed": seed, "env_id": "E",
+                       "final_val_ppl": ppl, "final_test_ppl": ppl + 1,
                        "trainable_fraction": fraction, "initial_val_ppl": 1001.0,
                        "tie_map": ties}}
 
@@ -135,14 +138,6 @@ def test_performance_profile_counts_values_below_each_threshold():
     assert stats.performance_profile([], [1.0], "none") is None
 
 
-def test_layers_tied_fraction():
-    assert stats.layers_tied_fraction({"tie_map": [0, 0, 2, 2]}) == 0.5
-    assert stats.layers_tied_fraction({"tie_map": [0, 1, 2, 3]}) == 0.0
-    train_evaluate = {"eval": [{"tie_map": [0, 0, 0, 0]}, {"tie_map": [0, 0, 2, 3]}]}
-    assert stats.layers_tied_fraction(train_evaluate) == pytest.approx((0.75 + 0.25) / 2)
-    assert stats.layers_tied_fraction({}) is None
-
-
 # ---------------------------------------------------------------- a whole benchmark
 def constructed() -> list[dict]:
     """qlearning: mid perplexity, 1 of 4 layers tied; vanilla: untied; albert: 3 of 4
@@ -158,7 +153,8 @@ def constructed() -> list[dict]:
 
 def test_benchmark_statistics_of_constructed_agents():
     agents = ["qlearning", "vanilla", "albert", "worse"]
-    per_agent, summary = stats.benchmark_statistics(constructed(), agents, bootstrap=FAST)
+    per_agent, summary = stats.benchmark_statistics(constructed(), agents, bootstrap=FAST,
+                                                    **JUDGED)
     assert set(per_agent) == set(agents)
     val = per_agent["vanilla"]["iqm"]["final_val_ppl"]
     assert val["value"] == stats.iqm([100.0 + s for s in range(6)]) == 102.5
@@ -185,16 +181,17 @@ def test_benchmark_statistics_of_constructed_agents():
 
 def test_an_agents_statistics_do_not_depend_on_the_others():
     cells = constructed()
-    alone, _ = stats.benchmark_statistics(cells, ["qlearning", "albert"], bootstrap=FAST)
+    alone, _ = stats.benchmark_statistics(cells, ["qlearning", "albert"], bootstrap=FAST,
+                                          **JUDGED)
     together, _ = stats.benchmark_statistics(cells, ["qlearning", "vanilla", "albert",
-                                                     "worse"], bootstrap=FAST)
+                                                     "worse"], bootstrap=FAST, **JUDGED)
     assert alone["albert"] == together["albert"]
 
 
 def test_without_qlearning_the_comparison_is_skipped_with_a_note():
     cells = [c for c in constructed() if c["agent"] != "qlearning"]
     per_agent, summary = stats.benchmark_statistics(cells, ["vanilla", "albert"],
-                                                    bootstrap=FAST)
+                                                    bootstrap=FAST, **JUDGED)
     assert summary["baseline"] is None and "qlearning" in summary["note"]
     assert all(row["improvement"] is None for row in per_agent.values())
     assert summary["claims"]["beat_baseline"] is None
@@ -203,14 +200,36 @@ def test_without_qlearning_the_comparison_is_skipped_with_a_note():
 
 def test_without_vanilla_the_claim_cannot_be_checked():
     cells = [c for c in constructed() if c["agent"] != "vanilla"]
-    _, summary = stats.benchmark_statistics(cells, ["qlearning", "albert"], bootstrap=FAST)
+    _, summary = stats.benchmark_statistics(cells, ["qlearning", "albert"], bootstrap=FAST,
+                                            **JUDGED)
     assert summary["claims"]["paper"]["holds"] is None
     assert "vanilla" in summary["claims"]["paper"]["note"]
 
 
+def test_the_track_names_the_reference_agent_and_the_hypothesis():
+    """stats knows no agent: another reference agent and hypothesis judge the same cells."""
+    per_agent, summary = stats.benchmark_statistics(
+        constructed(), ["qlearning", "vanilla", "albert", "worse"], bootstrap=FAST,
+        baseline="worse", hypothesis=Hypothesis(conventional_agent="albert",
+                                                min_tied_fraction=0.2))
+    assert summary["baseline"] == "worse" and per_agent["worse"]["improvement"] is None
+    assert per_agent["qlearning"]["improvement"]["verdict"] == "better"
+    paper = summary["claims"]["paper"]
+    assert paper["conventional"] == "albert" and paper["threshold"] == 0.2
+    assert "albert" not in paper["agents"] and paper["meeting"] == []  # none beats albert
+    assert paper["agents"]["qlearning"]["tied_enough"] is True
+
+
+def test_results_are_judged_by_their_tracks_reference_and_hypothesis():
+    assert tracks.judged_by({"name": "tiny", "version": 1}) == ("qlearning", tracks.PAPER)
+    assert tracks.judged_by(None) == tracks.judged_by({"name": "gone"}) == (
+        tracks.REFERENCE_AGENT, tracks.PAPER)
+    assert tracks.PAPER == Hypothesis(conventional_agent="vanilla", min_tied_fraction=0.75)
+
+
 def test_the_default_reference_point_is_the_vocabulary_size():
     _, summary = stats.benchmark_statistics(constructed(), ["albert"], vocab_size=2048,
-                                            bootstrap=FAST)
+                                            bootstrap=FAST, **JUDGED)
     assert summary["hypervolume_reference"]["final_val_ppl"] == 2048.0
     assert summary["hypervolume_reference"]["trainable_fraction"] == 1.0
 
@@ -218,7 +237,7 @@ def test_the_default_reference_point_is_the_vocabulary_size():
 def test_a_given_reference_point_is_used():
     ref = {"final_val_ppl": 500.0, "trainable_fraction": 1.0, "source": "track"}
     _, summary = stats.benchmark_statistics(constructed(), ["albert"], reference=ref,
-                                            bootstrap=FAST)
+                                            bootstrap=FAST, **JUDGED)
     assert summary["hypervolume_reference"] == ref
 
 

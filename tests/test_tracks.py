@@ -64,7 +64,7 @@ def test_extra_agents_take_their_seeds_and_a_mix_is_refused() -> None:
 
 def test_cells_record_the_track_and_versions_never_mix(quick: tracks.Track, tmp_path: Path,
                                                        cache_dir: Path) -> None:
-    from agents.benchmark.launcher import run_cell
+    from agents.benchmark.attempt import run_cell
 
     out = tmp_path / "bench"
     request = make_request(quick.env_id, quick.env_kwargs, ("albert",), quick.seeds, 1, out,

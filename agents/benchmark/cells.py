@@ -5,8 +5,8 @@ agents, the seeds and per-agent hyperparameters. `Request.spec` gives the
 `RunSpec` of one (agent, seed) *cell*, run in
 `OUT/cells/<agent>-s<seed>/`.
 
-A cell is `finished` when its `result.json` parses, is complete (written after
-the run's outputs were saved) and records the requested agent, seed, env id, env
+A cell is `finished` when its `result.json` is a run result, is complete
+(`agents.runs.result.RunResult.complete`) and records the requested agent, seed, env id, env
 settings and agent kwargs; `failed` when it holds a `failure.json`;
 `incomplete` when its folder holds anything else; `missing` otherwise.
 
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import agents as registry
+from agents.runs.result import FILE as RESULT_FILE
+from agents.runs.result import ResultFormatError, RunResult, read_result
 from agents.runs.spec import RunSpec, env_ids
 from tying_env.errors import SettingError
 from tying_env.files import read_json, to_jsonable
@@ -266,16 +268,12 @@ def plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- cells on disk
-def is_complete(result: Json) -> bool:
-    """Whether `train_agent.py` got past saving its outputs (its second, final write)."""
-    return "total_seconds" in result
-
-
-def differences(result: Json, expected: Json) -> list[str]:
-    """`key: found -> expected` for every request setting `result` records otherwise."""
+def differences(result: RunResult, expected: Json) -> list[str]:
+    """`field: found -> expected` for every request setting `result` records otherwise
+    (`expected`: `RunResult` field names and their values, as `expected_record` gives)."""
     diffs = []
     for key, want in expected.items():
-        got = result.get(key)
+        got = plain(getattr(result, key))
         if isinstance(want, dict) and isinstance(got, dict):
             diffs += [f"{key}.{k}: {got.get(k, '(absent)')!r} -> {want.get(k, '(absent)')!r}"
                       for k in sorted(set(got) | set(want))
@@ -289,10 +287,15 @@ def conflicts(request: Request) -> list[str]:
     """Cells in `request.out` whose results belong to another configuration."""
     found = []
     for folder in sorted((request.out / CELLS).glob("*/")):
-        result = read_json(folder / "result.json")
-        if result is None:
+        obj = read_json(folder / RESULT_FILE)
+        if obj is None:
             continue  # no result: nothing to mix up, the folder is rerun or left alone
-        agent, seed = result.get("agent"), result.get("seed")
+        try:
+            result = RunResult.from_json(obj)
+        except ResultFormatError as e:
+            found.append(f"{folder.name}: {RESULT_FILE} is not a run result ({e})")
+            continue
+        agent, seed = result.agent, result.seed
         expected = {"env_id": request.env_id,
                     "env_kwargs": cell_env_config(request.env_config, agent),
                     "train_episodes": request.train_episodes or None}
@@ -312,8 +315,8 @@ def conflicts(request: Request) -> list[str]:
 def cell_status(out: Path, agent: str, seed: int, expected: Json | None = None) -> str:
     """`finished`, `failed` (failure.json), `incomplete` (other folder) or `missing`."""
     folder = cell_dir(out, agent, seed)
-    result = read_json(folder / "result.json")
-    if result is not None and is_complete(result):
+    result = read_result(folder)
+    if result is not None and result.complete:
         if expected is None or not differences(result, expected):
             return "finished"
     if (folder / "failure.json").is_file():

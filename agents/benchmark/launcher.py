@@ -1,21 +1,14 @@
 """Running the cells of a benchmark: each one run spec, on this machine or on a Ray cluster.
 
-**Launchers.** `local` (the default) runs cells `workers` at a time, each in its own
-process with `threads` torch/OpenMP threads (default: the available cores divided by the
-workers), so the workers share the cores instead of fighting over them. The processes are
-forked from a server process that has imported the run driver once (multiprocessing's
-`forkserver`; `spawn` where that does not exist), so a cell pays for its run, not for
-importing torch again. With `gpus` (`--gpus 0,1`) worker slot k runs its cells on GPU
-`gpus[k % len(gpus)]` (its `CUDA_VISIBLE_DEVICES`). `ray` submits each cell as a Ray task
-(`agents.benchmark.ray_launcher`), retried from its checkpoint when its worker or node dies.
-
-Either way a cell calls `agents.runs.driver.run` on its `RunSpec`; its stdout and stderr
-go to `stdout.txt` and `stderr.txt` in its folder, and a cell that fails gets a
-`failure.json` (exit status or error, tail of stderr, the equivalent `train_agent.py`
-command).
+**Launchers.** `local` (the default, `agents.benchmark.local_launcher`) runs cells
+`workers` at a time, each in its own process, optionally pinned to `gpus`. `ray`
+submits each cell as a Ray task (`agents.benchmark.ray_launcher`), retried from its
+checkpoint when its worker or node dies. Either way a cell is one `attempt`
+(`agents.benchmark.attempt`): `agents.runs.driver.run` on its `RunSpec`, its output in
+its folder, and a `failure.json` when it fails.
 
 **Claims.** Before a cell starts, this runner claims its folder
-(`agents.runs.folder.try_claim`: host, pid, heartbeat), so that several invocations
+(`agents.benchmark.claims.try_claim`: host, pid, heartbeat), so that several invocations
 (on one machine or many sharing the folder) can work on overlapping cells at once: a cell
 claimed by a live runner is not started but waited for, and its result gathered; a stale
 claim (its runner died) is taken over and the cell resumed from its checkpoint. Only the
@@ -29,31 +22,27 @@ name, every n-th from the i-th) and writes no report: a later plain run gathers 
 holds another configuration's results, run the missing cells, summarize. Interrupted
 (Ctrl-C, or SIGTERM as a scheduler sends it), it stops its cells with the other of the two
 signals: each writes a checkpoint and the next run of the same command resumes it
-(`cell_run`).
+(`agents.benchmark.attempt.cell_run`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
-import os
 import shlex
 import signal
-import socket
 import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from agents.benchmark import report
+from agents.benchmark.attempt import Ended, Running, finish
 from agents.benchmark.cells import (
     Json,
     Request,
@@ -62,18 +51,20 @@ from agents.benchmark.cells import (
     cell_status,
     conflicts,
     make_request,
-    parse_indices,
 )
-from agents.runs import cli
-from agents.runs import folder as claims
-from agents.runs.spec import RUN_FILE, RunSpec
+from agents.benchmark.claims import (
+    Heartbeat,
+    new_owner,
+    read_claim,
+    signals_to_main_thread,
+    try_claim,
+)
+from agents.benchmark.local_launcher import LocalPool, check_gpus, parse_gpus
+from agents.runs.folder import FolderLock
 from tying_env.errors import SettingError
 from tying_env.files import read_json, write_json
 
 LAUNCHERS = ("local", "ray")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-STDERR_TAIL_LINES = 20
-STDERR_KEEP_BYTES = 256 * 1024  # a failed cell's stderr.txt keeps at most its last 256 KiB
 POLL_S = 2.0  # how often cells claimed by another runner are looked at again
 
 
@@ -97,45 +88,6 @@ def parse_shard(value: str | Sequence[int] | None) -> tuple[int, int] | None:
     return index, count
 
 
-def parse_gpus(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """`"0,1"` (or a sequence) as distinct GPU indices (`--gpus`); visibility is checked
-    by `check_gpus`."""
-    return None if value is None else parse_indices("gpus", value, "GPU index", "0,1,2,3")
-
-
-def visible_gpus() -> int:
-    """CUDA GPUs this process can use."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def check_gpus(gpus: tuple[int, ...], request: Request, launcher: str) -> None:
-    """Refuse `gpus` that this machine lacks or that the request cannot use."""
-    if launcher != "local":
-        raise SettingError("gpus", f"--gpus {','.join(map(str, gpus))} is for the local "
-                                   f"launcher; with --launcher {launcher} the cluster gives each "
-                                   "CUDA cell its GPU: drop --gpus")
-    device = request.env_config.get("device")
-    if device not in ("auto", "cuda"):
-        raise SettingError("gpus", f"--gpus pins each cell to a GPU, so the cells' device must "
-                                   f"be 'auto' or 'cuda', not {device!r}")
-    count = visible_gpus()
-    missing = [g for g in gpus if g >= count]
-    if missing:
-        here = (f"allowed here: 0..{count - 1}" if count else
-                "this machine has no CUDA GPU that torch can use")
-        raise SettingError("gpus", f"GPU {', '.join(map(str, missing))} of "
-                                   f"{','.join(map(str, gpus))} is not here; {here}")
-
-
-def cuda_visible(gpu: int) -> str:
-    """`CUDA_VISIBLE_DEVICES` for GPU index `gpu` of this process (which may itself be
-    restricted by `CUDA_VISIBLE_DEVICES`)."""
-    mine = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    return mine[gpu] if gpu < len(mine) else str(gpu)
-
-
 def shard_cells(cells: Sequence[tuple[str, int]],
                 shard: tuple[int, int] | None) -> list[tuple[str, int]]:
     """The cells of shard `(i, n)`: sorted by name, every n-th from the i-th (request order)."""
@@ -157,121 +109,7 @@ def cell_commands(request: Request, shard: tuple[int, int] | None = None) -> lis
             for k, cell in enumerate(ordered) if cell in chosen]
 
 
-# ---------------------------------------------------------------- one cell
-def run_cell(spec: RunSpec) -> int:
-    """Run one cell in this process; returns train_agent.py's exit status for it."""
-    return cli.run_and_report(spec, "train-agent",
-                              lambda e: cli.option_of(e.argument, spec.env_kwargs))
-
-
-def cell_run(request: Request, agent: str, seed: int, owner: str) -> RunSpec:
-    """The spec to run for a cell that is not finished, whose folder `owner` has claimed:
-    a stopped run of the same cell (stopped by a signal, or killed after a checkpoint) is
-    resumed; anything else in its folder (a failure, a run without a checkpoint) is deleted
-    and run afresh. Raises `claims.NotClaimed` (touching nothing) unless `owner` holds the
-    claim."""
-    spec = request.spec(agent, seed)
-    folder = spec.folder
-    saved = read_json(folder / RUN_FILE)
-    if (saved is not None and saved.get("settings") == spec.settings()
-            and (folder / "checkpoint" / "manifest.json").is_file()):
-        claims.check_claim(folder, owner, "refusing to resume the run in it")
-        return RunSpec.from_folder(folder, cache_dir=spec.cache_dir, progress=False)
-    claims.clear_folder(folder, owner)
-    return spec
-
-
-@contextlib.contextmanager
-def _output_to(folder: Path) -> Iterator[None]:
-    """Send this process's stdout and stderr (the file descriptors) to the cell's files."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    try:
-        for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
-            target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(target, fd)
-            os.close(target)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-
-
-def attempt(request: Request, agent: str, seed: int, owner: str) -> int:
-    """One attempt at a cell whose folder `owner` has claimed, in this process; returns
-    train_agent.py's exit status (1 when the cell cannot be started here)."""
-    folder = cell_dir(request.out, agent, seed)
-    name = cell_name(agent, seed)
-    try:
-        spec = cell_run(request, agent, seed, owner)
-    except Exception as e:  # in the cell's stderr.txt, so that its failure.json tells why
-        why = (str(e) if isinstance(e, (claims.NotClaimed, SettingError, OSError))
-               else traceback.format_exc())
-        with contextlib.suppress(OSError), (folder / "stderr.txt").open("a") as handle:
-            handle.write(f"benchmark: cannot start {name}: {why}\n")
-        return 1
-    with _output_to(folder):
-        gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
-        print(f"benchmark: {name} {'resumes' if spec.resume else 'starts'} on "
-              f"{socket.gethostname()}, process {os.getpid()}"
-              + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else ""),
-              file=sys.stderr, flush=True)
-        import torch
-
-        torch.set_num_threads(request.threads)
-        try:
-            return run_cell(spec)
-        except SystemExit as e:  # run_and_report exits with 2 for a bad setting
-            if isinstance(e.code, int):
-                return e.code
-            print(f"benchmark: {name} exited: {e.code}", file=sys.stderr)
-            return 1
-        except Exception:  # e.g. an agent that raises: its traceback stays in stderr.txt
-            print(f"benchmark: {name} failed with an exception:", file=sys.stderr)
-            traceback.print_exc()
-            return 1
-
-
-def _cell_process(request: Request, agent: str, seed: int, owner: str,
-                  gpu: str | None) -> None:
-    """Body of a local cell's process."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    os.environ.update({var: str(request.threads) for var in THREAD_VARS})
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    sys.exit(attempt(request, agent, seed, owner))
-
-
-def _context() -> mp.context.BaseContext:
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        # what every cell imports (torch, transformers, SB3): once, not once per cell
-        ctx.set_forkserver_preload(["agents.runs.driver", "tying_env.env", "agents.sb3"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-# ---------------------------------------------------------------- launchers
-@dataclass
-class Running:
-    """A cell this runner has claimed and started."""
-
-    agent: str
-    seed: int
-    claim: claims.Claim
-    started: float
-    slot: int = 0  # the local worker slot (its GPU)
-    handle: Any = None  # the process, or the Ray object ref
-
-
-# how a cell ended: the cell, its exit status (None: it did not exit), an error (or None)
-Ended = tuple[Running, int | None, str | None]
-
-
+# ---------------------------------------------------------------- pools
 class Pool(Protocol):
     """Where cells run: `LocalPool` or `agents.benchmark.ray_launcher.RayPool`."""
 
@@ -286,94 +124,6 @@ class Pool(Protocol):
     def stop(self, signum: int) -> None: ...
 
     def close(self) -> None: ...
-
-
-class LocalPool:
-    """`request.workers` processes at a time on this machine, worker slot k on GPU
-    `gpus[k % len(gpus)]` when `gpus` are given."""
-
-    def __init__(self, request: Request, gpus: tuple[int, ...] | None = None):
-        self.request = request
-        self.gpus = gpus
-        self.ctx = _context()
-        self.running: list[Running] = []
-
-    def has_room(self) -> bool:
-        return len(self.running) < self.request.workers
-
-    def start(self, cell: Running) -> str:
-        taken = {c.slot for c in self.running}
-        cell.slot = min(set(range(self.request.workers)) - taken)
-        gpu = None if not self.gpus else self.gpus[cell.slot % len(self.gpus)]
-        cell.handle = self.ctx.Process(
-            target=_cell_process, name=cell_name(cell.agent, cell.seed),
-            args=(self.request, cell.agent, cell.seed, cell.claim.owner,
-                  None if gpu is None else cuda_visible(gpu)))
-        cell.handle.start()
-        self.running.append(cell)
-        return f"{self.request.threads} thread(s)" + ("" if gpu is None else f", GPU {gpu}")
-
-    def wait(self, timeout: float | None) -> list[Ended]:
-        if not self.running:
-            time.sleep(timeout or 0.0)
-            return []
-        wait([c.handle.sentinel for c in self.running], timeout)
-        ended = []
-        for cell in [c for c in self.running if not c.handle.is_alive()]:
-            cell.handle.join()
-            self.running.remove(cell)
-            ended.append((cell, cell.handle.exitcode, None))
-        return ended
-
-    def stop(self, signum: int) -> None:
-        for cell in self.running:
-            if cell.handle.is_alive():
-                os.kill(cell.handle.pid, signum)
-        for cell in self.running:
-            cell.handle.join()
-
-    def close(self) -> None:
-        pass
-
-
-def _finish(request: Request, cell: Running, code: int | None,
-            error: str | None = None) -> tuple[bool, str]:
-    """Record how a cell ended; returns (finished, a one-line status)."""
-    name, folder = cell_name(cell.agent, cell.seed), cell_dir(request.out, cell.agent, cell.seed)
-    seconds = time.perf_counter() - cell.started
-    if code == 0 and cell_status(request.out, cell.agent, cell.seed,
-                                 request.expected(cell.agent, cell.seed)) == "finished":
-        result = read_json(folder / "result.json") or {}
-        return True, (f"done {name}: val ppl {report.fmt(result.get('final_val_ppl'))}, trainable "
-                      f"{report.fmt(result.get('trainable_fraction'), 3)} ({seconds:.0f} s)")
-    tail = _keep_tail(folder / "stderr.txt")
-    if error is not None:
-        reason = error
-    elif code != 0:
-        reason = f"exit status {code}"
-    else:
-        reason = "exit status 0 but no complete result.json matching the request"
-    write_json(folder / "failure.json", {
-        "agent": cell.agent, "seed": cell.seed, "returncode": code, "reason": reason,
-        "seconds": seconds, "stderr_tail": tail,
-        "command": shlex.join(["python", "train_agent.py",
-                               *cli.to_argv(request.spec(cell.agent, cell.seed))])})
-    if error is not None:
-        return False, f"FAILED {name}: {error}"
-    return False, f"FAILED {name} ({reason}): {tail[-1] if tail else '(no stderr)'}"
-
-
-def _keep_tail(path: Path) -> list[str]:
-    """Trim `path` to its last bytes; return its last lines."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return []
-    if len(data) > STDERR_KEEP_BYTES:
-        data = data[-STDERR_KEEP_BYTES:]
-        path.write_bytes(b"[... earlier output cut ...]\n" + data)
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return [line for line in lines if line.strip()][-STDERR_TAIL_LINES:]
 
 
 # ---------------------------------------------------------------- the sweep
@@ -539,21 +289,21 @@ def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tupl
     failed: list[str] = []
     elsewhere: list[str] = []
     total = len(todo) + len(skipped)
-    with claims.signals_to_main_thread():  # tqdm's monitor thread takes no signal
+    with signals_to_main_thread():  # tqdm's monitor thread takes no signal
         bar = tqdm(total=total, initial=len(skipped), desc="benchmark", unit="cell",
                    disable=not progress, dynamic_ncols=True, file=sys.stderr)
     if skipped:
         bar.write(f"skipping {len(skipped)} finished cell(s) of {total}", file=sys.stderr)
-    owner = claims.new_owner()
+    owner = new_owner()
     pending, waiting = deque(todo), []
     waited: set[tuple[str, int]] = set()
-    with claims.Heartbeat() as heartbeat, _stop_signals_interrupt():
+    with Heartbeat() as heartbeat, _stop_signals_interrupt():
         try:
             while pending or waiting or pool.running:
                 while pending and pool.has_room():
                     agent, seed = pending.popleft()
                     name = cell_name(agent, seed)
-                    claim = claims.try_claim(cell_dir(request.out, agent, seed), owner)
+                    claim = try_claim(cell_dir(request.out, agent, seed), owner)
                     if claim is None:
                         if (agent, seed) not in waited:
                             bar.write(f"waiting for {name}: {_holder(request, agent, seed)}",
@@ -583,7 +333,7 @@ def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tupl
                 bar.set_postfix_str("running: " + ", ".join(
                     cell_name(c.agent, c.seed) for c in pool.running))
                 for cell, code, error in pool.wait(POLL_S if waiting else None):
-                    ok, line = _finish(request, cell, code, error)
+                    ok, line = finish(request, cell, code, error)
                     heartbeat.discard(cell.claim)
                     cell.claim.release()
                     ran.append(cell_name(cell.agent, cell.seed))
@@ -609,8 +359,8 @@ def _run_cells(request: Request, todo: list[tuple[str, int]], skipped: list[tupl
 def _holder(request: Request, agent: str, seed: int) -> str:
     """Who holds a cell, in words."""
     folder = cell_dir(request.out, agent, seed)
-    info = claims.read_claim(folder)
+    info = read_claim(folder)
     if info is not None:
         return f"claimed by {info.describe()}"
-    lock = claims.FolderLock(folder)
+    lock = FolderLock(folder)
     return f"a run is writing it (process {lock.holder()} holds {lock.path})"

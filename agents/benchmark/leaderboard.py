@@ -6,8 +6,9 @@ else: every number on it is read from those files. One table per track (name and
 version; results of different versions are different tables, and a file without a
 track is a table of its own), one row per agent, sorted by final validation perplexity:
 IQM [95% CI] of final val and test perplexity, trainable fraction and layers tied,
-P(improves on `qlearning`) [CI], hypervolume [CI], seeds. Under each table: which agents
-beat `qlearning`, whether the paper's claim holds (`agents.benchmark.stats.claims`), and
+P(improves on the track's reference agent, `qlearning`) [CI], hypervolume [CI], seeds.
+Under each table: which agents beat it, whether the paper's hypothesis holds
+(`agents.benchmark.stats.verdicts`, with the track's `Hypothesis`), and
 for each results file its commit, command and wall time. Then "Submit your agent".
 
 Paths under the current folder or the repository are written relative; any other
@@ -28,22 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
-from agents.benchmark.stats import (
-    BASELINE,
-    MIN_SEEDS_FOR_VERDICT,
-    TIED_CLAIM,
-    Bootstrap,
-    claims,
-    improvement,
-)
+from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT, Bootstrap, improvement, verdicts
+from agents.benchmark.tracks import Hypothesis, judged_by
+from agents.runs.result import cell_result
 from tying_env.files import write_text
 
 Json = dict[str, Any]
 # an absolute path of some machine: POSIX folders, a home (~user), a Windows drive
 ABSOLUTE = re.compile(r"(?<![\w.:/-])(?:/(?:work|home|tmp|Users|root|mnt|var|opt|private|srv|"
                       r"data|scratch|media)/[^\s`'\"|)]*|[A-Za-z]:\\[^\s`'\"|)]*)")
-COLUMNS = ("agent", "val ppl", "test ppl", "trainable (end)", "layers tied (end)",
-           f"P(improves on {BASELINE})", "hypervolume", "seeds")
 
 
 class LeaderboardError(ValueError):
@@ -148,9 +142,17 @@ def _seeds(row: Json) -> str:
     return text + (f" ({failed} failed or missing)" if failed else "")
 
 
-def table(rows: dict[str, Json], across: Sequence[str] = ()) -> list[str]:
-    """The Markdown table of one track's agents (`across`: comparisons marked `*`)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def columns(reference: str) -> tuple[str, ...]:
+    """The table's columns, for a track whose agents are compared with `reference`."""
+    return ("agent", "val ppl", "test ppl", "trainable (end)", "layers tied (end)",
+            f"P(improves on {reference})", "hypervolume", "seeds")
+
+
+def table(rows: dict[str, Json], across: Sequence[str] = (), *, reference: str) -> list[str]:
+    """The Markdown table of one track's agents (`across`: comparisons marked `*`),
+    compared with `reference`."""
+    names = columns(reference)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for agent, row in sorted(rows.items(), key=_sort_key):
         iqm = row.get("iqm") or {}
         lines.append(" | ".join([
@@ -162,28 +164,30 @@ def table(rows: dict[str, Json], across: Sequence[str] = ()) -> list[str]:
 
 
 def _finished_values(meta: Json, agent: str) -> list[Any]:
-    return [(c.get("result") or {}).get("final_val_ppl") for c in meta.get("cells") or []
-            if c.get("agent") == agent and c.get("status") == "finished"]
+    results = [cell_result(c) for c in meta.get("cells") or []
+               if c.get("agent") == agent and c.get("status") == "finished"]
+    return [r.final_val_ppl if r is not None else None for r in results]
 
 
-def merged_rows(members: Sequence[Json]) -> tuple[dict[str, Json], list[str]]:
-    """The agents of a track's results files, and those whose comparison with `qlearning`
-    is computed here because `qlearning` is in another file (with `stats.improvement`
+def merged_rows(members: Sequence[Json],
+                reference: str) -> tuple[dict[str, Json], list[str]]:
+    """The agents of a track's results files, and those whose comparison with `reference`
+    is computed here because `reference` is in another file (with `stats.improvement`
     and the bootstrap settings of the agent's file: what one report would give)."""
     rows: dict[str, Json] = {}
     across = []
-    home = next((m for m in members if BASELINE in m["agents"]), None)
-    baseline = _finished_values(home, BASELINE) if home else []
+    home = next((m for m in members if reference in m["agents"]), None)
+    baseline = _finished_values(home, reference) if home else []
     for meta in members:
         for agent, row in meta["agents"].items():
-            if meta is not home and baseline and agent != BASELINE \
+            if meta is not home and baseline and agent != reference \
                     and row.get("improvement") is None:
                 method = (meta.get("statistics") or {}).get("method") or {}
                 settings = Bootstrap(**{k: method[k] for k in ("reps", "confidence", "seed")
                                         if k in method})
                 row = row | {"improvement": improvement(
                     _finished_values(meta, agent), baseline,
-                    f"improvement/{agent}/{BASELINE}", settings)}
+                    f"improvement/{agent}/{reference}", settings)}
                 across.append(agent)
             rows[agent] = row
     return rows, across
@@ -203,8 +207,8 @@ def source_lines(meta: Json, page_dir: str = "docs") -> list[str]:
     code = meta.get("code") or {}
     run = meta.get("run") or {}
     request = meta.get("request") or {}
-    cells = sum(float((c.get("result") or {}).get("total_seconds") or 0)
-                for c in meta.get("cells") or [])
+    results = [cell_result(c) for c in meta.get("cells") or []]
+    cells = sum(float(r.total_seconds or 0) for r in results if r is not None)
     commit = code.get("commit")
     lines = [f"- {_link(meta['_file'], page_dir)}: commit "
              + (f"`{commit[:12]}`" + (" (with uncommitted changes)" if code.get("dirty")
@@ -266,17 +270,18 @@ def track_section(key: tuple[str, str], members: Sequence[Json],
     name, version = key
     env = (members[0].get("request") or {}).get("env_id", "unknown env")
     title = f"Track `{name}` (version {version})" if name else f"`{members[0]['_file']}`"
-    rows, across = merged_rows(members)
+    reference, hypothesis = judged_by(track_of(members[0]))
+    rows, across = merged_rows(members, reference)
     has_baseline = any((m.get("statistics") or {}).get("baseline") for m in members)
-    verdict = claims(rows, BASELINE if has_baseline else None)
+    verdict = verdicts(rows, reference if has_baseline else None, hypothesis)
     lines = [f"## {title}", "", f"Environment `{env}`"
              + ("" if name else " (no track recorded: compare with care)") + ".", "",
-             *setting_lines(members), *table(rows, across), ""]
+             *setting_lines(members), *table(rows, across, reference=reference), ""]
     if across:
-        lines += [f"\\*: P(improves on {BASELINE}) computed here, from the seeds in the "
-                  f"results files of this track (`{BASELINE}` is in another file than "
+        lines += [f"\\*: P(improves on {reference}) computed here, from the seeds in the "
+                  f"results files of this track (`{reference}` is in another file than "
                   f"{', '.join(f'`{a}`' for a in across)}), as the report computes it.", ""]
-    lines += [*verdict_lines(verdict, rows), "", *noise_lines(noise)]
+    lines += [*verdict_lines(verdict, rows, reference, hypothesis), "", *noise_lines(noise)]
     references = {json.dumps((m.get("statistics") or {}).get("hypervolume_reference"),
                              sort_keys=True) for m in members}
     for text in sorted(references):
@@ -294,33 +299,35 @@ def track_section(key: tuple[str, str], members: Sequence[Json],
     return lines
 
 
-def verdict_lines(verdict: Json, rows: dict[str, Json]) -> list[str]:
-    """Who beats `qlearning`; whether the paper's claim holds (from `stats.claims`)."""
+def verdict_lines(verdict: Json, rows: dict[str, Json], reference: str,
+                  hypothesis: Hypothesis) -> list[str]:
+    """Who beats `reference`; whether `hypothesis` holds (from `stats.verdicts`)."""
+    tied = hypothesis.min_tied_fraction
     if verdict["baseline"] is None:
-        lines = [f"- **Beats `{BASELINE}`:** not computed (no `{BASELINE}` results here)."]
+        lines = [f"- **Beats `{reference}`:** not computed (no `{reference}` results here)."]
     else:
         beats = verdict["beat_baseline"]
         few = sorted(a for a, row in rows.items()
                      if (row.get("improvement") or {}).get("verdict") == "too few seeds")
-        lines = [f"- **Beats `{BASELINE}`** (P(improvement) interval entirely above 0.5): "
+        lines = [f"- **Beats `{reference}`** (P(improvement) interval entirely above 0.5): "
                  + (", ".join(f"`{a}`" for a in beats) if beats else "none")
                  + (f"; not judged, fewer than {MIN_SEEDS_FOR_VERDICT} finished seeds on a "
                     f"side: {', '.join(f'`{a}`' for a in few)}" if few else "") + "."]
     paper = verdict["paper"]
     if paper.get("holds") is None:
-        lines.append(f"- **The paper's claim** (at least {TIED_CLAIM:.0%} of layers tied, "
+        lines.append(f"- **The paper's claim** (at least {tied:.0%} of layers tied, "
                      f"perplexity within conventional training's interval): cannot be checked "
                      f"here ({paper.get('note')}).")
         return lines
     meeting = paper["meeting"]
-    lines.append(f"- **The paper's claim** (IQM layers tied at least {TIED_CLAIM:.0%} and IQM "
+    lines.append(f"- **The paper's claim** (IQM layers tied at least {tied:.0%} and IQM "
                  f"val ppl at most the upper end of `{paper['conventional']}`'s interval, "
                  f"{ci(paper['conventional_val_ppl'])}): "
                  + (f"**holds**, for {', '.join(f'`{a}`' for a in meeting)}." if meeting
                     else "**does not hold** for any agent."))
-    mine = paper["agents"].get(BASELINE)
+    mine = paper["agents"].get(reference)
     if mine:
-        lines.append(f"- `{BASELINE}` (the paper's Q-learner): {mine['layers_tied']:.0%} "
+        lines.append(f"- `{reference}` (the paper's Q-learner): {mine['layers_tied']:.0%} "
                      f"of layers tied, val ppl {fmt(mine['val_ppl'])}: the claim "
                      + ("holds for it." if mine["holds"] else "does not hold for it."))
     return lines
@@ -366,6 +373,8 @@ def render(files: Sequence[Json], command: str, commit: Json,
     `title` heads it, `submit` adds the section "Submit your agent", `page_dir` is the
     page's folder (links are relative to it)."""
     groups = group(files)
+    references = {judged_by(track_of(members[0]))[0] for members in groups.values()}
+    reference = " / ".join(sorted(references)) or judged_by(None)[0]
     head = commit.get("commit")
     lines = [*WIDE_PAGE, f"# {title}", "",
              f"Generated from benchmark results files by `{command}`"
@@ -374,13 +383,13 @@ def render(files: Sequence[Json], command: str, commit: Json,
                 if head else "") + "; do not edit it by hand.", "",
              "Every number is an interquartile mean (IQM, the mean of the middle 50%) over "
              "seeds with its 95% stratified-bootstrap interval in brackets (rliable), except "
-             f"P(improves on {BASELINE}): the probability that a seed of the agent ends with a "
-             f"lower final validation perplexity than a seed of `{BASELINE}` (ties count "
+             f"P(improves on {reference}): the probability that a seed of the agent ends with a "
+             f"lower final validation perplexity than a seed of `{reference}` (ties count "
              "half), and the hypervolume of the agent's (val ppl, trainable fraction) results "
              "(pymoo; both lower-better; share of the box from (ppl 1, fraction 0) to the "
              "reference point; its interval's upper end is the estimate, as a resample of seeds "
-             "can only lose points). An agent *beats* `qlearning` when its P(improvement) interval "
-             "lies entirely above 0.5. `(n=1)`: one seed, no interval. Rows are sorted by "
+             f"can only lose points). An agent *beats* `{reference}` when its P(improvement) "
+             "interval lies entirely above 0.5. `(n=1)`: one seed, no interval. Rows are sorted by "
              "validation perplexity.", ""]
     for key, members in groups.items():
         label = f"{key[0]}/v{key[1]}" if key[0] else ""

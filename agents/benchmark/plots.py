@@ -25,8 +25,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from agents.benchmark.stats import BASELINE, CONVENTIONAL, iqm
+from agents.benchmark.stats import iqm
+from agents.benchmark.tracks import judged_by
 from agents.runs.plots import read_log
+from agents.runs.result import cell_result
 from tying_env.files import atomic_write
 
 Json = dict[str, Any]
@@ -41,7 +43,7 @@ PANELS = (("final val ppl (IQM)", ("iqm", "final_val_ppl")),
           ("trainable fraction, end (IQM)", ("iqm", "trainable_fraction")),
           ("layers tied, end (IQM)", ("iqm", "layers_tied_fraction")),
           ("hypervolume (ppl, trainable)", ("hypervolume",)),
-          (f"P(val ppl below {BASELINE}'s)", ("improvement",)))
+          ("P(val ppl below {reference}'s)", ("improvement",)))  # the track's reference
 
 
 def styles(agents: Sequence[str]) -> dict[str, Json]:
@@ -92,7 +94,9 @@ def plot_intervals(meta: Json, path: Path) -> Path:
     fig = Figure(figsize=(15, 2.2 + 0.55 * max(len(order), 2)))
     axes = fig.subplots(2, 4, sharey=True, squeeze=False)
     y = np.arange(len(order))[::-1]
+    reference = judged_by(_track(meta))[0]
     for ax, (label, where) in zip(axes.flat, PANELS, strict=False):
+        label = label.format(reference=reference)
         for row_y, agent in zip(y, order, strict=True):
             est = _estimate(table[agent], where)
             if est.get("value") is None:
@@ -122,8 +126,13 @@ def plot_intervals(meta: Json, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _track(meta: Json) -> Json:
+    """The results' track (`{"name", "version", ...}`): top-level, or in the request."""
+    return meta.get("track") or (meta.get("request") or {}).get("track") or {}
+
+
 def _title(meta: Json, what: str) -> str:
-    track = meta.get("track") or (meta.get("request") or {}).get("track") or {}
+    track = _track(meta)
     env = (meta.get("request") or {}).get("env_id", "")
     name = f"track {track['name']} v{track.get('version')}" if track.get("name") else env
     return f"{name}: {what}" if name else what
@@ -137,13 +146,14 @@ def plot_pareto(meta: Json, path: Path) -> Path:
     fig = Figure(figsize=(8.5, 5.5))
     ax = fig.subplots()
     plotted = False
-    conventional = _estimate(table.get(CONVENTIONAL) or {}, ("iqm", "final_val_ppl"))
+    agent_name = judged_by(_track(meta))[1].conventional_agent
+    conventional = _estimate(table.get(agent_name) or {}, ("iqm", "final_val_ppl"))
     if conventional.get("low") is not None:
         ax.axhspan(conventional["low"], conventional["high"], color="gray", alpha=0.15,
-                   label=f"{CONVENTIONAL}: val ppl interval")
+                   label=f"{agent_name}: val ppl interval")
     for agent in table:
-        points = [(c["result"].get("trainable_fraction"), c["result"].get("final_val_ppl"))
-                  for c in _finished(cells, agent)]
+        results = [cell_result(c) for c in _finished(cells, agent)]
+        points = [(r.trainable_fraction, r.final_val_ppl) for r in results if r is not None]
         points = [p for p in points if None not in p]
         if not points:
             continue
@@ -229,8 +239,10 @@ def _minor_label(y: float, _: Any) -> str:
 
 def plot_curves(out: Path, meta: Json, path: Path) -> Path:
     """Small multiples: one panel per agent, its IQM curve and interquartile band over
-    seeds, every other agent's IQM in light grey and `qlearning`'s dashed, shared axes."""
+    seeds, every other agent's IQM in light grey and the reference agent's (the track's,
+    e.g. `qlearning`) dashed, shared axes."""
     cells, agents = meta["cells"], list(meta["agents"])
+    reference = judged_by(_track(meta))[0]
     style = styles(agents)
     curves = {a: curve(out, _finished(cells, a)) for a in agents}
     shown = [a for a in agents if curves[a][0].size] or agents[:1]
@@ -242,7 +254,7 @@ def plot_curves(out: Path, meta: Json, path: Path) -> Path:
             o_steps, o_mid = curves[other][0], curves[other][1]
             if other == agent or not o_steps.size:
                 continue
-            if other == BASELINE:
+            if other == reference:
                 ax.plot(o_steps, o_mid, color="black", linestyle="--", linewidth=1, zorder=2)
             else:
                 ax.plot(o_steps, o_mid, color="0.75", linewidth=0.8, zorder=1)
@@ -262,7 +274,7 @@ def plot_curves(out: Path, meta: Json, path: Path) -> Path:
         ax.grid(alpha=0.3)
     _label_axes(axes, len(shown), "optimizer steps", "val ppl (eval subset)")
     legend = ("coloured line: the panel's agent, IQM over seeds; band: interquartile range; "
-              f"dashed black: {BASELINE}; grey: the other agents"
+              f"dashed black: {reference}; grey: the other agents"
               + ("; dotted: the source's optimal perplexity" if optimal is not None else ""))
     fig.suptitle(_title(meta, "validation perplexity over training") + "\n" + legend,
                  fontsize=10)
@@ -297,8 +309,9 @@ def _label_axes(axes: Any, n: int, xlabel: str, ylabel: str) -> None:
 
 def plot_profiles(meta: Json, path: Path) -> Path:
     """Score distributions of final val ppl: one panel per agent with its pointwise
-    interval, the others in light grey and `qlearning` dashed."""
+    interval, the others in light grey and the reference agent (the track's) dashed."""
     profile = (meta.get("statistics") or {}).get("profile") or {}
+    reference = judged_by(_track(meta))[0]
     curves = {a: c for a, c in (profile.get("agents") or {}).items() if c}
     taus = np.array(profile.get("thresholds") or [])
     agents = [a for a in meta["agents"] if a in curves] or list(meta["agents"])[:1]
@@ -310,7 +323,7 @@ def plot_profiles(meta: Json, path: Path) -> Path:
             _no_data(ax)
             continue
         for other, theirs in curves.items():
-            if other == BASELINE and other != agent:
+            if other == reference and other != agent:
                 ax.step(taus, theirs["fraction"], where="post", color="black",
                         linestyle="--", linewidth=1, zorder=2)
             elif other != agent:
@@ -327,7 +340,7 @@ def plot_profiles(meta: Json, path: Path) -> Path:
     _label_axes(axes, len(agents), "final val ppl threshold τ", "fraction of seeds < τ")
     fig.suptitle(_title(meta, "performance profiles (score distributions of final val ppl)")
                  + "\nhigher and further left is better; band: 95% pointwise interval; "
-                 f"dashed black: {BASELINE}; grey: the other agents", fontsize=10)
+                 f"dashed black: {reference}; grey: the other agents", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -21,7 +21,7 @@ fails its cells with a message that says so instead of writing results nobody re
 
 **Retries.** A task whose worker process or node dies is retried by Ray (`retries`
 times, default `RAY_RETRIES`), and the retry resumes from the cell's last checkpoint
-(`agents.benchmark.launcher.cell_run`). A cell stopped by a signal (a node drained
+(`agents.benchmark.attempt.cell_run`). A cell stopped by a signal (a node drained
 with SIGTERM) writes a checkpoint and is retried the same way. Past the retries the cell
 is reported failed, with Ray's error, and the other cells go on. A cell that fails by
 itself (a bad setting, a diverged run does not count) is not retried: it would fail again.
@@ -38,9 +38,9 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from agents.benchmark.attempt import Ended, Running, attempt
 from agents.benchmark.cells import Request, available_cores, cell_dir, cell_name
-from agents.benchmark.launcher import Ended, Running, attempt
-from agents.runs import folder as claims
+from agents.benchmark.claims import read_claim
 from tying_env.errors import SettingError
 
 RAY_RETRIES = 2  # retries of a cell whose worker or node died (then it is reported failed)
@@ -131,7 +131,7 @@ def cell_gpus(request: Request, resources: dict[str, float]) -> int:
 def ray_cell(request: Request, agent: str, seed: int, owner: str) -> dict[str, Any]:
     """The task: one attempt at a cell claimed by `owner`, on whichever node Ray chose."""
     folder = cell_dir(request.out, agent, seed)
-    held = claims.read_claim(folder)
+    held = read_claim(folder)
     if held is None or held.owner != owner:
         raise RuntimeError(
             f"node {socket.gethostname()} does not see this benchmark's claim on {folder}: "

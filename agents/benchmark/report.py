@@ -42,8 +42,10 @@ from agents.benchmark.cells import (
     cell_status,
     expected_record,
 )
-from agents.benchmark.stats import BASELINE, TIED_CLAIM, Bootstrap
+from agents.benchmark.stats import Bootstrap
+from agents.benchmark.tracks import judged_by
 from agents.runs.plots import read_log
+from agents.runs.result import cell_result, read_result
 from tying_env.files import read_json, write_json, write_text
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
@@ -73,19 +75,22 @@ def collect(out: Path, request: Json | None) -> list[Json]:
     else:
         pairs = []
         for folder in sorted((out / CELLS).glob("*/")):
-            record = read_json(folder / "result.json") or read_json(folder / "failure.json")
-            if record and isinstance(record.get("agent"), str) and \
-                    isinstance(record.get("seed"), int):
+            found = read_result(folder)
+            record = read_json(folder / "failure.json") or {}
+            if found is not None:
+                pairs.append((found.agent, found.seed))
+            elif isinstance(record.get("agent"), str) and isinstance(record.get("seed"), int):
                 pairs.append((record["agent"], record["seed"]))
     cells = []
     for agent, seed in pairs:
         folder = cell_dir(out, agent, seed)
         expected = None if request is None else expected_record(request, agent, seed)
         status = cell_status(out, agent, seed, expected)
+        found = read_result(folder) if status == "finished" else None
         cells.append({
             "name": cell_name(agent, seed), "agent": agent, "seed": seed, "status": status,
             "path": str(folder.relative_to(out)),
-            "result": read_json(folder / "result.json") if status == "finished" else None,
+            "result": found.to_json() if found is not None else None,
             "failure": read_json(folder / "failure.json") if status == "failed" else None,
         })
     return cells
@@ -106,44 +111,40 @@ def aggregate(cells: Sequence[Json], agents: Sequence[str]) -> dict[str, Json]:
     table = {}
     for agent in agents:
         mine = [c for c in cells if c["agent"] == agent]
-        results = [c["result"] for c in mine if c["status"] == "finished"]
-        memory = [r.get("memory_bytes") or {} for r in results]
+        results = [r for r in map(cell_result, mine) if r is not None]
+        memory = [r.memory_bytes or {} for r in results]
         table[agent] = {
             "seeds": [c["seed"] for c in mine if c["status"] == "finished"],
             "failed_seeds": [c["seed"] for c in mine if c["status"] == "failed"],
             "missing_seeds": [c["seed"] for c in mine
                               if c["status"] in ("missing", "incomplete")],
             "diverged_seeds": [c["seed"] for c in mine
-                               if c["status"] == "finished" and c["result"].get("diverged")],
-            "final_val_ppl": _stats([r.get("final_val_ppl") for r in results]),
-            "final_test_ppl": _stats([r.get("final_test_ppl") for r in results]),
-            "trainable_fraction": _stats([r.get("trainable_fraction") for r in results]),
-            "mean_trainable_fraction": _stats([r.get("mean_trainable_fraction")
-                                               for r in results]),
+                               if c["status"] == "finished" and cell_result(c).diverged],
+            "final_val_ppl": _stats([r.final_val_ppl for r in results]),
+            "final_test_ppl": _stats([r.final_test_ppl for r in results]),
+            "trainable_fraction": _stats([r.trainable_fraction for r in results]),
+            "mean_trainable_fraction": _stats([r.mean_trainable_fraction for r in results]),
             **{f"{k}_mib": _stats([m[k] / MIB for m in memory if k in m])
                for k in ("params", "grads", "optimizer", "total")},
-            "wall_seconds": _stats([r.get("total_seconds", r.get("wall_seconds"))
-                                    for r in results]),
+            "wall_seconds": _stats([r.seconds for r in results]),
         }
     return table
 
 
 def _optimal(cells: Sequence[Json]) -> Json | None:
     for cell in cells:
-        result = cell["result"] or {}
-        if result.get("optimal_ppl") is not None:
-            return {k: result.get(k) for k in ("optimal_ppl", "optimal_val_ppl",
-                                               "optimal_test_ppl")}
+        result = cell_result(cell)
+        if result is not None and result.optimum is not None:
+            return result.optimum
     return None
 
 
 def episode_return(out: Path, cell: Json) -> float | None:
     """A finished cell's episode return: the sum of its log's rewards (online), or the
     mean return of its evaluation episodes (train-then-evaluate)."""
-    result = cell.get("result") or {}
-    if result.get("eval"):
-        returns = [e.get("return") for e in result["eval"]]
-        finite = [float(r) for r in returns if isinstance(r, (int, float)) and math.isfinite(r)]
+    result = cell_result(cell)
+    if result is not None and result.eval:
+        finite = result.eval_returns
         return float(np.mean(finite)) if finite else None
     try:
         records = read_log(out / cell["path"] / "log.jsonl")
@@ -156,12 +157,12 @@ def episode_return(out: Path, cell: Json) -> float | None:
 def _vocab_size(request: Json | None, cells: Sequence[Json]) -> int | None:
     """A uniform prediction's perplexity: the model's outputs (`n_outputs`) recorded by a
     finished cell, else the vocabulary size of a text environment's settings."""
-    results = [c["result"] for c in cells if c["result"]]
-    outputs = [r["n_outputs"] for r in results if isinstance(r.get("n_outputs"), int)]
+    results = [r for r in map(cell_result, cells) if r is not None]
+    outputs = [r.n_outputs for r in results if isinstance(r.n_outputs, int)]
     if outputs:
         return outputs[0]
     configs = [(request or {}).get("env_config") or {}]
-    configs += [r.get("env_kwargs") or {} for r in results]
+    configs += [r.env_kwargs for r in results]
     sizes = [c.get("vocab_size") for c in configs if isinstance(c.get("vocab_size"), int)
              and c.get("family", "gpt2") != "vit"]
     return sizes[0] if sizes else None
@@ -202,8 +203,10 @@ def summarize(out: str | Path, bootstrap: Bootstrap | None = None) -> str:
     agents = request["agents"] if request else sorted({c["agent"] for c in cells})
     table = aggregate(cells, agents)
     track = track_of(meta)
+    baseline, hypothesis = judged_by(track)
     per_agent, statistics = benchmark_statistics(
-        cells, agents, reference=track.get("hypervolume_reference"),
+        cells, agents, baseline=baseline, hypothesis=hypothesis,
+        reference=track.get("hypervolume_reference"),
         vocab_size=_vocab_size(request, cells), bootstrap=bootstrap or Bootstrap())
     for agent in agents:
         table[agent] |= per_agent[agent]
@@ -277,11 +280,13 @@ def claim_lines(meta: Json) -> list[str]:
     """What the numbers say, as Markdown bullets: who beats the baseline, the paper's claim."""
     statistics = meta.get("statistics") or {}
     claims = statistics.get("claims") or {}
+    reference, hypothesis = judged_by(track_of(meta))
+    tied = hypothesis.min_tied_fraction
     lines = []
     baseline = claims.get("baseline")
     if baseline is None:
-        lines.append(f"- **Beats `{BASELINE}`:** not computed: "
-                     f"{statistics.get('note', f'no {BASELINE} results')}.")
+        lines.append(f"- **Beats `{reference}`:** not computed: "
+                     f"{statistics.get('note', f'no {reference} results')}.")
     else:
         beats = claims.get("beat_baseline") or []
         listed = ", ".join(f"`{a}`" for a in beats) or "none"
@@ -289,7 +294,7 @@ def claim_lines(meta: Json) -> list[str]:
                      f"{listed}.")
     paper = claims.get("paper") or {}
     if paper.get("holds") is None:
-        lines.append(f"- **The paper's claim** (at least {TIED_CLAIM:.0%} of layers tied with "
+        lines.append(f"- **The paper's claim** (at least {tied:.0%} of layers tied with "
                      f"perplexity within conventional training's interval): cannot be checked "
                      f"({paper.get('note', 'no data')}).")
         return lines
@@ -297,13 +302,13 @@ def claim_lines(meta: Json) -> list[str]:
     rows = paper.get("agents") or {}
     meeting = paper.get("meeting") or []
     verdict = "holds" if paper["holds"] else "does not hold"
-    lines.append(f"- **The paper's claim** (IQM of layers tied at least {TIED_CLAIM:.0%}, IQM "
+    lines.append(f"- **The paper's claim** (IQM of layers tied at least {tied:.0%}, IQM "
                  f"final val ppl at most the upper end of `{paper['conventional']}`'s interval, "
                  f"{ci(bound)}): **{verdict}** at this scale"
                  + (f"; met by {', '.join(f'`{a}`' for a in meeting)}." if meeting else "."))
-    if BASELINE in rows:
-        q = rows[BASELINE]
-        lines.append(f"  `{BASELINE}`: {q['layers_tied']:.0%} of layers tied, val ppl "
+    if reference in rows:
+        q = rows[reference]
+        lines.append(f"  `{reference}`: {q['layers_tied']:.0%} of layers tied, val ppl "
                      f"{fmt(q['val_ppl'])}: " + ("meets it." if q["holds"] else
                      "does not meet it (" + ("too few layers tied" if not q["tied_enough"]
                                              else "perplexity above the interval") + ")."))
@@ -383,9 +388,10 @@ def comparison_section(meta: Json) -> list[str]:
     """The table of P(improves on the baseline), or a note when it is not there."""
     statistics = meta.get("statistics") or {}
     baseline = statistics.get("baseline")
-    lines = [f"## Against `{baseline or BASELINE}`", ""]
+    reference = judged_by(track_of(meta))[0]
+    lines = [f"## Against `{baseline or reference}`", ""]
     if baseline is None:
-        return lines + [f"Skipped: {statistics.get('note', f'no {BASELINE} results')}."]
+        return lines + [f"Skipped: {statistics.get('note', f'no {reference} results')}."]
     lines += [f"P(improvement) = probability that a seed of the agent ends with a lower "
               f"final validation perplexity than a seed of `{baseline}` (ties count half), "
               "with its interval (the seeds of both agents resampled independently). "

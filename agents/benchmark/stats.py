@@ -1,4 +1,4 @@
-"""Statistics of a benchmark over seeds: rliable's intervals, pymoo's hypervolume, claims.
+"""Statistics of a benchmark over seeds: rliable's intervals, pymoo's hypervolume, verdicts.
 
 Every number here comes with a 95% interval from rliable's stratified bootstrap over
 seeds (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021;
@@ -30,15 +30,17 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agents.runs.result import cell_result
+
+if TYPE_CHECKING:
+    from agents.benchmark.tracks import Hypothesis
+
 Json = dict[str, Any]
 
-BASELINE = "qlearning"  # the agent every other agent is compared with
-CONVENTIONAL = "vanilla"  # conventional training: the paper's claim is judged against it
-TIED_CLAIM = 0.75  # the paper: >= 75% of layers tied, perplexity equal or modestly better
 # per-agent IQM metrics: (key, lower is better)
 METRICS = {"final_val_ppl": True, "final_test_ppl": True, "episode_return": False,
            "trainable_fraction": True, "layers_tied_fraction": False}
@@ -231,24 +233,18 @@ def performance_profile(values: Sequence[Any], thresholds: Sequence[float], name
 
 
 # ---------------------------------------------------------------- per cell
-def layers_tied_fraction(result: Mapping[str, Any]) -> float | None:
-    """Fraction of positions that run another block's weights at the end (`t[i] != i`);
-    the mean over the evaluation episodes of a train-then-evaluate run."""
-    maps = [result["tie_map"]] if result.get("tie_map") else \
-        [e["tie_map"] for e in result.get("eval") or [] if e.get("tie_map")]
-    if not maps:
-        return None
-    return float(np.mean([sum(t != i for i, t in enumerate(m)) / len(m) for m in maps]))
-
-
 def cell_values(cell: Mapping[str, Any]) -> Json:
     """The per-seed values the statistics use, from a finished cell of results.json."""
-    result = cell.get("result") or {}
-    return {"final_val_ppl": result.get("final_val_ppl"),
-            "final_test_ppl": result.get("final_test_ppl"),
+    result = cell_result(cell)
+    if result is None:
+        return {"final_val_ppl": None, "final_test_ppl": None,
+                "episode_return": cell.get("episode_return"), "trainable_fraction": None,
+                "layers_tied_fraction": None}
+    return {"final_val_ppl": result.final_val_ppl,
+            "final_test_ppl": result.final_test_ppl,
             "episode_return": cell.get("episode_return"),
-            "trainable_fraction": result.get("trainable_fraction"),
-            "layers_tied_fraction": layers_tied_fraction(result)}
+            "trainable_fraction": result.trainable_fraction,
+            "layers_tied_fraction": result.layers_tied_fraction}
 
 
 def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
@@ -271,13 +267,13 @@ def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
                 "source": "the model's outputs (vocabulary or classes), a uniform "
                           "prediction's perplexity; "
                           "trainable fraction 1"}
-    results = [c.get("result") or {} for c in cells if c.get("status") == "finished"]
-    initial = _finite([r.get("initial_val_ppl") for r in results])
+    results = [r for r in map(cell_result, cells) if r is not None]
+    initial = _finite([r.initial_val_ppl for r in results])
     if initial.size:
         return {"final_val_ppl": float(np.median(initial)), "trainable_fraction": 1.0,
                 "source": "median initial validation perplexity (the untrained model) of "
                           "the finished cells; trainable fraction 1"}
-    final = _finite([r.get("final_val_ppl") for r in results])
+    final = _finite([r.final_val_ppl for r in results])
     if final.size:
         return {"final_val_ppl": float(final.max()), "trainable_fraction": 1.0,
                 "source": "worst final validation perplexity of the finished cells; "
@@ -287,11 +283,15 @@ def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
 
 # ---------------------------------------------------------------- the whole benchmark
 def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[str], *,
-                         baseline: str = BASELINE, reference: Mapping[str, Any] | None = None,
+                         baseline: str, hypothesis: Hypothesis,
+                         reference: Mapping[str, Any] | None = None,
                          vocab_size: int | None = None,
                          bootstrap: Bootstrap = Bootstrap()) -> tuple[dict[str, Json], Json]:
     """Per agent `{"iqm": {metric: estimate}, "improvement", "hypervolume"}`, and the
-    benchmark's `statistics` block (method, reference point, profiles, claims)."""
+    benchmark's `statistics` block (method, reference point, profiles, verdicts).
+
+    `baseline`: the agent every other agent is compared with (a track's
+    `reference_agent`); `hypothesis`: the one the verdicts test (a track's)."""
     values = {a: [cell_values(c) for c in cells
                   if c.get("agent") == a and c.get("status") == "finished"] for a in agents}
     column = {a: {m: [v[m] for v in rows] for m in METRICS} for a, rows in values.items()}
@@ -325,7 +325,7 @@ def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[st
     if not has_baseline:
         summary["note"] = (f"no comparison: {baseline!r} has no finished seed in this "
                            "benchmark")
-    summary["claims"] = claims(per_agent, baseline if has_baseline else None)
+    summary["claims"] = verdicts(per_agent, baseline if has_baseline else None, hypothesis)
     return per_agent, summary
 
 
@@ -343,28 +343,31 @@ def _profiles(column: Mapping[str, Json], bootstrap: Bootstrap) -> Json | None:
                        for a, c in column.items()}}
 
 
-def claims(per_agent: Mapping[str, Json], baseline: str | None) -> Json:
-    """What the numbers say: who beats the baseline; the paper's 75%-tied claim per agent.
+def verdicts(per_agent: Mapping[str, Json], baseline: str | None,
+             hypothesis: Hypothesis) -> Json:
+    """What the numbers say: who beats the baseline; whether `hypothesis` holds, per agent.
 
     An agent *beats* the baseline when its P(improvement) interval lies above 0.5. The
-    paper's claim holds for an agent when its IQM fraction of layers tied is at least 75%
-    and its IQM final val ppl is at most the upper end of the conventional baseline's
-    (`vanilla`'s) interval (equal within the interval, or better).
+    hypothesis holds for an agent when its IQM fraction of layers tied is at least
+    `hypothesis.min_tied_fraction` and its IQM final val ppl is at most the upper end of
+    `hypothesis.conventional_agent`'s interval (equal within the interval, or better). The
+    JSON keeps its keys (`paper`, `conventional`, `threshold`) so that old results read alike.
     """
     beats = [a for a, row in per_agent.items()
              if (row.get("improvement") or {}).get("verdict") == "better"]
-    paper: Json = {"conventional": CONVENTIONAL, "threshold": TIED_CLAIM, "agents": {}}
-    ppl = (per_agent.get(CONVENTIONAL) or {}).get("iqm", {}).get("final_val_ppl") or {}
+    conventional, threshold = hypothesis.conventional_agent, hypothesis.min_tied_fraction
+    paper: Json = {"conventional": conventional, "threshold": threshold, "agents": {}}
+    ppl = (per_agent.get(conventional) or {}).get("iqm", {}).get("final_val_ppl") or {}
     if ppl.get("high") is None:
         paper |= {"holds": None, "meeting": [],
-                  "note": f"no finished {CONVENTIONAL!r} seed"}
+                  "note": f"no finished {conventional!r} seed"}
     elif (ppl.get("n") or 0) < MIN_SEEDS_FOR_VERDICT:
         paper |= {"holds": None, "meeting": [],
-                  "note": f"{CONVENTIONAL!r} has {ppl.get('n')} finished seed(s), fewer than "
+                  "note": f"{conventional!r} has {ppl.get('n')} finished seed(s), fewer than "
                           f"{MIN_SEEDS_FOR_VERDICT}: too few to judge"}
     else:
         for agent, row in per_agent.items():
-            if agent == CONVENTIONAL:
+            if agent == conventional:
                 continue
             tied = row["iqm"]["layers_tied_fraction"]["value"]
             val = row["iqm"]["final_val_ppl"]["value"]
@@ -372,9 +375,9 @@ def claims(per_agent: Mapping[str, Json], baseline: str | None) -> Json:
                     (row["iqm"]["final_val_ppl"].get("n") or 0) < MIN_SEEDS_FOR_VERDICT:
                 continue
             paper["agents"][agent] = {"layers_tied": tied, "val_ppl": val,
-                                      "tied_enough": tied >= TIED_CLAIM,
+                                      "tied_enough": tied >= threshold,
                                       "ppl_within": val <= ppl["high"],
-                                      "holds": tied >= TIED_CLAIM and val <= ppl["high"]}
+                                      "holds": tied >= threshold and val <= ppl["high"]}
         meeting = [a for a, v in paper["agents"].items() if v["holds"]]
         paper |= {"conventional_val_ppl": ppl, "meeting": meeting, "holds": bool(meeting)}
     return {"baseline": baseline, "beat_baseline": beats if baseline else None, "paper": paper}

@@ -17,6 +17,12 @@ Both run `MAIN_AGENTS`; `wikitext2` adds `qlearning-fast`. Every other registere
 runs on the tiny track too, on seeds 0-4 (`extra_agents`):
 `--track tiny --agents A,B` with only such agents takes those seeds.
 
+A track also states what its results are judged by: its `reference_agent`, the agent
+every other agent is compared with (P(improvement)), and the paper's `hypothesis` under
+test (at least `min_tied_fraction` of the layers tied, with perplexity equal to or better
+than the `conventional_agent`'s). Both tracks use `qlearning` and the paper's hypothesis
+(`PAPER`: 75% tied, against `vanilla`).
+
 Why these budgets: the paper's Q-learner multiplies epsilon by 0.95 per sweep from 1.0
 and reaches its 0.01 floor after 90 sweeps, so the tiny track runs 100 sweeps (the last 10
 at the floor). The WikiText-2 track must run its main agents x 5 seeds within 3 hours on
@@ -30,6 +36,7 @@ after 9 sweeps) runs beside it. Evaluation sizes come from the reward-noise meas
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,22 @@ WIKITEXT2_DIR = "runs/wikitext-2-offline"
 # options a track fixes (refused beside --track)
 FIXED_OPTIONS = ("--env", "--env-kwargs", "--seeds", "--agent-kwargs", "--train-episodes",
                  "--eval-episodes")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A hypothesis under test: an agent ties at least `min_tied_fraction` of the layers
+    (IQM over seeds) with a final val ppl (IQM) at most the upper end of the interval of
+    `conventional_agent` (conventional training)."""
+
+    conventional_agent: str
+    min_tied_fraction: float
+
+
+# the paper's hypothesis: >= 75% of layers tied, perplexity equal or modestly better
+PAPER = Hypothesis(conventional_agent="vanilla", min_tied_fraction=0.75)
+# the agent every other agent is compared with: the paper's Q-learner
+REFERENCE_AGENT = "qlearning"
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,8 @@ class Track:
     metrics: tuple[str, ...] = ("final_val_ppl", "final_test_ppl", "episode_return",
                                 "trainable_fraction")
     eval_split: str = "the full validation and test splits, at the end of the episode"
+    reference_agent: str = REFERENCE_AGENT  # every other agent is compared with it
+    hypothesis: Hypothesis = PAPER  # the hypothesis its results test
 
     @property
     def label(self) -> str:
@@ -90,7 +115,7 @@ TRACKS: dict[str, Track] = {
         env_kwargs={"max_sweeps": 100, "steps_per_decision": 2, "eval_batches": 4,
                     "device": "cpu"},
         seeds=tuple(range(10)), agents=MAIN_AGENTS,
-        extra_seeds=tuple(range(5)),
+        extra_seeds=tuple(range(5)), reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         description="6-layer GPT-2 on the synthetic HMM corpus (its optimal perplexity "
                     "known); 100 sweeps, so that the paper's epsilon schedule reaches its "
                     "floor (after 90)"),
@@ -100,10 +125,21 @@ TRACKS: dict[str, Track] = {
                     "vocab_size": 2048, "max_sweeps": 10, "eval_batches": 4,
                     "data_dir": WIKITEXT2_DIR, "device": "cpu"},
         seeds=tuple(range(5)), agents=(*MAIN_AGENTS, "qlearning-fast"),
+        reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         description="12-layer GPT-2 (n_embd 64) on the offline WikiText-2 split; 10 sweeps "
                     "(within 3 hours on 2 CPU cores): the paper's epsilon ends at 0.63, so "
                     "qlearning-fast (decay 0.6, at the floor after 9 sweeps) runs beside it"),
 }
+
+
+def judged_by(recorded: Mapping[str, Any] | None) -> tuple[str, Hypothesis]:
+    """The reference agent and the hypothesis for results of the track a results file
+    recorded (`{"name", ...}`): that track's, or `REFERENCE_AGENT` and `PAPER` for results
+    of no track (or of a track that is no longer defined)."""
+    track = TRACKS.get(str((recorded or {}).get("name")))
+    if track is None:
+        return REFERENCE_AGENT, PAPER
+    return track.reference_agent, track.hypothesis
 
 
 def get(name: str) -> Track:
