@@ -3,8 +3,9 @@
 Each agent is trained for one episode (`train_agent.py`, same seed) on two versions of the
 code, "before" and "after", and the runs are compared:
 
-- `result.json`: every key and value, except the timing fields (`wall_seconds`,
-  `eval_seconds`, `total_seconds`);
+- `result.json`: every key and value, as this version reads it (a file written before
+  the format had an id reads as this version writes it, `agents.runs.result`), except
+  the timing fields (`agents.runs.result.TIMING_FIELDS`);
 - `log.jsonl`: every line, except its timing fields (`wall_s`, `timestamp`);
 - `compact/*.safetensors`: every tensor, by name, dtype, shape and value (`torch.equal`).
 
@@ -44,11 +45,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from agents.runs.result import TIMING_FIELDS, RunResult
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BEFORE = "9e5acf6"  # the commit before the package restructure
 DEFAULT_AGENTS = "qlearning,maskable-ppo,cycle"
 DEFAULT_ALLOW_ADDED = "budget"
-RESULT_TIMING_FIELDS = frozenset({"wall_seconds", "eval_seconds", "total_seconds"})
 LOG_TIMING_FIELDS = frozenset({"wall_s", "timestamp"})
 PACKAGES = ("agents", "tying_env")  # must be imported from the side's own root
 MAX_SHOWN = 5  # differences printed per agent
@@ -187,9 +189,14 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def compare_results(before: Path, after: Path, allow_added: frozenset[str]) -> list[Difference]:
     """`result.json` of two run folders."""
-    return compare_json(json.loads((before / "result.json").read_text()),
-                        json.loads((after / "result.json").read_text()),
-                        "result.json", allow_added, RESULT_TIMING_FIELDS)
+    return compare_json(_result(before), _result(after), "result.json", allow_added,
+                        TIMING_FIELDS)
+
+
+def _result(folder: Path) -> dict[str, Any]:
+    """`result.json` as this version writes it: a file written before the format had an
+    id reads as the same result (`agents.runs.result`)."""
+    return RunResult.from_json(json.loads((folder / "result.json").read_text())).to_json()
 
 
 def compare_logs(before: Path, after: Path,

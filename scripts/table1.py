@@ -43,10 +43,11 @@ if str(ROOT) not in sys.path:  # run as `python scripts/table1.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from agents.runs.driver import run  # noqa: E402
+from agents.runs.result import RunResult, read_result  # noqa: E402
 from agents.runs.spec import RunSpec  # noqa: E402
 from perf.gpu import BF16_PEAK_TFLOPS, expected_run_cost  # noqa: E402
 from tying_env import ties as tm  # noqa: E402
-from tying_env.files import read_json, write_json  # noqa: E402
+from tying_env.files import write_json  # noqa: E402
 from tying_env.memory import estimate_bytes, format_bytes  # noqa: E402
 from tying_env.presets import make_config  # noqa: E402
 
@@ -86,12 +87,12 @@ def specs(out: Path, *, smoke: bool = False, sweeps: int | None = None,
             for seed in seeds for agent in agents]
 
 
-def run_all(runs: list[RunSpec]) -> list[dict[str, Any]]:
-    """Run (or resume, or skip when finished) every spec; returns their result.json."""
+def run_all(runs: list[RunSpec]) -> list[RunResult]:
+    """Run (or resume, or skip when finished) every spec; returns their results."""
     results = []
     for spec in runs:
-        done = read_json(spec.folder / "result.json")
-        if done is not None and done.get("finished") and "files" in done:
+        done = read_result(spec.folder)
+        if done is not None and done.complete:
             print(f"{spec.folder}: finished, skipped", file=sys.stderr)
             results.append(done)
             continue
@@ -104,20 +105,20 @@ def run_all(runs: list[RunSpec]) -> list[dict[str, Any]]:
     return results
 
 
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(results: list[RunResult]) -> dict[str, Any]:
     """Per agent: mean and standard deviation over seeds of every reported number."""
     keys = ("best_test_ppl", "final_test_ppl", "final_val_ppl", "trainable_fraction",
             "peak_memory_bytes", "wall_seconds")
     rows = {}
-    for agent in dict.fromkeys(r["agent"] for r in results):
-        mine = [r for r in results if r["agent"] == agent]
-        row: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+    for agent in dict.fromkeys(r.agent for r in results):
+        mine = [r for r in results if r.agent == agent]
+        row: dict[str, Any] = {"seeds": [r.seed for r in mine]}
         for key in keys:
-            values = [float(r[key]) for r in mine
-                      if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            values = [float(v) for v in (getattr(r, key) for r in mine)
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
             row[key] = _mean_sd(values)
         rows[agent] = row
-    return {"agents": rows, "settings": {r["agent"]: r["env_kwargs"] for r in results},
+    return {"agents": rows, "settings": {r.agent: r.env_kwargs for r in results},
             "notes": ["best_test_ppl is the published metric: the best test perplexity over "
                       "sweeps, selected on the test split (optimistic); final_test_ppl is "
                       "the final model's",

@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 from agents.runs.card import model_card
 from agents.runs.cli import main
 from agents.runs.driver import run
+from agents.runs.result import RunResult
 from agents.runs.spec import RunSpec
 from tying_env.data.corpus import load_corpus
 from tying_env.data.tokenizer import EOT, BPETokenizer, CharTokenizer
@@ -122,9 +123,9 @@ def test_text_model_card_describes_the_run(text_run):
     out, result, _ = text_run
     card = (out / "model" / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\n") and "pipeline_tag: text-generation" in card
-    for piece in ("vanilla", "seed 0", "LayerTying-GPT2-Tiny-v0", f"`{result['tie_map']}`",
-                  f"{result['final_val_ppl']:.3f}", f"{result['final_test_ppl']:.3f}",
-                  f"{result['trainable_fraction']:.3f}", '"vocab_size": 300',
+    for piece in ("vanilla", "seed 0", "LayerTying-GPT2-Tiny-v0", f"`{result.tie_map}`",
+                  f"{result.final_val_ppl:.3f}", f"{result.final_test_ppl:.3f}",
+                  f"{result.trainable_fraction:.3f}", '"vocab_size": 300',
                   "untied", str(out / "compact"), "load_compact", "byte-level BPE", EOT,
                   'pipeline("text-generation"', "MIT", "hay2024dynamic"):
         assert piece in card, piece
@@ -135,7 +136,7 @@ def test_non_sb3_agent_asked_for_a_zip_notes_it_and_runs(text_run):
     assert "--sb3-zip" in err and "'vanilla'" in err
     assert len([line for line in err.splitlines() if "sb3" in line]) == 1
     assert not (out / "agent" / "sb3.zip").exists()
-    assert (out / "agent" / "agent.json").is_file() and result["finished"]
+    assert (out / "agent" / "agent.json").is_file() and result.all_decisions
 
 
 # ------------------------------------------------------------------ the synthetic corpus
@@ -217,10 +218,10 @@ def test_save_expanded_leaves_no_stale_tokenizer_or_staging_files(tmp_path):
 
 
 def test_model_card_of_a_diverged_run():
-    result = {"agent": "x", "env_id": "E", "seed": 1, "env_kwargs": {"dataset": "synthetic"},
-              "final_val_ppl": math.nan, "final_test_ppl": math.inf, "tie_map": [0, 0, 1],
-              "trainable_fraction": 0.5, "trainable_params": 10, "total_params": 20,
-              "diverged": True, "notes": ["training diverged"]}
+    result = RunResult(agent="x", env_id="E", seed=1, env_kwargs={"dataset": "synthetic"},
+                       final_val_ppl=math.nan, final_test_ppl=math.inf, tie_map=[0, 0, 1],
+                       trainable_fraction=0.5, trainable_params=10, total_params=20,
+                       diverged=True, notes=["training diverged"])
     card = model_card(result, folder="run/model", compact=None, tokenizer_note="none",
                       has_tokenizer=False, n_positions=8)
     assert card.count("not finite") == 2 and "Training diverged" in card

@@ -305,15 +305,16 @@ def test_result_json_labels_the_published_metric(tmp_path, cache_dir):
     spec = RunSpec(agent="qlearning", env_id=TINY_ID, env_kwargs={**FAST, "test_eval_every": 1},
                    seed=0, out=tmp_path / "run", cache_dir=cache_dir, progress=False)
     result = run(spec)
-    assert result["best_test_ppl_selected_on"] == "test"
-    assert result["best_test_ppl"] <= result["final_test_ppl"] + 1e-9
-    assert result["best_test_sweep"] in (1, 2)
-    assert any("selected on the test split" in note for note in result["notes"])
+    assert result.best_test_ppl_selected_on == "test"
+    assert result.best_test_ppl <= result.final_test_ppl + 1e-9
+    assert result.best_test_sweep in (1, 2)
+    assert any("selected on the test split" in note for note in result.notes)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert saved["best_test_ppl"] == result["best_test_ppl"]
+    assert saved["best_test_ppl"] == result.best_test_ppl
     plain = run(RunSpec(agent="qlearning", env_id=TINY_ID, env_kwargs=FAST, seed=0,
                         out=tmp_path / "plain", cache_dir=cache_dir, progress=False))
-    assert "best_test_ppl" not in plain  # not evaluated: not reported
+    assert plain.best_test_ppl is None  # not evaluated: not reported
+    assert "best_test_ppl" not in json.loads((tmp_path / "plain" / "result.json").read_text())
 
 
 # ------------------------------------------------------------------ 2. precision

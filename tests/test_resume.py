@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 import tying_env  # noqa: F401  (registers the env ids)
 from agents.runs.cli import main
-from agents.runs.driver import RESULT_TIMING_FIELDS
+from agents.runs.result import TIMING_FIELDS as RESULT_TIMING_FIELDS
 from agents.runs.runlog import TIMING_KEYS
 from tying_env import checkpoint as ckpt
 
@@ -105,7 +105,7 @@ def kill_at_random_moment(args: list[str], out: Path, rng: random.Random) -> int
 def comparable_result(out: Path) -> dict[str, Any]:
     result = json.loads((out / "result.json").read_text())
     for key in RESULT_TIMING_FIELDS:
-        result.pop(key)
+        result.pop(key, None)
     return result
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tying_env.files import to_jsonable
+
+if TYPE_CHECKING:
+    from agents.runs.result import RunResult
 
 CITATION = """@inproceedings{hay2024dynamic,
   title     = {Dynamic Layer Tying for Parameter-Efficient Transformers},
@@ -29,10 +32,10 @@ def _ppl(value: Any) -> str:
     return "not finite" if isinstance(value, float) or value is None else str(value)
 
 
-def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Path | None,
+def model_card(result: RunResult, *, folder: str | Path, compact: str | Path | None,
                tokenizer_note: str, has_tokenizer: bool, n_positions: int | None,
                family: str = "gpt2") -> str:
-    """The `README.md` of a run's `model/` folder, from the run's `result.json` content.
+    """The `README.md` of a run's `model/` folder, from the run's result.
 
     It names the agent, seed, environment id and settings, the tie map, the final
     validation and test perplexities and the trainable fraction; says that the folder is
@@ -41,8 +44,8 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
     synthetic corpus); and gives the license and the method's citation. `folder` and
     `compact` are the paths the loading examples use.
     """
-    env = dict(result.get("env_kwargs") or {})
-    ties = list(result.get("tie_map") or [])
+    env = dict(result.env_kwargs)
+    ties = list(result.tie_map or [])
     roots = sorted(set(ties))
     tied = [i for i, r in enumerate(ties) if r != i]
     folder = Path(folder).as_posix()
@@ -61,14 +64,14 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
              *(["pipeline_tag: text-generation"] if has_tokenizer and causal else []),
              "tags:", *(f"- {t}" for t in tags), "---", ""]
     lines = [
-        f"# {result.get('agent')} on {result.get('env_id')}, seed {result.get('seed')}",
+        f"# {result.agent} on {result.env_id}, seed {result.seed}",
         "",
         f"A {label} of {env.get('n_layer')} layers ({env.get('n_embd')} wide, "
         f"{env.get('n_head')} heads"
         + (f", context {n_positions} tokens" if n_positions is not None and fam.data_kind ==
            "text" else "") + ") trained from scratch on "
         f"`{dataset}` during one episode of the layer-tying environment "
-        f"`{result.get('env_id')}`, while the agent `{result.get('agent')}` decided which "
+        f"`{result.env_id}`, while the agent `{result.agent}` decided which "
         "layers share weights (dynamic layer tying, Hay & Wolf, ICLR 2024). Written by "
         "layer-tying-gym at the end of the run.",
         "",
@@ -76,19 +79,19 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         "",
         "| | |",
         "|---|---|",
-        f"| agent | `{result.get('agent')}` |",
-        f"| agent settings | `{json.dumps(result.get('agent_kwargs') or {})}` |",
-        f"| seed | {result.get('seed')} |",
-        f"| environment id | `{result.get('env_id')}` |",
+        f"| agent | `{result.agent}` |",
+        f"| agent settings | `{json.dumps(result.agent_kwargs)}` |",
+        f"| seed | {result.seed} |",
+        f"| environment id | `{result.env_id}` |",
         f"| dataset, tokenizer | `{dataset}`, "
         + ("none (the ids have no text) |" if dataset == "synthetic"
            else "none (images) |" if fam.data_kind == "images"
            else f"`{env.get('tokenizer') or 'bpe'}` |"),
         f"| tie mode | `{env.get('tie_mode')}` |",
-        f"| decisions | {result.get('decisions')} of {result.get('budget')}"
-        f"{'' if result.get('finished', True) else ' (the episode did not finish)'} |",
-        f"| optimizer steps | {result.get('train_steps')} |",
-        f"| device | `{result.get('device')}` |",
+        f"| decisions | {result.decisions} of {result.budget}"
+        f"{'' if result.all_decisions in (None, True) else ' (the episode did not finish)'} |",
+        f"| optimizer steps | {result.train_steps} |",
+        f"| device | `{result.device}` |",
         "",
         "The environment's settings (every field of `tying_env.presets.EnvConfig`):",
         "",
@@ -101,22 +104,22 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         "| | |",
         "|---|---|",
         f"| final validation {METRIC_NAMES[fam.task]} (full split) | "
-        f"{_ppl(result.get('final_val_ppl'))} |",
+        f"{_ppl(result.final_val_ppl)} |",
         f"| final test {METRIC_NAMES[fam.task]} (full split) | "
-        f"{_ppl(result.get('final_test_ppl'))} |",
+        f"{_ppl(result.final_test_ppl)} |",
     ]
-    if result.get("final_val_accuracy") is not None:
+    if result.final_val_accuracy is not None:
         lines += [f"| final validation / test accuracy (full split) | "
-                  f"{_frac(result.get('final_val_accuracy'))} / "
-                  f"{_frac(result.get('final_test_accuracy'))} |"]
-    if result.get("optimal_val_ppl") is not None:
+                  f"{_frac(result.final_val_accuracy)} / "
+                  f"{_frac(result.final_test_accuracy)} |"]
+    if result.optimal_val_ppl is not None:
         lines += [f"| optimal validation / test perplexity (the source's own) | "
-                  f"{_ppl(result.get('optimal_val_ppl'))} / "
-                  f"{_ppl(result.get('optimal_test_ppl'))} |"]
+                  f"{_ppl(result.optimal_val_ppl)} / "
+                  f"{_ppl(result.optimal_test_ppl)} |"]
     lines += [
-        f"| trainable fraction | {_frac(result.get('trainable_fraction'))} "
-        f"({_count(result.get('trainable_params'))} unique of "
-        f"{_count(result.get('total_params'))} parameters) |",
+        f"| trainable fraction | {_frac(result.trainable_fraction)} "
+        f"({_count(result.trainable_params)} unique of "
+        f"{_count(result.total_params)} parameters) |",
         f"| tie map | `{ties}` |",
         "",
         f"The tie map gives, for each layer, the layer whose block it runs: layer `i` uses "
@@ -124,10 +127,10 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         f"(roots {roots}) for {len(ties)} layers"
         + (f"; layers {tied} are tied to an earlier one." if tied else "; none is tied.")
     ]
-    if result.get("diverged"):
+    if result.diverged:
         lines += ["", "**Training diverged** (a non-finite loss): the episode ended early "
                       "and these weights are not usable."]
-    for note in result.get("notes") or []:
+    for note in result.notes:
         lines += ["", f"Note: {note}."]
     lines += [
         "",
@@ -135,8 +138,8 @@ def model_card(result: dict[str, Any], *, folder: str | Path, compact: str | Pat
         "",
         "This folder is the *untied* copy of the run's final model: every tied layer holds "
         f"its own copy of its root's weights, so it is a plain `{cls}` that any "
-        f"{label} tooling loads, with all {_count(result.get('total_params'))} parameters. "
-        + (f"At the end of the run only {_count(result.get('trainable_params'))} of them "
+        f"{label} tooling loads, with all {_count(result.total_params)} parameters. "
+        + (f"At the end of the run only {_count(result.trainable_params)} of them "
            "were distinct. Training this copy further with ordinary tools trains the "
            "copies apart: it no longer has tied layers." if tied else
            "No layer was tied at the end of the run, so all of them were distinct."),

@@ -22,13 +22,16 @@ import math
 import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.runs.config import parse_with_config
 from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, TRACKERS, RunSpec
 from tying_env.data.images import IMAGE_DATASETS
 from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 from tying_env.presets import DATASETS, DEVICES, PRESETS
+
+if TYPE_CHECKING:
+    from agents.runs.result import RunResult
 
 # explicit options that override --env-kwargs, by EnvConfig field
 EXPLICIT = {"preset": "--preset", "dataset": "--dataset", "data_dir": "--data-dir",
@@ -262,16 +265,16 @@ def blamed_option(error: SettingError, args: argparse.Namespace) -> str:
     return option_of(error.argument, args.env_kwargs, explicit, args.resume is not None)
 
 
-def summary_line(result: dict[str, Any], folder: Path) -> str:
+def summary_line(result: RunResult, folder: Path) -> str:
     """The one line printed at the end of a run."""
-    head = (f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
-            f"val ppl {_fmt(result['final_val_ppl'])}, test ppl "
-            f"{_fmt(result['final_test_ppl'])}, trainable fraction "
-            f"{_fmt(result['trainable_fraction'])}")
-    if "tie_map" in result:
-        return f"{head}, tie map {result['tie_map']} -> {folder}"
-    return (f"{head} (means over {result['eval_episodes']} held-out episodes of the frozen "
-            f"agent, after {result['train_episodes']} training episodes) -> {folder}")
+    head = (f"{result.agent} on {result.env_id} (seed {result.seed}): "
+            f"val ppl {_fmt(result.final_val_ppl)}, test ppl "
+            f"{_fmt(result.final_test_ppl)}, trainable fraction "
+            f"{_fmt(result.trainable_fraction)}")
+    if result.tie_map is not None:
+        return f"{head}, tie map {result.tie_map} -> {folder}"
+    return (f"{head} (means over {result.eval_episodes} held-out episodes of the frozen "
+            f"agent, after {result.train_episodes} training episodes) -> {folder}")
 
 
 def _fmt(value: float | None) -> str:

@@ -16,10 +16,10 @@
 
 A resumed run (`spec.resume`) finishes as if it had never stopped: on CPU
 `result.json`, the log and the final weights equal an uninterrupted run's except
-the timing fields (`RESULT_TIMING_FIELDS`, and `wall_s` and `timestamp` in
+the timing fields (`agents.runs.result.TIMING_FIELDS`, and `wall_s` and `timestamp` in
 `log.jsonl`).
 
-The folder is claimed first (`agents.runs.folder`): a run never overwrites another
+The folder is locked first (`agents.runs.folder`): a run never overwrites another
 run's folder unless told to, and two runs never write one folder at the same time.
 
 Errors: a bad setting raises `SettingError` (`argument` as
@@ -31,23 +31,23 @@ A run that diverges is not an error: it ends early and says so in `result.json`.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import shutil
 import sys
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 
 import agents
-from agents.base import Agent, OneEpisode
+from agents.base import Agent, OneEpisode, check_hyperparameters
 from agents.runs import folder, resume
 from agents.runs.card import model_card
 from agents.runs.plots import plot_curves, plot_tie_map
+from agents.runs.result import RunResult
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env import checkpoint as ckpt
@@ -57,12 +57,8 @@ from tying_env.files import write_json
 if TYPE_CHECKING:
     from tying_env.env import LayerTyingEnv
 
-# result.json fields that measure time, so differ between otherwise identical runs
-RESULT_TIMING_FIELDS = ("wall_seconds", "eval_seconds", "total_seconds")
-
-
-def run(spec: RunSpec) -> dict[str, Any]:
-    """Train (or continue), evaluate, save and plot one run; returns its result.json.
+def run(spec: RunSpec) -> RunResult:
+    """Train (or continue), evaluate, save and plot one run; returns its result.
 
     Raises `SettingError` for a bad setting or a folder it may not use
     (`agents.runs.folder`), `WriteFailedError` when a file cannot be written (the last
@@ -72,9 +68,9 @@ def run(spec: RunSpec) -> dict[str, Any]:
     t_start = time.perf_counter()
     spec.check()
     created = not spec.folder.exists()
-    lock = folder.claim(spec)
+    lock = folder.lock(spec)
     try:
-        return _run_claimed(spec, t_start)
+        return _run_locked(spec, t_start)
     except BaseException:
         if created:  # a run that wrote nothing leaves no folder behind
             lock.release()
@@ -84,7 +80,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         lock.release()
 
 
-def _run_claimed(spec: RunSpec, t_start: float) -> dict[str, Any]:
+def _run_locked(spec: RunSpec, t_start: float) -> RunResult:
     try:
         return _run_and_save(spec, t_start)
     except WriteFailedError as e:
@@ -95,7 +91,7 @@ def _run_claimed(spec: RunSpec, t_start: float) -> dict[str, Any]:
         raise WriteFailedError(e.path, f"{e}.{hint}") from e
 
 
-def _run_and_save(spec: RunSpec, t_start: float) -> dict[str, Any]:
+def _run_and_save(spec: RunSpec, t_start: float) -> RunResult:
     if spec.train_episodes:
         from agents.runs.protocol import run_train_evaluate
 
@@ -129,10 +125,10 @@ def _run_and_save(spec: RunSpec, t_start: float) -> dict[str, Any]:
               "decisions", file=sys.stderr)
 
     result = summarize(spec, base, recorder, finished=guarded.finished)
-    write_json(spec.folder / "result.json", result)  # early, in case saving or plotting fails
-    result["files"] = [RUN_FILE, *save_outputs(spec, base, recorder, agent, result)]
-    result["total_seconds"] = time.perf_counter() - t_start
-    write_json(spec.folder / "result.json", result)
+    result.write(spec.folder)  # early, in case saving or plotting fails (not yet complete)
+    result = result.replace(files=[RUN_FILE, *save_outputs(spec, base, recorder, agent, result)])
+    result = result.replace(total_seconds=time.perf_counter() - t_start)
+    result.write(spec.folder)
     env.close()
     return result
 
@@ -169,51 +165,26 @@ def make_env(spec: RunSpec) -> gym.Env:
 
 
 def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
-    """The spec's agent on `env`; hyperparameters it refuses as a `SettingError`, and an
-    agent class that cannot be called as `Class(env, seed=..., **hyperparameters)` as one
-    that names the class and the parameter at fault."""
+    """The spec's agent on `env`; hyperparameters it refuses (`Agent.hyperparameters`, then
+    its constructor) as a `SettingError`, and so is a class that cannot be built as
+    `Class(env, seed=..., **hyperparameters)`."""
+    blame = "resume" if spec.resume else None
     try:
         built = agents.factory(spec.agent)
     except ValueError as e:
-        raise SettingError("resume" if spec.resume else "agent", str(e)) from e
-    _check_signature(spec, built)
+        raise SettingError(blame or "agent", str(e)) from e
+    try:
+        check_hyperparameters(built, spec.agent_kwargs)
+    except SettingError as e:
+        raise SettingError(blame or "agent_kwargs", str(e)) from e
     try:
         return built(env, seed=spec.seed, **spec.agent_kwargs)
     except (TypeError, ValueError) as e:
-        raise SettingError("resume" if spec.resume else
-                           "agent_kwargs" if spec.agent_kwargs else "agent",
-                           f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}") from e
-
-
-def _check_signature(spec: RunSpec, built: Any) -> None:
-    """A `SettingError` unless `built(env, seed=..., **spec.agent_kwargs)` binds."""
-    try:
-        signature = inspect.signature(built)
-    except (TypeError, ValueError):  # a callable without a signature: find out by calling it
-        return
-    try:
-        signature.bind(None, seed=spec.seed, **spec.agent_kwargs)
-        return
-    except TypeError as e:
-        problem = str(e)
-    target = getattr(built, "func", built)
-    label = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    names = list(signature.parameters)
-    if "seed" not in names and not takes_any:
-        raise SettingError("resume" if spec.resume else "agent",
-                           f"agent {spec.agent!r}: {label}({', '.join(names)}) takes no 'seed' "
-                           "parameter; the harness builds an agent as Class(env, seed=..., "
-                           "**hyperparameters) (see agents.base.Agent)")
-    unknown = [] if takes_any else sorted(set(spec.agent_kwargs) - set(names))
-    if unknown:
-        raise SettingError("resume" if spec.resume else "agent_kwargs",
-                           f"agent {spec.agent!r} ({label}) has no hyperparameter "
-                           f"{', '.join(map(repr, unknown))}; it takes "
-                           f"{', '.join(n for n in names if n not in ('env', 'seed')) or 'none'}")
-    raise SettingError("resume" if spec.resume else "agent",
-                       f"agent {spec.agent!r}: {label} cannot be built as Class(env, seed=..., "
-                       f"**{json.dumps(spec.agent_kwargs)}): {problem}")
+        contract = ("; the harness builds an agent as Class(env, seed=..., **hyperparameters) "
+                    "(see agents.base.Agent)" if isinstance(e, TypeError) else "")
+        raise SettingError(blame or ("agent_kwargs" if spec.agent_kwargs else "agent"),
+                           f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}"
+                           f"{contract}") from e
 
 
 def start_fresh(spec: RunSpec) -> None:
@@ -224,12 +195,13 @@ def start_fresh(spec: RunSpec) -> None:
 
 
 def drive(agent: Agent, checkpointer: resume.Checkpointer) -> None:
-    """Run the agent's episode, checkpointing at its boundaries when it offers them, and
-    stopping at the next boundary after SIGTERM or SIGINT (see `agents.runs.resume`)."""
-    if "on_boundary" not in inspect.signature(agent.run).parameters:
+    """Run the agent's episode, checkpointing at its boundaries when it offers them
+    (`Agent.checkpoints`), and stopping at the next boundary after SIGTERM or SIGINT
+    (see `agents.runs.resume`)."""
+    if not agent.checkpoints:
         if checkpointer.every > 0:
             print(f"warning: agent {agent.name!r} offers no checkpoint boundaries "
-                  "(its run() takes no on_boundary): this run cannot be resumed",
+                  "(it declares checkpoints = False): this run cannot be resumed",
                   file=sys.stderr)
         agent.run()
         return
@@ -238,15 +210,14 @@ def drive(agent: Agent, checkpointer: resume.Checkpointer) -> None:
 
 
 def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
-              finished: bool) -> dict[str, Any]:
-    """result.json: evaluates the final model on the full validation and test splits."""
+              finished: bool) -> RunResult:
+    """The run's result: evaluates the final model on the full validation and test splits
+    (not yet complete: the driver adds the files it saved and the total time)."""
     records, start = recorder.records, recorder.start or {}
     last = records[-1] if records else start
     t_eval = time.perf_counter()
     valid, test = env.evaluate("valid"), env.evaluate("test")
     final_val, final_test = valid.perplexity, test.perplexity
-    accuracy = ({"final_val_accuracy": valid.accuracy, "final_test_accuracy": test.accuracy}
-                if valid.accuracy is not None else {})
     eval_seconds = time.perf_counter() - t_eval
     assert env.model is not None
     fractions = [r["trainable_fraction"] for r in records] or [start["trainable_fraction"]]
@@ -261,44 +232,26 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
     published = published_metric(last)  # with test_eval_every > 0 only
     if published:
         notes.append(PUBLISHED_METRIC_NOTE)
-    return {
-        "agent": spec.agent,
-        "agent_kwargs": spec.agent_kwargs,
-        "env_id": spec.env_id,
-        "env_kwargs": env.cfg.to_dict(),
-        "seed": spec.seed,
-        **({"track": spec.track} if spec.track is not None else {}),
-        "device": str(env.device),
-        "final_val_ppl": final_val,
-        "final_test_ppl": final_test,
-        **accuracy,
-        **published,
-        "n_outputs": valid.n_outputs,
-        "optimal_ppl": env.optimal_ppl,
-        "optimal_val_ppl": valid.optimal_ppl,
-        "optimal_test_ppl": test.optimal_ppl,
-        "initial_val_ppl": start.get("val_ppl"),
-        "last_val_ppl": last.get("val_ppl"),
-        "trainable_params": last["trainable_params"],
-        "total_params": last["total_params"],
-        "trainable_fraction": last["trainable_fraction"],
-        "mean_trainable_fraction": float(np.mean(fractions)),
-        "tie_map": list(env.model.ties),
-        "memory_bytes": last["memory_bytes"],
-        "peak_memory_bytes": max(r["memory_bytes"]["total"] for r in [start, *records]),
-        "train_steps": last["train_steps"],
-        "decisions": len(records),
-        "budget": env.budget,
-        "finished": finished,
-        "diverged": diverged,
-        "wall_seconds": recorder.wall_seconds,
-        "eval_seconds": eval_seconds,
-        "notes": notes,
-    }
+    return RunResult(
+        agent=spec.agent, agent_kwargs=spec.agent_kwargs, env_id=spec.env_id,
+        env_kwargs=env.cfg.to_dict(), seed=spec.seed, track=spec.track,
+        device=str(env.device), final_val_ppl=final_val, final_test_ppl=final_test,
+        final_val_accuracy=valid.accuracy, final_test_accuracy=test.accuracy, **published,
+        n_outputs=valid.n_outputs, optimal_ppl=env.optimal_ppl,
+        optimal_val_ppl=valid.optimal_ppl, optimal_test_ppl=test.optimal_ppl,
+        initial_val_ppl=start.get("val_ppl"), last_val_ppl=last.get("val_ppl"),
+        trainable_params=last["trainable_params"], total_params=last["total_params"],
+        trainable_fraction=last["trainable_fraction"],
+        mean_trainable_fraction=float(np.mean(fractions)), tie_map=list(env.model.ties),
+        memory_bytes=last["memory_bytes"],
+        peak_memory_bytes=max(r["memory_bytes"]["total"] for r in [start, *records]),
+        train_steps=last["train_steps"], decisions=len(records), budget=env.budget,
+        all_decisions=finished, diverged=diverged, wall_seconds=recorder.wall_seconds,
+        eval_seconds=eval_seconds, notes=notes)
 
 
 def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Agent,
-                 result: dict[str, Any]) -> list[str]:
+                 result: RunResult) -> list[str]:
     """Models (expanded and compact), the agent and the figures; returns their names.
 
     `model/` is self-contained: the corpus's tokenizer (`tying_env.export.run_tokenizer`)
@@ -332,10 +285,11 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
     title = f"{spec.agent} on {spec.env_id}, seed {spec.seed}"
     plot_tie_map(recorder.records, out / "tie_map.png", start=recorder.start,
                  title=f"tie map: {title}")
-    final = result["final_val_ppl"]
+    final = result.final_val_ppl
     plot_curves(recorder.records, out / "curves.png", start=recorder.start,
                 optimal_ppl=env.optimal_ppl,
-                final_val_ppl=final if math.isfinite(final) else None, title=title)
+                final_val_ppl=final if final is not None and math.isfinite(final) else None,
+                title=title)
     files = ["log.jsonl", "tb", "model", "compact", "agent", "tie_map.png", "curves.png"]
     return [*files, "mlruns"] if spec.tracker == "mlflow" else files
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from agents.base import Agent, OneEpisode
 from agents.runs.driver import make_agent, make_env
+from agents.runs.result import TRAIN_EVALUATE, RunResult
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.files import write_json
@@ -42,7 +43,6 @@ from tying_env.files import write_json
 if TYPE_CHECKING:
     from tying_env.env import LayerTyingEnv
 
-PROTOCOL = "train-evaluate"
 EVAL_OFFSET = 1_000_000  # evaluation seeds start here: never a training seed
 # the published metric, recorded beside the final-checkpoint ones when the environment
 # evaluates the test split during the episode (test_eval_every > 0)
@@ -120,8 +120,8 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def run_train_evaluate(spec: RunSpec) -> dict[str, Any]:
-    """Train over `spec.train_episodes` episodes, evaluate frozen; returns result.json."""
+def run_train_evaluate(spec: RunSpec) -> RunResult:
+    """Train over `spec.train_episodes` episodes, evaluate frozen; returns the result."""
     t_start = time.perf_counter()
     env = make_env(spec)
     base: LayerTyingEnv = env.unwrapped
@@ -143,26 +143,23 @@ def run_train_evaluate(spec: RunSpec) -> dict[str, Any]:
         agent.save(spec.folder / "agent")
     finally:
         env.close()
-    result = {
-        "protocol": PROTOCOL, "agent": spec.agent, "agent_kwargs": spec.agent_kwargs,
-        "env_id": spec.env_id, "env_kwargs": base.cfg.to_dict(), "seed": spec.seed,
-        "device": str(base.device), "budget": base.budget,
-        "train_episodes": spec.train_episodes, "eval_episodes": spec.eval_episodes,
-        **{key: _mean([e[key] for e in evaluations])
-           for key in ("final_val_ppl", "final_test_ppl", "trainable_fraction")},
-        **({"best_test_ppl": _mean([e["best_test_ppl"] for e in evaluations]),
-            "best_test_ppl_selected_on": "test"}
-           if evaluations and "best_test_ppl" in evaluations[0] else {}),
-        "train": train, "eval": evaluations,
-        "train_seconds": train_seconds, "n_outputs": base.n_outputs,
-        "optimal_ppl": base.optimal_ppl,
-        "notes": ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
-                  "evaluation episodes (held-out seeds, frozen agent)"],
-    }
-    if "best_test_ppl" in result:
-        result["notes"].append(PUBLISHED_METRIC_NOTE)
-    result["total_seconds"] = time.perf_counter() - t_start
-    write_json(spec.folder / "result.json", result)
+    means = {key: _mean([e[key] for e in evaluations])
+             for key in ("final_val_ppl", "final_test_ppl", "trainable_fraction")}
+    published = evaluations and "best_test_ppl" in evaluations[0]
+    notes = ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
+             "evaluation episodes (held-out seeds, frozen agent)"]
+    result = RunResult(
+        protocol=TRAIN_EVALUATE, agent=spec.agent, agent_kwargs=spec.agent_kwargs,
+        env_id=spec.env_id, env_kwargs=base.cfg.to_dict(), seed=spec.seed,
+        device=str(base.device), budget=base.budget, train_episodes=spec.train_episodes,
+        eval_episodes=spec.eval_episodes, **means,
+        best_test_ppl=_mean([e["best_test_ppl"] for e in evaluations]) if published else None,
+        best_test_ppl_selected_on="test" if published else None,
+        train=train, eval=evaluations, train_seconds=train_seconds,
+        n_outputs=base.n_outputs, optimal_ppl=base.optimal_ppl,
+        notes=[*notes, PUBLISHED_METRIC_NOTE] if published else notes)
+    result = result.replace(total_seconds=time.perf_counter() - t_start)
+    result.write(spec.folder)
     return result
 
 

@@ -31,11 +31,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, OneEpisode
+from agents.runs.result import is_finished
 from agents.runs.runlog import RunLog, check_position
 from agents.runs.spec import RunSpec
 from tying_env import checkpoint as ckpt
 from tying_env.errors import SettingError
-from tying_env.files import read_json
 
 if TYPE_CHECKING:
     from tying_env.env import LayerTyingEnv
@@ -121,12 +121,6 @@ class Checkpointer:
         self.last = self.env.decision
 
 
-def finished(folder: Path) -> bool:
-    """Whether `folder` holds a complete result (`total_seconds` is written last)."""
-    result = read_json(folder / "result.json")
-    return result is not None and "total_seconds" in result
-
-
 def read_checkpoint(spec: RunSpec) -> dict[str, ckpt.Part]:
     """The checkpoint of `spec.out`, verified against its files, run.json and log.jsonl."""
     folder = spec.folder
@@ -171,7 +165,7 @@ def restore(spec: RunSpec, parts: dict[str, ckpt.Part], recorder: RunLog, guarde
     except (ckpt.CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise SettingError("resume", f"cannot resume from the checkpoint in {spec.folder}: "
                                      f"{e}") from None
-    if finished(spec.folder):
+    if is_finished(spec.folder):
         raise SettingError("resume", f"the run in {spec.folder} has finished (its result.json "
                                      "is complete): there is nothing to resume")
     # everything is loaded: only now is the run folder written to
