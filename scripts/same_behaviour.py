@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from agents.runs.result import FILE as RESULT_FILE
 from agents.runs.result import TIMING_FIELDS, RunResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,14 +190,14 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def compare_results(before: Path, after: Path, allow_added: frozenset[str]) -> list[Difference]:
     """`result.json` of two run folders."""
-    return compare_json(_result(before), _result(after), "result.json", allow_added,
+    return compare_json(_result(before), _result(after), RESULT_FILE, allow_added,
                         TIMING_FIELDS)
 
 
 def _result(folder: Path) -> dict[str, Any]:
     """`result.json` as this version writes it: a file written before the format had an
     id reads as the same result (`agents.runs.result`)."""
-    return RunResult.from_json(json.loads((folder / "result.json").read_text())).to_json()
+    return RunResult.from_json(json.loads((folder / RESULT_FILE).read_text())).to_json()
 
 
 def compare_logs(before: Path, after: Path,

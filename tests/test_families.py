@@ -559,3 +559,12 @@ def test_every_kind_of_agent_runs_an_episode(cache_dir, family):
         if name == "vanilla":
             assert u.model.ties == (0, 1, 2, 3)
     assert agent.model.num_timesteps == 3  # the SB3 agent, last
+
+
+def test_the_settings_know_every_family_and_its_data():
+    """`tying_env.presets` stays light (no transformers import), so it names the families
+    and their data kind itself: it must say what the adapters say."""
+    from tying_env.models import FAMILIES
+    from tying_env.presets import FAMILY_DATA
+
+    assert FAMILY_DATA == {name: family.data_kind for name, family in FAMILIES.items()}

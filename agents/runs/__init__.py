@@ -8,6 +8,9 @@
 | `runlog` | `RunLog`: the wrapper that records every decision                  |
 | `plots`  | the run's figures (tie map over time, perplexity curves)           |
 | `folder` | the run folder's lock; never overwriting another run               |
+| `result` | `RunResult`: the one writer and reader of `result.json`            |
+| `factory` | the environment and the agent of a spec, errors as the spec's     |
+| `card`   | the model card of a run's `model/` folder                          |
 | `protocol` | the train-then-evaluate protocol (`RunSpec.train_episodes`)      |
 | `tracking` | an optional experiment tracker (MLflow, offline)                 |
 | `config` | `--config FILE`: options from YAML, TOML or JSON                   |

@@ -31,7 +31,6 @@ A run that diverges is not an error: it ends early and says so in `result.json`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import sys
@@ -42,16 +41,17 @@ from typing import TYPE_CHECKING
 import gymnasium as gym
 import numpy as np
 
-import agents
-from agents.base import Agent, OneEpisode, check_hyperparameters
+from agents.base import Agent, OneEpisode
 from agents.runs import folder, resume
 from agents.runs.card import model_card
+from agents.runs.factory import make_agent, make_env
 from agents.runs.plots import plot_curves, plot_tie_map
-from agents.runs.result import RunResult
+from agents.runs.protocol import run_train_evaluate
+from agents.runs.result import PUBLISHED_METRIC_NOTE, RunResult, published_metric
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env import checkpoint as ckpt
-from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
+from tying_env.errors import WriteFailedError
 from tying_env.files import write_json
 
 if TYPE_CHECKING:
@@ -93,8 +93,6 @@ def _run_locked(spec: RunSpec, t_start: float) -> RunResult:
 
 def _run_and_save(spec: RunSpec, t_start: float) -> RunResult:
     if spec.train_episodes:
-        from agents.runs.protocol import run_train_evaluate
-
         return run_train_evaluate(spec)
     saved = resume.read_checkpoint(spec) if spec.resume else None  # verified; nothing written
     env, recorder, guarded, agent = build(spec)
@@ -148,45 +146,6 @@ def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
     return env, recorder, guarded, agent
 
 
-def make_env(spec: RunSpec) -> gym.Env:
-    """`gym.make` of the spec's environment; its errors as the spec's errors."""
-    try:
-        return gym.make(spec.env_id, **spec.make_kwargs)
-    except SettingError as e:
-        raise SettingError("resume" if spec.resume else f"env_kwargs.{e.argument}",
-                           f"cannot build {spec.env_id}: {e}") from e
-    except DataUnavailableError as e:
-        raise DataUnavailableError(f"cannot build {spec.env_id}: {e}") from e
-    except WriteFailedError:
-        raise
-    except (OSError, TypeError, ValueError) as e:
-        raise SettingError("resume" if spec.resume else "env_kwargs",
-                           f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
-
-
-def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
-    """The spec's agent on `env`; hyperparameters it refuses (`Agent.hyperparameters`, then
-    its constructor) as a `SettingError`, and so is a class that cannot be built as
-    `Class(env, seed=..., **hyperparameters)`."""
-    blame = "resume" if spec.resume else None
-    try:
-        built = agents.factory(spec.agent)
-    except ValueError as e:
-        raise SettingError(blame or "agent", str(e)) from e
-    try:
-        check_hyperparameters(built, spec.agent_kwargs)
-    except SettingError as e:
-        raise SettingError(blame or "agent_kwargs", str(e)) from e
-    try:
-        return built(env, seed=spec.seed, **spec.agent_kwargs)
-    except (TypeError, ValueError) as e:
-        contract = ("; the harness builds an agent as Class(env, seed=..., **hyperparameters) "
-                    "(see agents.base.Agent)" if isinstance(e, TypeError) else "")
-        raise SettingError(blame or ("agent_kwargs" if spec.agent_kwargs else "agent"),
-                           f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}"
-                           f"{contract}") from e
-
-
 def start_fresh(spec: RunSpec) -> None:
     """A new run in `spec.out`: no stale events or checkpoints; the settings in run.json."""
     shutil.rmtree(spec.folder / "tb", ignore_errors=True)
@@ -227,8 +186,6 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         notes.append("training diverged (non-finite loss): the episode ended early")
     if not (math.isfinite(final_val) and math.isfinite(final_test)):
         notes.append("non-finite final perplexities are written as null")
-    from agents.runs.protocol import PUBLISHED_METRIC_NOTE, published_metric
-
     published = published_metric(last)  # with test_eval_every > 0 only
     if published:
         notes.append(PUBLISHED_METRIC_NOTE)

@@ -34,8 +34,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import Agent, OneEpisode
-from agents.runs.driver import make_agent, make_env
-from agents.runs.result import TRAIN_EVALUATE, RunResult
+from agents.runs.factory import make_agent, make_env
+from agents.runs.result import PUBLISHED_METRIC_NOTE, TRAIN_EVALUATE, RunResult, published_metric
 from agents.runs.runlog import RunLog
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.files import write_json
@@ -44,26 +44,6 @@ if TYPE_CHECKING:
     from tying_env.env import LayerTyingEnv
 
 EVAL_OFFSET = 1_000_000  # evaluation seeds start here: never a training seed
-# the published metric, recorded beside the final-checkpoint ones when the environment
-# evaluates the test split during the episode (test_eval_every > 0)
-PUBLISHED_METRIC_NOTE = (
-    "best_test_ppl is the published metric: the best test perplexity over sweeps, selected "
-    "on the test split (best_test_ppl_selected_on), so an optimistic number, not a held-out "
-    "estimate; final_test_ppl is the final model's, selected on nothing")
-
-
-def published_metric(info: dict[str, Any]) -> dict[str, Any]:
-    """`best_test_ppl` (None if never finite), `best_test_sweep` and the label
-    `best_test_ppl_selected_on: "test"`, from an episode's last info or log record; empty
-    when the environment did not evaluate the test split (`test_eval_every=0`)."""
-    if "best_test_ppl" not in info:
-        return {}
-    best = info["best_test_ppl"]
-    return {"best_test_ppl": _finite(best) if best is not None else None,
-            "best_test_sweep": int(info.get("best_test_sweep") or 0),
-            "best_test_ppl_selected_on": "test"}
-
-
 def train_seed(seed: int, episode: int) -> int:
     """The environment seed of training episode `episode` (0-based) of a run."""
     return seed * 10_000 + episode

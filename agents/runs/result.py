@@ -43,6 +43,27 @@ _WHEN_SET = frozenset({
     "train_seconds", "files", "total_seconds"})
 
 
+# the published metric, recorded beside the final-checkpoint ones when the environment
+# evaluates the test split during the episode (test_eval_every > 0)
+PUBLISHED_METRIC_NOTE = (
+    "best_test_ppl is the published metric: the best test perplexity over sweeps, selected "
+    "on the test split (best_test_ppl_selected_on), so an optimistic number, not a held-out "
+    "estimate; final_test_ppl is the final model's, selected on nothing")
+
+
+def published_metric(info: dict[str, Any]) -> dict[str, Any]:
+    """`best_test_ppl` (None if never finite), `best_test_sweep` and the label
+    `best_test_ppl_selected_on: "test"`, from an episode's last info or log record; empty
+    when the environment did not evaluate the test split (`test_eval_every=0`)."""
+    if "best_test_ppl" not in info:
+        return {}
+    best = info["best_test_ppl"]
+    finite = best is not None and math.isfinite(best)
+    return {"best_test_ppl": float(best) if finite else None,
+            "best_test_sweep": int(info.get("best_test_sweep") or 0),
+            "best_test_ppl_selected_on": "test"}
+
+
 class ResultFormatError(ValueError):
     """A `result.json` that is not a run result this version can read."""
 

@@ -1,0 +1,57 @@
+"""Building a run's environment and agent from its `RunSpec`, errors as the spec's.
+
+Both protocols use these (`agents.runs.driver`, one online episode; `agents.runs.protocol`,
+train then evaluate): a setting the environment or the agent refuses becomes a
+`SettingError` whose `argument` names the spec's field (`env_kwargs.<field>`, `agent`,
+`agent_kwargs`, or `resume` when the settings came from a checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+
+import agents
+from agents.base import Agent, check_hyperparameters
+from agents.runs.spec import RunSpec
+from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
+
+
+def make_env(spec: RunSpec) -> gym.Env:
+    """`gym.make` of the spec's environment; its errors as the spec's errors."""
+    try:
+        return gym.make(spec.env_id, **spec.make_kwargs)
+    except SettingError as e:
+        raise SettingError("resume" if spec.resume else f"env_kwargs.{e.argument}",
+                           f"cannot build {spec.env_id}: {e}") from e
+    except DataUnavailableError as e:
+        raise DataUnavailableError(f"cannot build {spec.env_id}: {e}") from e
+    except WriteFailedError:
+        raise
+    except (OSError, TypeError, ValueError) as e:
+        raise SettingError("resume" if spec.resume else "env_kwargs",
+                           f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
+
+
+def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
+    """The spec's agent on `env`; hyperparameters it refuses (`Agent.hyperparameters`, then
+    its constructor) as a `SettingError`, and so is a class that cannot be built as
+    `Class(env, seed=..., **hyperparameters)`."""
+    blame = "resume" if spec.resume else None
+    try:
+        built = agents.factory(spec.agent)
+    except ValueError as e:
+        raise SettingError(blame or "agent", str(e)) from e
+    try:
+        check_hyperparameters(built, spec.agent_kwargs)
+    except SettingError as e:
+        raise SettingError(blame or "agent_kwargs", str(e)) from e
+    try:
+        return built(env, seed=spec.seed, **spec.agent_kwargs)
+    except (TypeError, ValueError) as e:
+        contract = ("; the harness builds an agent as Class(env, seed=..., **hyperparameters) "
+                    "(see agents.base.Agent)" if isinstance(e, TypeError) else "")
+        raise SettingError(blame or ("agent_kwargs" if spec.agent_kwargs else "agent"),
+                           f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}"
+                           f"{contract}") from e
