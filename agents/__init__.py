@@ -9,7 +9,10 @@ so `import agents` stays light.
 - `agents.qlearning`: `qlearning` (the paper's), `qlearning-fast` (its exploration
   shortened for 10-sweep budgets), `qlearning-plus`;
 - `agents.baselines`: `vanilla` (conventional training), `untie-all`, `albert`,
-  `sequence`, `cycle`, `cycle-rev`, `paper-sequence`, `paper-reverse`, `random`;
+  `sequence`, `cycle`, `cycle-rev`, `paper-sequence`, `paper-reverse`, `random`,
+  `random-unmasked`;
+- `agents.schedules`: `static-K` (the contiguous map with K roots, K in `STATIC_ROOTS`),
+  `untie-then-tie`;
 - `agents.sb3`: `dqn`, `ppo`, `a2c`, `maskable-ppo`, `qrdqn`, `recurrent-ppo`.
 
 For plain Stable-Baselines3: `agents.OneEpisode(env)` keeps the trained model when SB3
@@ -28,6 +31,8 @@ from agents.registry import env_settings, factory, make, names, register, unregi
 STATIC_AGENTS = ("vanilla", "albert", "sequence", "cycle", "cycle-rev", "paper-sequence",
                  "paper-reverse")
 SB3_AGENTS = ("dqn", "ppo", "a2c", "maskable-ppo", "qrdqn", "recurrent-ppo")
+# the static-K agents and their K roots (agents.schedules.STATIC_ROOTS): they need L >= K
+STATIC_ROOTS = {f"static-{k}": k for k in (1, 2, 3, 4, 6, 8, 12)}
 
 # each class declares its name; registered by path, imported when first made
 for _name, _path in {
@@ -43,6 +48,9 @@ for _name, _path in {
     "paper-sequence": "agents.baselines:PaperSequenceAgent",
     "paper-reverse": "agents.baselines:PaperReverseAgent",
     "random": "agents.baselines:RandomAgent",
+    "random-unmasked": "agents.baselines:RandomUnmaskedAgent",
+    **{name: f"agents.schedules:Static{k}Agent" for name, k in STATIC_ROOTS.items()},
+    "untie-then-tie": "agents.schedules:UntieThenTieAgent",
     "dqn": "agents.sb3:DQNAgent",
     "ppo": "agents.sb3:PPOAgent",
     "a2c": "agents.sb3:A2CAgent",
@@ -55,8 +63,15 @@ for _name, _path in {
 # public names, imported on first use (`StopAtEpisodeEnd` imports Stable-Baselines3)
 _LAZY = {"Agent": "agents.base", "OneEpisode": "agents.base",
          "StopAtEpisodeEnd": "agents.sb3"}
-__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "StopAtEpisodeEnd",
-           "env_settings", "factory", "make", "names", "register", "unregister"]
+__all__ = ["Agent", "OneEpisode", "SB3_AGENTS", "STATIC_AGENTS", "STATIC_ROOTS",
+           "StopAtEpisodeEnd", "env_settings", "factory", "fits", "make", "names", "register",
+           "unregister"]
+
+
+def fits(name: str, n_layer: int) -> bool:
+    """Whether agent `name` can play an environment of `n_layer` layers, without importing
+    it: `static-K` needs at least K layers; every other agent plays any depth."""
+    return STATIC_ROOTS.get(name, 1) <= n_layer
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Static tying patterns, and a uniformly random agent.
+"""Static tying patterns, and uniformly random agents (masked and unmasked).
 
 Every static agent plays one fixed tie map, given by `tie_map` in the
 project's convention (`t[i] == i`: own weights; `t[i] == r < i`: runs root
@@ -20,6 +20,7 @@ the map, and later sweeps keep it.
 | `paper-sequence` | `0 0 2 2 4 4`      | Hay & Wolf's "sequence" ablation          |
 | `paper-reverse`  | `0 1 2 2 1 0`      | Hay & Wolf's "reverse" ablation           |
 | `random`       | a uniform valid choice at every decision (seeded) |                |
+| `random-unmasked` | a uniform index of `Discrete(L)` (masks ignored) |                |
 
 `vanilla` is the published baseline (`--vnl`): it requires the environment
 setting `initial_ties="none"` (`ConventionalAgent.env_settings`, applied by
@@ -108,8 +109,11 @@ class StaticAgent(Agent):
     def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
         super().__init__(env, seed, **hparams)
         self.action_mode: str = action_mode(env.action_space)
-        self.ties = tie_map(self.pattern or self.name, n_layers(env.action_space),
-                            hparams.get("n_unique"))
+        self.ties = self.build_map(n_layers(env.action_space))
+
+    def build_map(self, n_layer: int) -> tm.TieMap:
+        """The tie map this agent plays on `n_layer` layers (subclasses may override)."""
+        return tie_map(self.pattern or self.name, n_layer, self.hparams.get("n_unique"))
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         if self.action_mode == "vector":
@@ -200,8 +204,9 @@ class CycleRevAgent(TakaseAgent):
 class RandomAgent(Agent):
     """A uniform choice among the valid options at every decision, from its own seeded RNG.
 
-    Layer mode: uniform over `action_masks()` (the `i + 1` distinct choices);
-    vector mode: entry `i` uniform over `0..i`.
+    Layer mode: uniform over `action_masks()` (the `i + 1` distinct choices), the action
+    semantics of `maskable-ppo` and the Q-learners; vector mode: entry `i` uniform over
+    `0..i`. `random-unmasked` (`RandomUnmaskedAgent`) is the unmasked learners' random.
     """
 
     name = "random"
@@ -227,3 +232,24 @@ class RandomAgent(Agent):
             raise ckpt.CheckpointError(f"the saved state is of agent {meta['agent']!r}, "
                                        f"this is {self.name!r}")
         self.rng = ckpt.make_generator(meta["rng"])
+
+
+class RandomUnmaskedAgent(RandomAgent):
+    """`random-unmasked`: a uniform index of the whole action space at every decision.
+
+    Layer mode: uniform over `Discrete(L)`, masks ignored; every index `>= i` means
+    "independent", so layer i trains its own weights with probability `(L - i) / L`
+    (against `1 / (i + 1)` for `random`). These are the action semantics of the
+    unmasked learners `dqn`, `ppo`, `a2c`, `qrdqn` and `recurrent-ppo`; `random`
+    (uniform over the `i + 1` distinct choices) shares those of `maskable-ppo` and
+    the Q-learners (`qlearning*` draw and choose among layer i's `i + 1` outputs).
+    Vector mode has no redundant index, so there it plays as `random` does.
+    """
+
+    name = "random-unmasked"
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
+        space = self.env.action_space
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            return self.rng.integers(space.nvec)
+        return int(self.rng.integers(space.n))

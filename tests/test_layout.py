@@ -164,9 +164,10 @@ def test_import_agents_is_light():
 
 def test_registered_names_match_the_agent_modules():
     import agents
-    from agents import baselines, sb3
+    from agents import baselines, sb3, schedules
 
     assert set(agents.STATIC_AGENTS) == set(baselines.STATIC)
+    assert agents.STATIC_ROOTS == schedules.STATIC_ROOTS
     assert set(agents.SB3_AGENTS) == set(sb3.ALGORITHMS)
     assert {"qlearning", "qlearning-plus", "random"} <= set(agents.names())
 
