@@ -153,6 +153,25 @@ class RunResult:
         values = [e.get("return") for e in self.eval or []]
         return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
+    def episode_values(self, metric: str) -> dict[int, float | None]:
+        """`metric` per held-out evaluation episode, by its seed, of a train-then-evaluate
+        run (`final_val_ppl`, `final_test_ppl`, `trainable_fraction`, `episode_return`,
+        `layers_tied_fraction`); an online run's own value by its seed (its episode return
+        is not in the result: it is the sum of its log's rewards)."""
+        keys = {"episode_return": "return"}
+        if self.protocol != TRAIN_EVALUATE:
+            value = None if metric == "episode_return" else getattr(self, metric)
+            return {self.seed: value}
+        out: dict[int, float | None] = {}
+        for e in self.eval or []:
+            if metric == "layers_tied_fraction":
+                ties = e.get("tie_map") or []
+                value = sum(t != i for i, t in enumerate(ties)) / len(ties) if ties else None
+            else:
+                value = e.get(keys.get(metric, metric))
+            out[int(e["seed"])] = value
+        return out
+
     @property
     def optimum(self) -> dict[str, float | None] | None:
         """The source's optimal perplexities, where the run recorded them."""
