@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load = os.getloadavg()[0]
     result = measure(track, args.decisions, args.cache_dir)
     m = result["mean"]
-    cell = result["budget"] * m["total"] + result["final_evaluation"]
+    episodes = track.train_episodes + track.eval_episodes if track.train_episodes else 1
+    cell = episodes * (result["budget"] * m["total"] + result["final_evaluation"])
     cells = len(track.agents) * len(track.seeds)
     result.update(track=track.label, threads=args.threads, workers=args.workers,
                   load_average_before=load, cell_seconds=cell, main_cells=cells,
+                  episodes_per_cell=episodes,
                   track_hours=cells * cell / args.workers / 3600)
     print(f"track {track.label}, {args.threads} thread(s), load average before {load:.2f}: "
           f"mean of {result['decisions']} decisions")
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {part} | {1e3 * m[part]:.1f} | {m[part] / m['total']:.1%} |")
     print(f"final evaluation (whole validation and test splits): "
           f"{result['final_evaluation']:.1f} s")
-    print(f"one cell: {result['budget']} decisions -> about {cell / 60:.1f} min; the main agents "
+    print(f"one cell: {episodes} episode(s) of {result['budget']} decisions -> about "
+          f"{cell / 60:.1f} min; the main agents "
           f"x seeds ({cells} cells) on {args.workers} workers: about "
           f"{result['track_hours']:.2f} h (the environment's share; agents add their own)")
     if args.json is not None:

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.benchmark import noise, tracks
@@ -33,8 +34,9 @@ def test_every_track_resolves_to_valid_settings(tmp_path: Path) -> None:
     for name in tracks.TRACKS:
         track = tracks.get(name)
         assert track.label == f"{name}/v{track.version}"
-        assert len(track.seeds) >= (10 if name == "tiny" else 5)
-        assert set(tracks.MAIN_AGENTS) <= set(track.agents)
+        if track.history:  # v2 tracks: test_v2_tracks_run_every_agent_on_the_same_seeds...
+            assert len(track.seeds) >= (10 if name == "tiny" else 5)
+            assert set(tracks.MAIN_AGENTS) <= set(track.agents)
         request = make_request(track.env_id, track.env_kwargs, track.agents, track.seeds, 1,
                                tmp_path / name, track=track.to_json())
         assert request.env_config["max_sweeps"] == track.env_kwargs["max_sweeps"]
@@ -45,8 +47,28 @@ def test_every_track_resolves_to_valid_settings(tmp_path: Path) -> None:
     assert not set(tiny.extra_agents) & set(tiny.agents)
 
 
+def test_v2_tracks_run_every_agent_on_the_same_seeds_and_hold_test_seeds_out() -> None:
+    from agents.runs.protocol import eval_seed, train_seed
+
+    v2 = [tracks.get(n) for n in tracks.TRACKS if not tracks.get(n).history]
+    assert {t.name for t in v2} == {"deep", "deep-transfer"}
+    for track in v2:
+        assert track.paired and track.objective and not track.extra_agents
+        assert set(tracks.cells(track).values()) == {track.seeds}  # one set of seeds
+        assert set(track.random_for) <= set(track.agents)
+        assert set(track.random_for.values()) | set(track.static_agents) <= set(track.agents)
+        assert track.env_kwargs["n_layer"] >= 12  # 75% tied leaves >= 3 roots
+        train = {train_seed(s, i) for s in track.seeds for i in range(track.train_episodes)}
+        test = {eval_seed(s, k) for s in track.seeds for k in range(track.eval_episodes)}
+        if track.train_episodes:
+            assert len(test) >= 10 and not train & test
+        else:
+            assert len(track.seeds) >= 10
+
+
 def test_unknown_track_and_fixed_options_are_refused() -> None:
-    with pytest.raises(SettingError, match="'nope' is not a track; allowed: tiny, wikitext2"):
+    with pytest.raises(SettingError, match="'nope' is not a track; allowed: tiny, wikitext2, "
+                                           "deep, deep-transfer"):
         tracks.get("nope")
     with pytest.raises(SettingError, match="--env-kwargs, --seeds") as err:
         tracks.refuse_overrides(["--out", "x", "--env-kwargs", "{}", "--seeds", "0"])
@@ -84,9 +106,15 @@ def test_cells_record_the_track_and_versions_never_mix(quick: tracks.Track, tmp_
 
 def test_reward_noise_is_measured_from_replayed_states(quick: tracks.Track,
                                                        cache_dir: Path) -> None:
-    result = noise.measure(quick, points=2, replicas=2, warmup=0, eval_batches=(1, 2),
-                           cache_dir=str(cache_dir), max_windows=16)
-    assert result["points"] == 2 and result["track"] == "quick/v1"
+    result = noise.measure(quick, points=1, replicas=2, eval_batches=(1, 2), seeds=(0, 1),
+                           phases=(0.0, 0.5), cache_dir=str(cache_dir), max_windows=16)
+    assert result["points"] == 4 and result["track"] == "quick/v1"
+    assert [(r["seed"], r["phase"]) for r in result["rows"]] == [
+        (0, 0.0), (0, 0.5), (1, 0.0), (1, 0.5)]
+    budget = result["rows"][1]["decision"] * 2  # the middle of the episode
+    assert result["rows"][0]["decision"] == 0 and budget > 0
+    assert set(result["per_phase"]) == {"0.0", "0.5"}
+    assert result["per_phase"]["0.5"]["points"] == 2
     for row in result["rows"]:
         assert row["train_noise_std"] >= 0
         assert len(row["decision_effects"]) == row["layer"]  # every other valid choice
@@ -94,8 +122,26 @@ def test_reward_noise_is_measured_from_replayed_states(quick: tracks.Track,
     assert set(result["eval_noise_std"]) == {"1", "2"}
     # replaying a data order twice gives the same reward: the noise comes from the order
     assert result["train_noise_std"] > 0
+    assert result["snr"] > 0 and result["subsets"] == "spread"
     text = noise.format_report(result)
     assert "effect of one decision" in text and "evaluation noise, 1 batches" in text
+    assert "signal-to-noise" in text and "at 50%" in text
+
+
+def test_evaluation_subsets_are_disjoint_and_spread_over_the_split() -> None:
+    windows = np.arange(20)[:, None]
+    subsets = noise.spread_subsets(windows, 5)
+    assert [s.ravel().tolist() for s in subsets] == [[0, 4, 8, 12, 16], [1, 5, 9, 13, 17],
+                                                      [2, 6, 10, 14, 18], [3, 7, 11, 15, 19]]
+    assert noise.spread_subsets(windows, 20) == []  # one subset: no spread to measure
+
+
+def test_noise_summary_recommends_the_smallest_quiet_evaluation() -> None:
+    rows = [{"decision_effects": [0.004], "train_noise_std": 0.002,
+             "eval_noise_std": {"1": 0.004, "4": 0.0009, "8": 0.0005}}]
+    summary = noise.summarize(rows, (1, 4, 8), track_eval_batches=1)
+    assert summary["recommended_eval_batches"] == 4  # 0.0009 <= 0.002 / 2
+    assert summary["snr"] == pytest.approx(0.004 / np.hypot(0.002, 0.004))
 
 
 def test_cli_refuses_what_a_track_fixes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -161,6 +161,7 @@ def request_settings(args: argparse.Namespace) -> dict[str, Any]:
     return dict(env_id=track.env_id, env_kwargs=track.env_kwargs, agents=names,
                 seeds=tracks.seeds_for(track, names),
                 agent_kwargs={a: k for a, k in track.agent_kwargs.items() if a in names},
+                train_episodes=track.train_episodes, eval_episodes=track.eval_episodes,
                 track=track.to_json())
 
 

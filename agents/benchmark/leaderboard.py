@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.benchmark.paired_page import answers, paired_section
 from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
 from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT, Bootstrap, improvement, verdicts
 from agents.benchmark.tracks import Hypothesis, judged_by
@@ -116,7 +117,7 @@ def track_key(meta: Json) -> tuple[str, str]:
 def group(files: Sequence[Json]) -> dict[tuple[str, str], list[Json]]:
     """Results files by track, in the order given; an agent twice in a track is refused."""
     groups: dict[tuple[str, str], list[Json]] = {}
-    for meta in files:
+    for meta in sorted(files, key=lambda m: not track_of(m).get("objective")):  # v2 first
         groups.setdefault(track_key(meta), []).append(meta)
     for key, members in groups.items():
         seen: dict[str, str] = {}
@@ -270,6 +271,15 @@ def track_section(key: tuple[str, str], members: Sequence[Json],
     name, version = key
     env = (members[0].get("request") or {}).get("env_id", "unknown env")
     title = f"Track `{name}` (version {version})" if name else f"`{members[0]['_file']}`"
+    if track_of(members[0]).get("objective"):  # Benchmark v2: paired statistics
+        lines = [f"## {title}: Benchmark v2", "", f"Environment `{env}`.", "",
+                 *setting_lines(members)]
+        for meta in members:
+            lines += [*paired_section(meta), "", *answers(meta), ""]
+        lines += [*noise_lines(noise), "Results files:", ""]
+        for meta in members:
+            lines += source_lines(meta, page_dir)
+        return lines
     reference, hypothesis = judged_by(track_of(members[0]))
     rows, across = merged_rows(members, reference)
     has_baseline = any((m.get("statistics") or {}).get("baseline") for m in members)

@@ -191,6 +191,7 @@ def summarize(out: str | Path, bootstrap: Bootstrap | None = None) -> str:
     none); returns the text of results.md. `bootstrap` sets the replications, interval
     size and seed of every interval (default `Bootstrap()`: deterministic).
     """
+    from agents.benchmark.paired import paired_statistics
     from agents.benchmark.stats import benchmark_statistics
 
     out = Path(out)
@@ -210,6 +211,14 @@ def summarize(out: str | Path, bootstrap: Bootstrap | None = None) -> str:
         vocab_size=_vocab_size(request, cells), bootstrap=bootstrap or Bootstrap())
     for agent in agents:
         table[agent] |= per_agent[agent]
+    if track.get("objective"):  # Benchmark v2: judged by paired statistics
+        statistics["paired"] = paired_statistics(
+            cells, agents, reference=baseline, hypothesis=hypothesis,
+            random_for=track.get("random_for") or {},
+            static_agents=track.get("static_agents") or [],
+            metric=track.get("rank_metric", "final_val_ppl"),
+            lower_is_better=track.get("rank_metric", "final_val_ppl") != "episode_return",
+            margin=track.get("margin", 0.01), bootstrap=bootstrap or Bootstrap())
     if "machine" not in meta:
         meta["machine"] = machine_info()
     if "code" not in meta:

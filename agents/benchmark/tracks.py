@@ -14,7 +14,8 @@ versions: a cell of another version counts as another configuration.
 | `wikitext2` | `LayerTying-GPT2-v0` at 12 x 64, offline WikiText-2 split | 10 x 11 x 4 | 0-4 |
 
 Both run `MAIN_AGENTS`; `wikitext2` adds `qlearning-fast`. Every other registered agent
-runs on the tiny track too, on seeds 0-4 (`extra_agents`):
+that can play 6 layers (`agents.fits`: not `static-8` or `static-12`) runs on the tiny
+track too, on seeds 0-4 (`extra_agents`):
 `--track tiny --agents A,B` with only such agents takes those seeds.
 
 A track also states what its results are judged by: its `reference_agent`, the agent
@@ -46,6 +47,31 @@ from tying_env.errors import SettingError
 # the agents every track compares (issue 10's main agents)
 MAIN_AGENTS = ("qlearning", "qlearning-plus", "vanilla", "albert", "cycle", "paper-sequence",
                "random", "maskable-ppo", "dqn")
+# the other agents of tiny/v1 (those registered when it ran; agents added since are not
+# on this track: it is history)
+TINY_V1_EXTRAS = ("a2c", "cycle-rev", "paper-reverse", "ppo", "qrdqn", "recurrent-ppo",
+                  "sequence", "untie-all")
+# Benchmark v2: the learners, a random agent of each action semantics, and static
+# schedules at every root count with a dynamic heuristic (they map the front)
+DEEP_AGENTS = ("qlearning", "qlearning-plus", "maskable-ppo", "dqn", "random",
+               "random-unmasked", "vanilla", "static-1", "static-2", "static-3", "static-4",
+               "static-6", "static-8", "untie-then-tie")
+# each learner's random agent: the same action semantics (`random` chooses among a
+# layer's distinct options, as masked learners and the Q-learners do; `random-unmasked`
+# draws any index of Discrete(L), as the unmasked SB3 learners do)
+DEEP_RANDOM_FOR = {"qlearning": "random", "qlearning-plus": "random",
+                   "maskable-ppo": "random", "dqn": "random-unmasked",
+                   "untie-then-tie": "random", "random": "random",
+                   "random-unmasked": "random-unmasked"}
+DEEP_STATIC = ("vanilla", "static-1", "static-2", "static-3", "static-4", "static-6",
+               "static-8")
+# 12 x 32 GPT-2 on the synthetic corpus: 75% tied leaves 3 roots
+DEEP_ENV = {"n_layer": 12, "n_embd": 32, "n_head": 4, "steps_per_decision": 2,
+            "eval_batches": 4, "param_penalty": 1e-4, "device": "cpu"}
+DEEP_OBJECTIVE = (
+    "rewarded for the change of validation log-perplexity minus 1e-4 x the trainable "
+    "fraction at every decision (param_penalty), and ranked by that episode return: "
+    "final quality traded against the parameters trained along the way")
 # the "WikiText-2, offline split" folder the wikitext2 track reads (built when missing)
 WIKITEXT2_DIR = "runs/wikitext-2-offline"
 # options a track fixes (refused beside --track)
@@ -88,6 +114,25 @@ class Track:
     eval_split: str = "the full validation and test splits, at the end of the episode"
     reference_agent: str = REFERENCE_AGENT  # every other agent is compared with it
     hypothesis: Hypothesis = PAPER  # the hypothesis its results test
+    # what agents are rewarded for and ranked by, in words, and the metric that ranks them
+    objective: str = ""
+    rank_metric: str = "final_val_ppl"
+    # > 0: train-then-test, every cell trains that many episodes on its training seeds,
+    # then plays `eval_episodes` held-out seeds frozen (`agents.runs.protocol`)
+    train_episodes: int = 0
+    eval_episodes: int = 3
+    history: bool = False  # a superseded track, kept for its published results
+    # Benchmark v2's paired statistics (`agents.benchmark.paired`): each agent's random
+    # agent of the same action semantics (score 0), the static schedules (the best is
+    # score 1), and the equivalence margin of the hypothesis (relative perplexity)
+    random_for: dict[str, str] = field(default_factory=dict)
+    static_agents: tuple[str, ...] = ()
+    margin: float = 0.01
+
+    @property
+    def paired(self) -> bool:
+        """Whether the track is judged by paired statistics (Benchmark v2)."""
+        return bool(self.objective)
 
     @property
     def label(self) -> str:
@@ -100,13 +145,32 @@ class Track:
                 "seeds": list(self.seeds), "agents": list(self.agents),
                 "extra_agents": list(self.extra_agents), "extra_seeds": list(self.extra_seeds),
                 "agent_kwargs": self.agent_kwargs, "metrics": list(self.metrics),
-                "eval_split": self.eval_split, "description": self.description}
+                "eval_split": self.eval_split, "description": self.description,
+                **({"objective": self.objective, "rank_metric": self.rank_metric}
+                   if self.objective else {}),
+                **({"train_episodes": self.train_episodes,
+                    "eval_episodes": self.eval_episodes} if self.train_episodes else {}),
+                **({"history": True} if self.history else {}),
+                **({"random_for": self.random_for, "static_agents": list(self.static_agents),
+                    "margin": self.margin} if self.paired else {})}
 
 
-def _other_agents() -> tuple[str, ...]:
+def n_layer(track: Track) -> int:
+    """The number of layers of the track's environment (its setting, or its preset's)."""
+    from tying_env import ENV_IDS
+    from tying_env.presets import PRESETS
+
+    preset = track.env_kwargs.get("preset", ENV_IDS[track.env_id]["preset"])
+    return int(track.env_kwargs.get("n_layer", PRESETS[preset]["n_layer"]))
+
+
+def _other_agents(layers: int) -> tuple[str, ...]:
+    """Every registered agent not among the main ones that can play `layers` layers
+    (`agents.fits`: e.g. `static-8` and `static-12` sit out a 6-layer track)."""
     import agents
 
-    return tuple(a for a in agents.names() if a not in MAIN_AGENTS and a != "qlearning-fast")
+    return tuple(a for a in agents.names()
+                 if a not in MAIN_AGENTS and a != "qlearning-fast" and agents.fits(a, layers))
 
 
 TRACKS: dict[str, Track] = {
@@ -114,8 +178,9 @@ TRACKS: dict[str, Track] = {
         name="tiny", version=1, env_id="LayerTying-GPT2-Tiny-v0",
         env_kwargs={"max_sweeps": 100, "steps_per_decision": 2, "eval_batches": 4,
                     "device": "cpu"},
-        seeds=tuple(range(10)), agents=MAIN_AGENTS,
-        extra_seeds=tuple(range(5)), reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
+        seeds=tuple(range(10)), agents=MAIN_AGENTS, history=True,
+        extra_agents=TINY_V1_EXTRAS, extra_seeds=tuple(range(5)),
+        reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         description="6-layer GPT-2 on the synthetic HMM corpus (its optimal perplexity "
                     "known); 100 sweeps, so that the paper's epsilon schedule reaches its "
                     "floor (after 90)"),
@@ -124,11 +189,28 @@ TRACKS: dict[str, Track] = {
         env_kwargs={"n_layer": 12, "n_embd": 64, "n_head": 4, "seq_len": 64, "batch_size": 8,
                     "vocab_size": 2048, "max_sweeps": 10, "eval_batches": 4,
                     "data_dir": WIKITEXT2_DIR, "device": "cpu"},
-        seeds=tuple(range(5)), agents=(*MAIN_AGENTS, "qlearning-fast"),
+        seeds=tuple(range(5)), agents=(*MAIN_AGENTS, "qlearning-fast"), history=True,
         reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         description="12-layer GPT-2 (n_embd 64) on the offline WikiText-2 split; 10 sweeps "
                     "(within 3 hours on 2 CPU cores): the paper's epsilon ends at 0.63, so "
                     "qlearning-fast (decay 0.6, at the floor after 9 sweeps) runs beside it"),
+    "deep": Track(
+        name="deep", version=1, env_id="LayerTying-GPT2-Tiny-v0",
+        env_kwargs={**DEEP_ENV, "max_sweeps": 50}, seeds=tuple(range(10)),
+        agents=DEEP_AGENTS, reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
+        objective=DEEP_OBJECTIVE, rank_metric="episode_return",
+        random_for=DEEP_RANDOM_FOR, static_agents=DEEP_STATIC,
+        description="12-layer GPT-2 (n_embd 32) on the synthetic HMM corpus, the paper's "
+                    "online protocol: one episode of 50 sweeps, learning while it plays"),
+    "deep-transfer": Track(
+        name="deep-transfer", version=1, env_id="LayerTying-GPT2-Tiny-v0",
+        env_kwargs={**DEEP_ENV, "max_sweeps": 20}, seeds=(0,), agents=DEEP_AGENTS,
+        reference_agent=REFERENCE_AGENT, hypothesis=PAPER, objective=DEEP_OBJECTIVE,
+        rank_metric="episode_return", train_episodes=10, eval_episodes=10,
+        random_for=DEEP_RANDOM_FOR, static_agents=DEEP_STATIC,
+        description="the deep track's model in shorter episodes (20 sweeps), "
+                    "train-then-test: 10 training episodes on training seeds, then the "
+                    "frozen agent on 10 held-out test seeds (the same for every agent)"),
 }
 
 
@@ -148,7 +230,7 @@ def get(name: str) -> Track:
         raise SettingError("track", f"{name!r} is not a track; allowed: {', '.join(TRACKS)}")
     track = TRACKS[name]
     if track.extra_seeds and not track.extra_agents:  # filled lazily: the registry may grow
-        track = Track(**{**track.__dict__, "extra_agents": _other_agents()})
+        track = Track(**{**track.__dict__, "extra_agents": _other_agents(n_layer(track))})
     return track
 
 

@@ -1,0 +1,119 @@
+"""The leaderboard section of a Benchmark v2 track: its paired statistics in words and tables.
+
+A v2 track states its objective (what agents are rewarded for and ranked by) and is
+judged by `agents.benchmark.paired` (the block `statistics.paired` of its results file):
+per agent the normalised score (0 = its random agent, 1 = the best static schedule), the
+paired difference to the reference agent with its Holm-adjusted interval, whether it
+learns (beats its random agent) and beats the best static schedule, and the paper's
+hypothesis as an equivalence test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agents.benchmark.report import fmt, track_of
+
+Json = dict[str, Any]
+VERDICT_WORDS = {"better": "yes", "worse": "no (worse)", "no difference": "no", None: "—"}
+
+
+def _interval(estimate: Json | None, digits: int) -> str:
+    """`value [low, high] (confidence)` of a paired estimate; `—` without one."""
+    if not estimate or estimate.get("value") is None:
+        return "—"
+    text = f"{fmt(estimate['value'], digits)}"
+    if estimate.get("low") is not None:
+        text += f" [{fmt(estimate['low'], digits)}, {fmt(estimate['high'], digits)}]"
+    return text
+
+
+def _answer(row: Json | None) -> str:
+    if not row:
+        return "—"
+    adjusted = row.get("p_adjusted")
+    p = "" if adjusted is None else f" (p {fmt(adjusted, 3)})"
+    return VERDICT_WORDS.get(row.get("verdict"), str(row.get("verdict"))) + p
+
+
+def _mean(row: Json, key: str) -> Any:
+    return ((row.get(key) or {}).get("mean")) if isinstance(row.get(key), dict) else None
+
+
+def paired_section(meta: Json) -> list[str]:
+    """The tables and sentences of one v2 results file (`statistics.paired`)."""
+    track = track_of(meta)
+    paired = (meta.get("statistics") or {}).get("paired")
+    if not paired:
+        return ["No paired statistics in this results file (run `python -m agents.benchmark "
+                "--summarize OUT` with this version to compute them).", ""]
+    method = paired["method"]
+    metric, reference = method["metric"], method["reference"]
+    relative = method["difference"].startswith("per seed, relative")
+    digits = 4 if relative else 3
+    comparisons = paired.get("comparisons") or {}
+    learns = paired.get("learns") or {}
+    static = paired.get("beats_best_static") or {}
+    best = paired.get("best_static")
+    scores = (paired.get("normalised") or {}).get("agents") or {}
+    agents = list(meta.get("agents") or {})
+    order = sorted(agents, key=lambda a: -((scores.get(a) or {}).get("value") or -1e9))
+    protocol = (f"train-then-test: {track.get('train_episodes')} training episodes per "
+                f"agent, then the frozen agent on {track.get('eval_episodes')} held-out seeds"
+                if track.get("train_episodes") else
+                "online (the paper's): one episode per seed, learning while it plays")
+    lines = [f"**Objective.** Agents are {track.get('objective', '(not stated)')}. "
+             f"**Protocol:** {protocol}. Seeds are shared: every agent plays the same "
+             "initialisations and data orders, so every comparison is paired by seed.", "",
+             f"Normalised score: 0 = the agent's random agent of the same action semantics, "
+             f"1 = the best static schedule (`{best}`, by mean {metric} on these seeds); "
+             f"mean over seeds with its 95% bootstrap interval. Difference to `{reference}`: "
+             f"mean per-seed {'relative ' if relative else ''}difference of {metric} with its "
+             f"Holm-adjusted interval ({method['test']}; {method['multiplicity']}). "
+             "*Learns?*: beats its random agent; *beats best static?*: beats "
+             f"`{best}`; both Holm-adjusted over the track's agents at alpha "
+             f"{method['alpha']}.", "",
+             f"| agent | normalised score | {metric} − `{reference}` | learns? (vs its random) "
+             f"| beats `{best}`? | final val ppl (mean) | trainable fraction (mean) | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for agent in order:
+        row = (meta.get("agents") or {}).get(agent) or {}
+        versus = comparisons.get(agent) or {}
+        random_row = learns.get(agent)
+        difference = (_interval(versus.get("difference"), digits) if agent != reference
+                      else "(reference)")
+        lines.append(
+            f"| `{agent}` | {_interval(scores.get(agent), 2)} | {difference}"
+            f" | {_answer(random_row) if random_row else '(a random agent)'}"
+            f" | {_answer(static.get(agent)) if agent != best else '(the best static)'}"
+            f" | {fmt(_mean(row, 'final_val_ppl'), 3)} | "
+            f"{fmt(_mean(row, 'trainable_fraction'), 3)} | {len(row.get('seeds') or [])} |")
+    lines.append("")
+    claim = paired.get("hypothesis")
+    if claim:
+        meeting = ", ".join(f"`{a}`" for a in claim["meeting"]) or "no agent"
+        lines += [f"**The paper's hypothesis** (at least {claim['min_tied_fraction']:.0%} of "
+                  f"the layers tied, final validation perplexity equivalent to "
+                  f"`{claim['conventional']}`'s within ±{claim['margin']:.0%}, "
+                  f"{method['equivalence']}): met by {meeting}.", ""]
+    for note in paired.get("notes") or []:
+        lines.append(f"- {note}")
+    return lines
+
+
+def answers(meta: Json) -> list[str]:
+    """One sentence per question of Benchmark v2 for the results file: does any agent
+    learn, does any beat the reference agent and the best static schedule."""
+    paired = (meta.get("statistics") or {}).get("paired") or {}
+
+    def who(block: Json | None, verdict: str = "better") -> Sequence[str]:
+        return [a for a, r in (block or {}).items() if (r or {}).get("verdict") == verdict]
+
+    reference = (paired.get("method") or {}).get("reference")
+    parts = [("learns (beats its random agent)", who(paired.get("learns"))),
+             (f"beats `{reference}`", who(paired.get("comparisons"))),
+             (f"beats the best static schedule `{paired.get('best_static')}`",
+              who(paired.get("beats_best_static")))]
+    return [f"- Which agent {what}? " + (", ".join(f"`{a}`" for a in names) or "none")
+            for what, names in parts]
