@@ -13,6 +13,7 @@ so `import agents` stays light.
   `random-unmasked`;
 - `agents.schedules`: `static-K` (the contiguous map with K roots, K in `STATIC_ROOTS`),
   `untie-then-tie`;
+- `agents.bandit`: `schedule-bandit` (learns which whole schedule to play, over episodes);
 - `agents.sb3`: `dqn`, `ppo`, `a2c`, `maskable-ppo`, `qrdqn`, `recurrent-ppo`.
 
 For plain Stable-Baselines3: `agents.OneEpisode(env)` keeps the trained model when SB3
@@ -51,6 +52,7 @@ for _name, _path in {
     "random-unmasked": "agents.baselines:RandomUnmaskedAgent",
     **{name: f"agents.schedules:Static{k}Agent" for name, k in STATIC_ROOTS.items()},
     "untie-then-tie": "agents.schedules:UntieThenTieAgent",
+    "schedule-bandit": "agents.bandit:ScheduleBanditAgent",
     "dqn": "agents.sb3:DQNAgent",
     "ppo": "agents.sb3:PPOAgent",
     "a2c": "agents.sb3:A2CAgent",

@@ -91,6 +91,13 @@ def untie_then_tie_map(n_layer: int, budget_roots: int, sweeps: int, untied: int
     return tuple(final[i] if i in tied else i for i in range(n_layer))
 
 
+def episode_sweeps(info: dict[str, Any], mode: str, n_layer: int) -> int:
+    """The sweeps of the episode, from `info["budget"]` (its decisions): one decision per
+    sweep in vector mode, one per layer but the first in layer mode."""
+    per_sweep = 1 if mode == "vector" else max(1, n_layer - 1)
+    return max(1, int(info["budget"]) // per_sweep)
+
+
 # ------------------------------------------------------------------ static at every root count
 class StaticRootsAgent(StaticAgent):
     """The static map with exactly `roots` roots in contiguous groups (`contiguous_map`).
@@ -194,8 +201,7 @@ class UntieThenTieAgent(Agent):
 
     def target(self, info: dict[str, Any]) -> tm.TieMap:
         """The tie map of the sweep `info` is in, from the episode's budget."""
-        per_sweep = 1 if self.action_mode == "vector" else max(1, self.n_layer - 1)
-        sweeps = max(1, int(info["budget"]) // per_sweep)
+        sweeps = episode_sweeps(info, self.action_mode, self.n_layer)
         untied = untie_sweeps(sweeps, self.untie_fraction)
         return untie_then_tie_map(self.n_layer, self.budget_roots, sweeps, untied,
                                   min(int(info["sweep"]), sweeps - 1))

@@ -55,13 +55,14 @@ TINY_V1_EXTRAS = ("a2c", "cycle-rev", "paper-reverse", "ppo", "qrdqn", "recurren
 # schedules at every root count with a dynamic heuristic (they map the front)
 DEEP_AGENTS = ("qlearning", "qlearning-plus", "maskable-ppo", "dqn", "random",
                "random-unmasked", "vanilla", "static-1", "static-2", "static-3", "static-4",
-               "static-6", "static-8", "untie-then-tie")
+               "static-6", "static-8", "untie-then-tie", "schedule-bandit")
 # each learner's random agent: the same action semantics (`random` chooses among a
 # layer's distinct options, as masked learners and the Q-learners do; `random-unmasked`
 # draws any index of Discrete(L), as the unmasked SB3 learners do)
 DEEP_RANDOM_FOR = {"qlearning": "random", "qlearning-plus": "random",
                    "maskable-ppo": "random", "dqn": "random-unmasked",
-                   "untie-then-tie": "random", "random": "random",
+                   "untie-then-tie": "random", "schedule-bandit": "random",
+                   "random": "random",
                    "random-unmasked": "random-unmasked"}
 DEEP_STATIC = ("vanilla", "static-1", "static-2", "static-3", "static-4", "static-6",
                "static-8")
