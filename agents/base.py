@@ -141,6 +141,9 @@ class Agent:
 
     name: ClassVar[str] = ""  # the name it is registered under (`agents.register`)
     checkpoints: ClassVar[bool] = True  # run() takes on_boundary; False: it takes none
+    # False: nothing it sees changes what it does (static and random agents), so the
+    # train-then-evaluate protocol plays it no training episodes
+    learns: ClassVar[bool] = True
 
     def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
         check_hyperparameters(type(self), hparams)

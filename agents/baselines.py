@@ -104,6 +104,8 @@ class StaticAgent(Agent):
     its `pattern`; the Takase & Kiyono ones (`TakaseAgent`) take `n_unique`.
     """
 
+    learns = False  # nothing it sees changes what it does
+
     pattern: ClassVar[str] = ""  # "" means the agent's name
 
     def __init__(self, env: gym.Env, seed: int = 0, **hparams: Any):
@@ -208,6 +210,8 @@ class RandomAgent(Agent):
     semantics of `maskable-ppo` and the Q-learners; vector mode: entry `i` uniform over
     `0..i`. `random-unmasked` (`RandomUnmaskedAgent`) is the unmasked learners' random.
     """
+
+    learns = False  # nothing it sees changes what it does
 
     name = "random"
 

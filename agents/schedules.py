@@ -181,6 +181,8 @@ class UntieThenTieAgent(Agent):
     progressively so that the last sweep plays the `budget_roots` map (default: the
     paper's budget, `max(1, L // 4)` roots). See the module's docstring."""
 
+    learns = False  # its schedule is fixed by the budget
+
     name = "untie-then-tie"
 
     def __init__(self, env: gym.Env, seed: int = 0, budget_roots: int | None = None,

@@ -51,6 +51,14 @@ def test_an_sb3_agent_trains_over_episodes_then_acts_frozen(tmp_path, cache_dir)
         assert all(root <= i for i, root in enumerate(e["tie_map"]))
 
 
+def test_an_agent_that_does_not_learn_plays_no_training_episode(tmp_path, cache_dir):
+    assert not agents.factory("albert").learns and agents.factory("qlearning").learns
+    result = run("albert", tmp_path / "run", cache_dir)
+    assert result["train"] == [] and len(result["eval"]) == 2
+    assert any("does not learn" in note for note in result["notes"])
+    assert all(e["tie_map"] == [0, 0, 0, 0] for e in result["eval"])
+
+
 def test_evaluation_changes_nothing_in_the_agent(tmp_path, cache_dir):
     env = gym.make("LayerTying-GPT2-Tiny-v0", cache_dir=cache_dir, **SMALL)
     guard = OneEpisode(env, episodes=2)

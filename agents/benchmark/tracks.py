@@ -12,6 +12,20 @@ versions: a cell of another version counts as another configuration.
 |-------------|----------------------------------------------|-------------------------|-------|
 | `tiny`      | `LayerTying-GPT2-Tiny-v0`, synthetic HMM (its optimum known) | 100 x 5 x 2 | 0-9 |
 | `wikitext2` | `LayerTying-GPT2-v0` at 12 x 64, offline WikiText-2 split | 10 x 11 x 4 | 0-4 |
+| `deep`      | `LayerTying-GPT2-Tiny-v0` at 12 x 32, synthetic HMM | 32 x 11 x 2 | 0-9 |
+| `deep-transfer` | the same, train 10 episodes then test on 10 held-out seeds | 20 x 11 x 2 | 0 |
+
+`tiny` and `wikitext2` (version 1) are history: kept for their published results, with
+the agents they ran. Benchmark v2 is `deep` and `deep-transfer`: a 12-layer model (75%
+tied leaves 3 roots, so static schedules exist at 1 to 12 roots), every agent on the same
+seeds, the objective stated (`objective`, `rank_metric`) and judged by paired statistics
+(`agents.benchmark.paired`): the learners, a random agent of each action semantics
+(`random_for`), the static schedules at 1, 2, 3, 4, 6, 8 and 12 roots (`vanilla` is the
+12-root one) and `untie-then-tie`. Their evaluation size, 16 batches, is the smallest whose
+noise is at most half the training noise (`python -m agents.benchmark.noise --track
+deep`: training noise 0.0008, evaluation noise 0.0010 at 4 batches, 0.0006 at 8, 0.0004
+at 16); their budgets fit 3 hours on 2 CPU cores by `python -m perf.tracktime` (0.36 s a
+decision at 1 thread).
 
 Both run `MAIN_AGENTS`; `wikitext2` adds `qlearning-fast`. Every other registered agent
 that can play 6 layers (`agents.fits`: not `static-8` or `static-12`) runs on the tiny
@@ -68,7 +82,7 @@ DEEP_STATIC = ("vanilla", "static-1", "static-2", "static-3", "static-4", "stati
                "static-8")
 # 12 x 32 GPT-2 on the synthetic corpus: 75% tied leaves 3 roots
 DEEP_ENV = {"n_layer": 12, "n_embd": 32, "n_head": 4, "steps_per_decision": 2,
-            "eval_batches": 4, "param_penalty": 1e-4, "device": "cpu"}
+            "eval_batches": 16, "param_penalty": 1e-4, "device": "cpu"}
 DEEP_OBJECTIVE = (
     "rewarded for the change of validation log-perplexity minus 1e-4 x the trainable "
     "fraction at every decision (param_penalty), and ranked by that episode return: "
@@ -197,12 +211,12 @@ TRACKS: dict[str, Track] = {
                     "qlearning-fast (decay 0.6, at the floor after 9 sweeps) runs beside it"),
     "deep": Track(
         name="deep", version=1, env_id="LayerTying-GPT2-Tiny-v0",
-        env_kwargs={**DEEP_ENV, "max_sweeps": 50}, seeds=tuple(range(10)),
+        env_kwargs={**DEEP_ENV, "max_sweeps": 32}, seeds=tuple(range(10)),
         agents=DEEP_AGENTS, reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         objective=DEEP_OBJECTIVE, rank_metric="episode_return",
         random_for=DEEP_RANDOM_FOR, static_agents=DEEP_STATIC,
         description="12-layer GPT-2 (n_embd 32) on the synthetic HMM corpus, the paper's "
-                    "online protocol: one episode of 50 sweeps, learning while it plays"),
+                    "online protocol: one episode of 32 sweeps, learning while it plays"),
     "deep-transfer": Track(
         name="deep-transfer", version=1, env_id="LayerTying-GPT2-Tiny-v0",
         env_kwargs={**DEEP_ENV, "max_sweeps": 20}, seeds=(0,), agents=DEEP_AGENTS,

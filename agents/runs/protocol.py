@@ -5,7 +5,8 @@ training run of a fresh transformer, and the agent learns while it plays it. RL
 researchers also train an agent over many episodes and then evaluate it, frozen, on
 held-out ones. With `RunSpec.train_episodes = N > 0` a run does that:
 
-1. **Training**: the agent plays `N` episodes one after another (`Agent.train`),
+1. **Training**: the agent plays `N` episodes one after another (`Agent.train`; an agent
+   that does not learn, `Agent.learns = False`, plays none),
    learning as it goes; episode `i` is a fresh transformer seeded with
    `train_seed(seed, i)`.
 2. **Evaluation**: the frozen agent (`Agent.policy`: no exploration, no learning) plays
@@ -111,9 +112,11 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         summaries = EpisodeSummaries(EpisodeSeeds(env, seeds))
         guard = OneEpisode(summaries, episodes=spec.train_episodes)
         agent = make_agent(spec, guard)
-        print(f"training {spec.agent} over {spec.train_episodes} episodes", file=sys.stderr)
         t_train = time.perf_counter()
-        agent.train(spec.train_episodes)
+        if agent.learns:
+            print(f"training {spec.agent} over {spec.train_episodes} episodes",
+                  file=sys.stderr)
+            agent.train(spec.train_episodes)
         train_seconds = time.perf_counter() - t_train
         train = [{"seed": s, **e} for s, e in zip(seeds, summaries.episodes, strict=False)]
 
@@ -128,6 +131,9 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
     published = evaluations and "best_test_ppl" in evaluations[0]
     notes = ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
              "evaluation episodes (held-out seeds, frozen agent)"]
+    if not agent.learns:
+        notes.append(f"{spec.agent} does not learn (Agent.learns is False): it played no "
+                     "training episodes")
     result = RunResult(
         protocol=TRAIN_EVALUATE, agent=spec.agent, agent_kwargs=spec.agent_kwargs,
         env_id=spec.env_id, env_kwargs=base.cfg.to_dict(), seed=spec.seed,
