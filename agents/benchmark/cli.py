@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.benchmark.report import RESULTS_MD
+from agents.benchmark.tracks import TRACKS
 from agents.runs.config import parse_with_config
 from agents.runs.spec import DEFAULT_ENV
 from tying_env.errors import SettingError
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "works too); flags override it")
     parser.add_argument("--track", metavar="NAME",
                         help="run a named, versioned track (agents.benchmark.tracks: "
-                             "tiny, wikitext2), which fixes the environment, its settings, "
+                             f"{', '.join(TRACKS)}), which fixes the environment, its settings, "
                              "the seeds and the agents' hyperparameters; --agents defaults "
                              "to the track's main agents")
     parser.add_argument("--env", dest="env_id",
