@@ -285,3 +285,31 @@ def test_train_then_test_cells_pair_by_held_out_seed_and_returns_are_absolute():
     assert found["best_static"] == "static"
     assert found["beats_best_static"]["learner"]["verdict"] == "worse"
     assert found["beats_best_static"]["random"]["against"] == "static"
+
+
+def test_the_leaderboard_shows_a_v2_track_first_with_its_paired_statistics():
+    from agents.benchmark.leaderboard import render
+
+    agents = ["learner", "plain", "random", "static", "tier"]
+    track = {"name": "v2demo", "version": 1, "label": "v2demo/v1",
+             "objective": "rewarded for X and ranked by it", "rank_metric": "final_val_ppl",
+             "random_for": {a: "random" for a in agents}, "static_agents": ["static"],
+             "seeds": list(range(10)), "env_kwargs": {}, "description": "a demo"}
+    cells = track_cells()
+    paired_block = paired.paired_statistics(
+        cells, agents, reference="learner", hypothesis=Hypothesis("plain", 0.75),
+        random_for=track["random_for"], static_agents=["static"], bootstrap=FAST)
+    v2 = {"_file": "docs/results/v2demo.json", "request": {"env_id": "E", "track": track},
+          "agents": {a: {"seeds": list(range(10)), "final_val_ppl": {"mean": 1.0}}
+                     for a in agents},
+          "statistics": {"paired": paired_block}, "cells": cells, "code": {}, "machine": {}}
+    v1 = {"_file": "docs/results/old.json", "request": {"env_id": "E"}, "agents": {},
+          "statistics": {}, "cells": [], "code": {}, "machine": {}}
+    page = render([v1, v2], "python -m agents.benchmark.leaderboard X", {}, submit=False)
+    assert page.index("Track `v2demo` (version 1): Benchmark v2") < page.index("old.json")
+    assert "rewarded for X and ranked by it" in page
+    row = next(line for line in page.splitlines() if line.startswith("| `static` |"))
+    assert "(the best static)" in row and "1.00 [" in row  # its normalised score is 1
+    assert "- Which agent learns (beats its random agent)? `learner`, `plain`, `static`, " \
+           "`tier`" in page
+    assert "met by `tier`" in page

@@ -262,7 +262,20 @@ def noise_lines(result: Json | None) -> list[str]:
             f"one decision changes the reward by {fmt(result.get('decision_effect_median'), 4)} "
             f"(median |r(change) - r(no change)|); the no-change reward varies by "
             f"{fmt(result.get('train_noise_std'), 4)} (std) over training-data orders, and an "
-            f"evaluation subset adds {sizes}.", ""]
+            f"evaluation subset adds {sizes}." + _snr(result), ""]
+
+
+def _snr(result: Json) -> str:
+    """The measurement's design and signal-to-noise ratio, where it recorded them."""
+    if "snr" not in result:
+        return ""
+    size = result.get("recommended_eval_batches")
+    return (f" Measured on seeds {', '.join(map(str, result.get('seeds', [])))} at "
+            f"{', '.join(f'{float(f):.0%}' for f in result.get('phases', []))} of the episode, "
+            f"with evaluation subsets spread over the split: one reward's signal-to-noise ratio "
+            f"is {fmt(result['snr'])} at the track's size; the smallest size whose noise is at "
+            f"most half the training noise is "
+            f"{f'{size} batches' if size else 'none of those measured'}.")
 
 
 def track_section(key: tuple[str, str], members: Sequence[Json],

@@ -23,8 +23,9 @@ evaluation size. The smallest evaluation size whose noise is at most half the tr
 noise is the one to choose (`recommended_eval_batches`).
 
 `python -m agents.benchmark.noise --track tiny --json docs/results/leaderboard/noise-tiny.json`
-prints a table and writes the figures; the results page shows them beside the
-evaluation size the track uses.
+prints a table and writes the figures; the leaderboard shows them beside the evaluation
+size the track uses, and `python -m agents.benchmark.noise --page docs/results/noise.md
+FILE.json ...` writes the page of every measurement's table.
 """
 
 from __future__ import annotations
@@ -165,10 +166,13 @@ def format_report(result: dict[str, Any]) -> str:
             "n/a" if c is None or (isinstance(c, float) and not math.isfinite(c))
             else f"{c:.{digits}f}" if isinstance(c, float) else str(c) for c in cells) + " |"
 
-    lines = [f"track {result['track']}: seeds {result.get('seeds')}, "
-             f"{result.get('points_per_phase')} decisions at each phase, "
-             f"{result['replicas']} data orders, {result.get('subsets', 'contiguous')} "
-             "evaluation subsets; rewards in validation log-perplexity (medians over points)",
+    where = (f"seeds {result['seeds']}, {result.get('points_per_phase')} decisions at each "
+             "phase" if "phases" in result else  # measured before phases and seeds existed
+             f"seed 0, {result['points']} decisions after {result.get('warmup_sweeps')} "
+             "random sweeps")
+    lines = [f"track {result['track']}: {where}, {result['replicas']} data orders, "
+             f"{result.get('subsets', 'contiguous')} evaluation subsets; rewards in "
+             "validation log-perplexity (medians over points)",
              "", "| quantity | " + " | ".join(name for name, _ in columns) + " |",
              "|---|" + "---|" * len(columns),
              row("decision points", lambda v: v["points"]),
@@ -180,16 +184,51 @@ def format_report(result: dict[str, Any]) -> str:
         mark = " (the track's)" if int(n) == result["track_eval_batches"] else ""
         lines.append(row(f"evaluation noise, {n} batches = {int(n) * result['batch_size']} "
                          f"windows{mark}", lambda v, n=n: v["eval_noise_std"][n]))
-    lines += [row("signal-to-noise ratio of one reward (at the track's size)",
-                  lambda v: v.get("snr"), 2),
+    def snr(v: dict[str, Any]) -> float | None:  # older files did not record it
+        at_track = v["eval_noise_std"].get(str(result["track_eval_batches"]))
+        return v.get("snr", None if at_track is None else
+                     v["decision_effect_median"] / math.hypot(v["train_noise_std"], at_track))
+
+    lines += [row("signal-to-noise ratio of one reward (at the track's size)", snr, 2),
               row("smallest size with evaluation noise <= training noise / 2",
                   lambda v: v.get("recommended_eval_batches"))]
     return "\n".join(lines)
 
 
+def write_page(paths: Sequence[Path], out: Path) -> str:
+    """The page of the measurements in `paths` (their tables, in the order given), with
+    the command and the commit that made it."""
+    from agents.benchmark.leaderboard import display_path
+    from agents.benchmark.report import code_version
+    from tying_env.files import read_json, write_text
+
+    commit = code_version().get("commit")
+    command = "python -m agents.benchmark.noise --page " + " ".join(
+        display_path(Path(p)) for p in [out, *paths])
+    lines = ["# Reward noise", "",
+             f"Generated from the measurements' JSON by `{command}`"
+             + (f" at commit `{commit[:12]}`" if commit else "") + "; do not edit it by hand.",
+             "", __doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0], ""]
+    for path in paths:
+        result = read_json(path)
+        if result is None or "train_noise_std" not in result:
+            raise ValueError(f"{path} is not a reward-noise measurement (--json of this module)")
+        lines += [f"## `{result['track']}`: `{Path(path).stem}`", "", format_report(result), "",
+                  f"Measured by `{result.get('command', '?')}` in "
+                  f"{float(result.get('seconds', 0)) / 60:.1f} min; file "
+                  f"`{display_path(Path(path))}`.", ""]
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    write_text(out, text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--track", required=True, help=f"one of {', '.join(tracks.TRACKS)}")
+    parser.add_argument("--track", help=f"one of {', '.join(tracks.TRACKS)}")
+    parser.add_argument("--page", type=Path, default=None, metavar="OUT.md",
+                        help="write the page of the measurements FILE.json instead")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE.json",
+                        help="with --page: measurements written by --json")
     parser.add_argument("--points", type=int, default=2,
                         help="decisions measured in a row at each phase of each seed")
     parser.add_argument("--replicas", type=int, default=4)
@@ -201,6 +240,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.page is not None:
+        if not args.files:
+            parser.error("--page needs the measurements' JSON files")
+        print(write_page(args.files, args.page), end="")
+        return {}
+    if args.track is None:
+        parser.error("--track is required (or --page OUT.md FILE.json ...)")
     import torch
 
     torch.set_num_threads(args.threads)

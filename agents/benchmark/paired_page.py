@@ -16,6 +16,8 @@ from typing import Any
 from agents.benchmark.report import fmt, track_of
 
 Json = dict[str, Any]
+# an agent's action semantics, told by its random agent of the same semantics
+SEMANTICS = {"random": "distinct choices", "random-unmasked": "any index of Discrete(L)"}
 VERDICT_WORDS = {"better": "yes", "worse": "no (worse)", "no difference": "no", None: "—"}
 
 
@@ -71,12 +73,17 @@ def paired_section(meta: Json) -> list[str]:
              f"mean over seeds with its 95% bootstrap interval. Difference to `{reference}`: "
              f"mean per-seed {'relative ' if relative else ''}difference of {metric} with its "
              f"Holm-adjusted interval ({method['test']}; {method['multiplicity']}). "
+             "*Actions*: how the agent chooses (among a layer's distinct choices, as masked "
+             "agents and the Q-learners do, or any index of `Discrete(L)`, where every index "
+             ">= i means independent; `fixed`: a schedule). "
              "*Learns?*: beats its random agent; *beats best static?*: beats "
              f"`{best}`; both Holm-adjusted over the track's agents at alpha "
              f"{method['alpha']}.", "",
-             f"| agent | normalised score | {metric} − `{reference}` | learns? (vs its random) "
-             f"| beats `{best}`? | final val ppl (mean) | trainable fraction (mean) | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| agent | actions | normalised score | {metric} − `{reference}` | learns? (vs its "
+             f"random) | beats `{best}`? | final val ppl (mean) | trainable fraction (mean) "
+             "| seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    random_for = track.get("random_for") or {}
     for agent in order:
         row = (meta.get("agents") or {}).get(agent) or {}
         versus = comparisons.get(agent) or {}
@@ -84,7 +91,8 @@ def paired_section(meta: Json) -> list[str]:
         difference = (_interval(versus.get("difference"), digits) if agent != reference
                       else "(reference)")
         lines.append(
-            f"| `{agent}` | {_interval(scores.get(agent), 2)} | {difference}"
+            f"| `{agent}` | {SEMANTICS.get(random_for.get(agent), 'fixed')} | "
+            f"{_interval(scores.get(agent), 2)} | {difference}"
             f" | {_answer(random_row) if random_row else '(a random agent)'}"
             f" | {_answer(static.get(agent)) if agent != best else '(the best static)'}"
             f" | {fmt(_mean(row, 'final_val_ppl'), 3)} | "
