@@ -24,8 +24,8 @@ seeds, the objective stated (`objective`, `rank_metric`) and judged by paired st
 12-root one) and `untie-then-tie`. Their evaluation size, 16 batches, is the smallest whose
 noise is at most half the training noise (`python -m agents.benchmark.noise --track
 deep`: training noise 0.0014, evaluation noise 0.0014 at 4 batches, 0.0009 at 8, 0.0007
-at 16; one decision's effect 0.0015); their budgets fit 3 hours on 2 CPU cores by `python -m perf.tracktime` (0.36 s a
-decision at 1 thread).
+at 16; one decision's effect 0.0015); their budgets fit 3 hours on 2 CPU cores by
+`python -m perf.tracktime` (0.36 s a decision at 1 thread).
 
 Both run `MAIN_AGENTS`; `wikitext2` adds `qlearning-fast`. Every other registered agent
 that can play 6 layers (`agents.fits`: not `static-8` or `static-12`) runs on the tiny

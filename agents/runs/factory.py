@@ -12,8 +12,7 @@ import json
 
 import gymnasium as gym
 
-import agents
-from agents.base import Agent, check_hyperparameters
+from agents.base import Agent
 from agents.runs.spec import RunSpec
 from tying_env.errors import DataUnavailableError, SettingError, WriteFailedError
 
@@ -39,14 +38,7 @@ def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
     its constructor) as a `SettingError`, and so is a class that cannot be built as
     `Class(env, seed=..., **hyperparameters)`."""
     blame = "resume" if spec.resume else None
-    try:
-        built = agents.factory(spec.agent)
-    except ValueError as e:
-        raise SettingError(blame or "agent", str(e)) from e
-    try:
-        check_hyperparameters(built, spec.agent_kwargs)
-    except SettingError as e:
-        raise SettingError(blame or "agent_kwargs", str(e)) from e
+    built = spec.agent_class()
     try:
         return built(env, seed=spec.seed, **spec.agent_kwargs)
     except (TypeError, ValueError) as e:

@@ -118,8 +118,10 @@ class RunSpec:
             where = "resume" if self.resume else f"env_kwargs.{e.argument}"
             raise SettingError(where, str(e)) from e
 
-    def check(self) -> RunSpec:
-        """Raise `SettingError` for anything a run would trip over; return self."""
+    def agent_class(self) -> Any:
+        """The agent's class, its hyperparameters checked (`Agent.hyperparameters`); a
+        `SettingError` names the spec's field at fault (`agent`, `agent_kwargs`, or
+        `resume` when the settings came from a checkpoint)."""
         import agents  # the registry: imported here so that reading a spec stays light
         from agents.base import check_hyperparameters
 
@@ -137,6 +139,12 @@ class RunSpec:
             check_hyperparameters(agent, self.agent_kwargs)
         except SettingError as e:
             raise SettingError(blame or "agent_kwargs", str(e)) from None
+        return agent
+
+    def check(self) -> RunSpec:
+        """Raise `SettingError` for anything a run would trip over; return self."""
+        blame = "resume" if self.resume else None
+        self.agent_class()
         ids = env_ids()
         if self.env_id not in ids:
             raise SettingError(blame or "env_id",
