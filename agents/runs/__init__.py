@@ -15,4 +15,5 @@
 | `tracking` | an optional experiment tracker (MLflow, offline)                 |
 | `config` | `--config FILE`: options from YAML, TOML or JSON                   |
 | `cli`    | `train-agent`: options -> `RunSpec` -> `driver.run`                |
+| `replay` | a run's tie-map video from its log; its saved agent played again   |
 """
