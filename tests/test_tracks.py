@@ -174,3 +174,35 @@ def test_cli_runs_a_track_and_records_it(quick: tracks.Track, tmp_path: Path,
     assert results["request"]["track"]["label"] == "quick/v1"
     assert "--track quick" in results["request"]["command"]
     assert [c["result"]["track"] for c in results["cells"]] == ["quick/v1"]
+
+
+def test_a_v2_track_runs_end_to_end_into_paired_statistics_and_the_leaderboard(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real cells of a small v2 track: the report's paired block and the page's v2 section."""
+    from agents.benchmark import main as benchmark_main
+    from agents.benchmark.paired_page import answers, paired_section
+
+    track = tracks.Track(
+        name="quickv2", version=1, env_id="LayerTying-GPT2-Tiny-v0",
+        env_kwargs={**QUICK, "n_layer": 4, "param_penalty": 1e-3}, seeds=tuple(range(6)),
+        agents=("random", "static-1", "vanilla"), description="a v2 test track",
+        reference_agent="random", objective="rewarded for the log-ppl change minus a "
+        "penalty, ranked by return", rank_metric="episode_return",
+        random_for={"random": "random"}, static_agents=("static-1", "vanilla"))
+    monkeypatch.setitem(tracks.TRACKS, "quickv2", track)
+    out = tmp_path / "bench"
+    assert benchmark_main(["--track", "quickv2", "--out", str(out), "--workers", "2",
+                           "--threads", "1", "--cache-dir", str(cache_dir),
+                           "--no-progress"]) == 0
+    meta = json.loads((out / "results.json").read_text())
+    paired = meta["statistics"]["paired"]
+    assert paired["method"]["metric"] == "episode_return"
+    assert paired["method"]["lower_is_better"] is False
+    assert set(paired["comparisons"]) == {"static-1", "vanilla"}
+    assert all(row["n"] == 6 for row in paired["comparisons"].values())  # paired by seed
+    assert paired["best_static"] in ("static-1", "vanilla")
+    assert paired["hypothesis"]["conventional"] == "vanilla"
+    assert paired["normalised"]["agents"]["random"]["value"] == pytest.approx(0.0)
+    text = "\n".join([*paired_section(meta), *answers(meta)])
+    assert "ranked by return" in text and "| `vanilla` | fixed |" in text
+    assert "- Which agent beats `random`?" in text
