@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any
 from agents.base import OneEpisode
 from agents.benchmark import tracks
 from agents.runs.factory import make_agent, make_env
-from agents.runs.protocol import EVAL_OFFSET, EpisodeSeeds, eval_seed, train_seed
+from agents.runs.protocol import (
+    EVAL_OFFSET,
+    EpisodeSeeds,
+    eval_seed,
+    frozen_episode,
+    train_seed,
+)
 from agents.runs.spec import RunSpec
 from tying_env.errors import SettingError
 from tying_env.files import write_json
@@ -137,12 +143,7 @@ def score(track: tracks.Track, agent: str, hparams: dict[str, Any], train: list[
 
 def _validate(env: Any, agent: Any, seed: int, metric: str) -> float:
     """One frozen episode on `seed`: its return, or its final validation perplexity."""
-    obs, info = env.reset(seed=seed)
-    done, total = False, 0.0
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(agent.policy(obs, info))
-        total += float(reward)
-        done = terminated or truncated
+    total, _ = frozen_episode(env, agent, seed)
     return total if metric == "episode_return" else float(env.unwrapped.evaluate_split("valid"))
 
 

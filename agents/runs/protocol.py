@@ -149,19 +149,27 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
     return result
 
 
+def frozen_episode(env: gym.Env, agent: Agent, seed: int) -> tuple[float, list[dict[str, Any]]]:
+    """The frozen agent (`Agent.policy`) plays one episode of `env` from `reset(seed=seed)`:
+    its return and the info of the reset and of every step after it."""
+    obs, info = env.reset(seed=seed)
+    infos, episode_return, done = [info], 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(agent.policy(obs, info))
+        infos.append(info)
+        episode_return += float(reward)
+        done = terminated or truncated
+    return episode_return, infos
+
+
 def evaluate(spec: RunSpec, env: gym.Env, agent: Agent, seed: int) -> dict[str, Any]:
     """One episode of the frozen agent on `seed`; the final full-split perplexities."""
     base: LayerTyingEnv = env.unwrapped
     recorder = RunLog(env, spec.folder / "eval" / f"seed-{seed}", progress=False,
                       tensorboard=False)
-    obs, info = recorder.reset(seed=seed)
-    done, episode_return = False, 0.0
-    while not done:
-        obs, reward, terminated, truncated, info = recorder.step(agent.policy(obs, info))
-        episode_return += float(reward)
-        done = terminated or truncated
+    episode_return, infos = frozen_episode(recorder, agent, seed)
     recorder.finish()
-    return {"seed": seed, **summary(info, episode_return),
+    return {"seed": seed, **summary(infos[-1], episode_return),
             "final_val_ppl": _finite(base.evaluate_split("valid")),
             "final_test_ppl": _finite(base.evaluate_split("test"))}
 

@@ -341,39 +341,18 @@ def play(folder: Path, *, seed: int | None = None, video_out: Path | None = None
 
 
 def run_spec(folder: Path, cache_dir: Path | None = None) -> Any:
-    """The run's `RunSpec` from its `run.json` (`RunSpec.from_folder`, which reads it for
-    resuming and so refuses a train-then-evaluate run: such a one is rebuilt here)."""
+    """The run's `RunSpec` from its `run.json` (`RunSpec.from_folder`, not for resuming)."""
     from agents.runs.spec import RunSpec
 
-    try:
-        return RunSpec.from_folder(folder, cache_dir=cache_dir, progress=False)
-    except SettingError:
-        saved = read_json(folder / RUN_FILE) or {}
-        settings = saved.get("settings")
-        if not isinstance(settings, dict) or not settings.get("train_episodes"):
-            raise
-    cache = cache_dir if cache_dir is not None else saved.get("cache_dir")
-    try:
-        return RunSpec(
-            agent=settings["agent"], env_id=settings["env_id"],
-            env_kwargs=dict(settings["env_kwargs"]), seed=settings["seed"], out=folder,
-            agent_kwargs=dict(settings["agent_kwargs"]),
-            cache_dir=None if cache is None else Path(cache), progress=False,
-            train_episodes=int(settings["train_episodes"]),
-            eval_episodes=int(settings.get("eval_episodes", 1))).check()
-    except (KeyError, TypeError, ValueError) as e:
-        raise ReplayError(f"{folder / RUN_FILE} is not a valid run file: {e}") from None
+    return RunSpec.from_folder(folder, cache_dir=cache_dir, progress=False, resume=False)
 
 
 def _episode(env: Any, agent: Any, seed: int) -> tuple[list[list[int]], float, Any, Any]:
     """The frozen agent's episode on `seed`: tie maps, return, full-split evaluations."""
-    obs, info = env.reset(seed=seed)
-    tie_maps, episode_return, done = [], 0.0, False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(agent.policy(obs, info))
-        episode_return += float(reward)
-        tie_maps.append([int(t) for t in info["tie_map"]])
-        done = terminated or truncated
+    from agents.runs.protocol import frozen_episode
+
+    episode_return, infos = frozen_episode(env, agent, seed)
+    tie_maps = [[int(t) for t in info["tie_map"]] for info in infos[1:]]
     base = env.unwrapped
     return tie_maps, episode_return, base.evaluate("valid"), base.evaluate("test")
 

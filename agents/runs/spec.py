@@ -180,8 +180,11 @@ class RunSpec:
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, cache_dir: str | Path | None = None,
-                    checkpoint_every: int | None = None, progress: bool = True) -> RunSpec:
-        """The spec that resumes the run in `folder`, from its `run.json` (no writes).
+                    checkpoint_every: int | None = None, progress: bool = True,
+                    resume: bool = True) -> RunSpec:
+        """The spec that resumes the run in `folder`, from its `run.json` (no writes);
+        `resume=False`: the same run's spec, to build its environment and agent again (a
+        train-then-evaluate run too, which cannot be resumed).
 
         `cache_dir` and `checkpoint_every` override the saved ones (they do not
         change what the run computes).
@@ -215,7 +218,7 @@ class RunSpec:
                    agent_kwargs=dict(settings["agent_kwargs"]),
                    cache_dir=None if cache is None else Path(cache), progress=progress,
                    checkpoint_every=int(every if checkpoint_every is None else checkpoint_every),
-                   resume=True, tracker=tracker if isinstance(tracker, str) else None,
+                   resume=resume, tracker=tracker if isinstance(tracker, str) else None,
                    train_episodes=int(settings.get("train_episodes", 0)),
                    eval_episodes=int(settings.get("eval_episodes", 3)),
                    track=settings["track"] if isinstance(settings.get("track"), str) else None)
