@@ -381,6 +381,15 @@ python -m agents.benchmark.leaderboard docs/results/leaderboard/*.json --out doc
 files and their reward-noise files (told apart by their content).
 
 Then open a pull request with both files. The page is generated; do not edit its numbers.
+
+Every cell records a fingerprint of its agent's code (`agent_source`: the SHA-256 of the
+modules that define the agent class), and nothing in a results file is taken on trust: a
+reviewer re-runs a sample of its cells and compares them with what the file says,
+bitwise on the same platform and threads per worker, within a stated tolerance elsewhere:
+
+```bash
+python -m agents.benchmark.validate docs/results/leaderboard/mine.json --sample 2
+```
 """
 
 

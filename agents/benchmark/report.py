@@ -127,6 +127,9 @@ def aggregate(cells: Sequence[Json], agents: Sequence[str]) -> dict[str, Json]:
             **{f"{k}_mib": _stats([m[k] / MIB for m in memory if k in m])
                for k in ("params", "grads", "optimizer", "total")},
             "wall_seconds": _stats([r.seconds for r in results]),
+            # the fingerprints of the agent's code its cells ran (`agents.runs.source`)
+            "source_sha256": sorted({r.agent_source["sha256"] for r in results
+                                     if r.agent_source}),
         }
     return table
 

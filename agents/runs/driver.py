@@ -49,6 +49,7 @@ from agents.runs.plots import plot_curves, plot_tie_map
 from agents.runs.protocol import run_train_evaluate
 from agents.runs.result import PUBLISHED_METRIC_NOTE, RunResult, published_metric
 from agents.runs.runlog import RunLog
+from agents.runs.source import agent_source
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env import checkpoint as ckpt
 from tying_env.errors import WriteFailedError
@@ -204,7 +205,7 @@ def summarize(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, *,
         peak_memory_bytes=max(r["memory_bytes"]["total"] for r in [start, *records]),
         train_steps=last["train_steps"], decisions=len(records), budget=env.budget,
         all_decisions=finished, diverged=diverged, wall_seconds=recorder.wall_seconds,
-        eval_seconds=eval_seconds, notes=notes)
+        eval_seconds=eval_seconds, notes=notes, agent_source=agent_source(spec.agent_class()))
 
 
 def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Agent,

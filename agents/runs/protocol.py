@@ -38,6 +38,7 @@ from agents.base import Agent, OneEpisode
 from agents.runs.factory import make_agent, make_env
 from agents.runs.result import PUBLISHED_METRIC_NOTE, TRAIN_EVALUATE, RunResult, published_metric
 from agents.runs.runlog import RunLog
+from agents.runs.source import agent_source
 from agents.runs.spec import RUN_FILE, RunSpec
 from tying_env.files import write_json
 
@@ -143,6 +144,7 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         best_test_ppl_selected_on="test" if published else None,
         train=train, eval=evaluations, train_seconds=train_seconds,
         n_outputs=base.n_outputs, optimal_ppl=base.optimal_ppl,
+        agent_source=agent_source(spec.agent_class()),
         notes=[*notes, PUBLISHED_METRIC_NOTE] if published else notes)
     result = result.replace(total_seconds=time.perf_counter() - t_start)
     result.write(spec.folder)

@@ -40,7 +40,7 @@ _KEYS = {"all_decisions": "finished"}
 _WHEN_SET = frozenset({
     "track", "final_val_accuracy", "final_test_accuracy", "best_test_ppl", "best_test_sweep",
     "best_test_ppl_selected_on", "train_episodes", "eval_episodes", "train", "eval",
-    "train_seconds", "files", "total_seconds"})
+    "train_seconds", "files", "total_seconds", "agent_source"})
 
 
 # the published metric, recorded beside the final-checkpoint ones when the environment
@@ -116,6 +116,8 @@ class RunResult:
     wall_seconds: float | None = None
     eval_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    # the fingerprint of the agent's code (`agents.runs.source.agent_source`)
+    agent_source: dict[str, Any] | None = None
     files: list[str] | None = None
     total_seconds: float | None = None  # written last: the run is finished
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
