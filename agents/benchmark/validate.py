@@ -12,7 +12,8 @@ launcher), and compares what the rerun computed with what the file says.
 |-------------|--------------------------------------------------------------------------|
 | reproduced  | every value the cell records (its run result and episode return; times   |
 |             | excluded) equals the rerun's: bitwise on the same platform and threads,  |
-|             | else within `--rtol` (numbers; everything else must be equal)            |
+|             | else within `--rtol` (numbers; everything else must be equal); settings  |
+|             | an older file does not record are not compared                           |
 | source      | the agent's code fingerprint (`agents.runs.source`) recorded by the cell |
 |             | equals today's: the rerun ran the submitted code (files from before      |
 |             | fingerprints were recorded say "not recorded", and are not failed)       |
@@ -23,7 +24,8 @@ the tolerance is `DEFAULT_RTOL` unless `--rtol` says otherwise; an agent that ac
 small differences (an argmax over near-equal values) may still choose other ties there,
 and the check then fails honestly. Reruns go to `--out` (default: a new temporary
 folder), which must be new or empty; the report is printed and written to
-`OUT/validation.json`.
+`OUT/validation.json`. The reruns use this checkout's code: to re-run what made an
+older file, check out the commit it records (`code.commit`; the report names it).
 
 Exit status: 0 when every sampled cell reproduced with the recorded source, 1 otherwise,
 2 for bad options.
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark.cells import make_request
+from agents.runs.result import RunResult
 from tying_env.errors import SettingError
 from tying_env.files import read_json, write_json
 
@@ -86,10 +89,20 @@ def same_platform(recorded: Mapping[str, Any], threads: int) -> bool:
 
 
 def compared(cell: Mapping[str, Any]) -> Json:
-    """What a cell records that a rerun must reproduce: its result (times and file lists
-    excluded) and its episode return."""
-    result = {k: v for k, v in (cell.get("result") or {}).items() if k not in NOT_COMPARED}
+    """What a cell records that a rerun must reproduce: its result as this version writes
+    it (times and file lists excluded) and its episode return."""
+    result = RunResult.from_json(cell.get("result") or {}).to_json()
+    result = {k: v for k, v in result.items() if k not in NOT_COMPARED}
     return {"result": drop_times(result), "episode_return": cell.get("episode_return")}
+
+
+def recorded_only(rerun: Any, recorded: Any) -> Any:
+    """`rerun` without the keys `recorded` lacks, at any depth: a file written by an
+    earlier version records fewer settings (e.g. settings added since, at their
+    defaults), and what it does not record cannot be checked."""
+    if isinstance(rerun, Mapping) and isinstance(recorded, Mapping):
+        return {k: recorded_only(v, recorded[k]) for k, v in rerun.items() if k in recorded}
+    return rerun
 
 
 def drop_times(value: Any) -> Any:
@@ -186,13 +199,19 @@ def validate(path: Path, *, names: Sequence[str] | None = None, sample: int = 2,
     checks = []
     for name in chosen:
         again = rerun(results, cells[name], out / name)
+        recorded = compared(cells[name])
         diffs = (["the rerun did not finish"] if again is None else
-                 differences(compared(cells[name]), compared(again), tolerance))
+                 differences(recorded, recorded_only(compared(again), recorded), tolerance))
         source = source_check(cells[name])
         checks.append({"cell": name, "reproduced": not diffs, "differences": diffs,
                        "source": source, "ok": not diffs and source != "changed"})
-    return {"results": str(path), "same_platform": bitwise, "rtol": tolerance,
-            "threads": threads, "sample_seed": seed, "cells": checks, "out": str(out),
+    from agents.benchmark.report import code_version
+
+    recorded_commit = (results.get("code") or {}).get("commit")
+    return {"results": str(path), "commit": recorded_commit,
+            "this_commit": code_version().get("commit"), "same_platform": bitwise,
+            "rtol": tolerance, "threads": threads, "sample_seed": seed, "cells": checks,
+            "out": str(out),
             "ok": all(c["ok"] for c in checks)}
 
 
@@ -202,6 +221,10 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
            f"within rtol {report['rtol']:g}" + ("" if report["same_platform"]
                                                 else " (another platform or thread count)"))
     lines = [f"validating {report['results']}: {len(report['cells'])} cell(s), {how}"]
+    if report["commit"] and report["commit"] != report["this_commit"]:
+        lines.append(f"  note: the file was made at commit {report['commit'][:12]}, this "
+                     f"checkout is {str(report['this_commit'])[:12]}: check that commit out "
+                     "to re-run the code that made it")
     for c in report["cells"]:
         verdict = "reproduced" if c["reproduced"] else "DIFFERS"
         lines.append(f"  {c['cell']}: {verdict}; agent source {c['source']}")
