@@ -6,24 +6,16 @@ from pathlib import Path
 import pytest
 
 import agents
-from agents.benchmark import main as benchmark
 from agents.benchmark.validate import choose, differences, main, validate
 from agents.qlearning import QLearningAgent
 from agents.runs.source import agent_source
 from tying_env.errors import SettingError
 
-ENV_KWARGS = {"n_layer": 3, "max_sweeps": 1, "eval_batches": 1, "n_embd": 32, "n_head": 2}
-
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, cache_dir) -> Path:
-    """A 2-agent x 1-seed benchmark's results.json, one torch thread per worker."""
-    out = tmp_path_factory.mktemp("submitted")
-    assert benchmark(["--env", "LayerTying-GPT2-Tiny-v0", "--env-kwargs", json.dumps(ENV_KWARGS),
-                      "--agents", "qlearning,random", "--seeds", "0", "--workers", "1",
-                      "--threads", "1", "--cache-dir", str(cache_dir), "--out", str(out),
-                      "--no-progress"]) == 0
-    return out / "results.json"
+def results(small_benchmark) -> Path:
+    """The small benchmark's results.json (conftest), one torch thread per worker."""
+    return small_benchmark / "results.json"
 
 
 def test_source_fingerprint_covers_the_agent_class_hierarchy(tmp_path):

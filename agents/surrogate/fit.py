@@ -1,0 +1,156 @@
+"""Fit a surrogate's ensemble on logged transitions (PyTorch), and write it for the env.
+
+    python -m agents.surrogate.fit runs/surrogate/deep-v1.npz --track deep \\
+        --out tying_env/surrogate/deep-v1
+
+Each of `members` MLPs (`tying_env.surrogate.model.Ensemble`) is fitted by Gaussian
+negative log-likelihood on a bootstrap of the episodes (episodes drawn with replacement,
+so members differ where the data are thin), from its own seed. Then, on all the fitting
+episodes: the residuals' lag-1 autocorrelation within episodes is recorded (near 0 when
+the state carries what persists); the `OOD_QUANTILE` quantile of the members' disagreement
+(the standard deviation of their
+means) is the threshold above which a decision counts as outside the logged data; the
+starting losses give the reset's distribution. Deterministic for a seed and a thread
+count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.surrogate.transitions import Transitions
+from tying_env.surrogate.model import LAYERS, Ensemble, feature_names
+
+OOD_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    members: int = 5
+    hidden: int = 64
+    epochs: int = 40
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def fit_member(x: np.ndarray, y: np.ndarray, settings: FitSettings, seed: int
+               ) -> dict[str, np.ndarray]:
+    """One MLP `x -> (mean, log variance)` of the standardised `y`, fitted by Gaussian
+    NLL; its weights as arrays (`LAYERS`, with inputs first)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(x.shape[1], settings.hidden), nn.Tanh(),
+                        nn.Linear(settings.hidden, settings.hidden), nn.Tanh(),
+                        nn.Linear(settings.hidden, 2))
+    optim = torch.optim.AdamW(net.parameters(), lr=settings.lr,
+                              weight_decay=settings.weight_decay)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.GaussianNLLLoss()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(xt), generator=generator)
+        for start in range(0, len(xt), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            out = net(xt[batch])
+            loss = loss_fn(out[:, 0], yt[batch], out[:, 1].clamp(-20, 20).exp())
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    linear = [m for m in net if isinstance(m, nn.Linear)]
+    arrays = []
+    for layer in linear:
+        arrays += [layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()]
+    return dict(zip(LAYERS, arrays, strict=True))
+
+
+def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
+    """The ensemble fitted on every episode of `data` (see the module's docstring)."""
+    import torch
+
+    torch.set_num_threads(1)
+    x_mean, x_std = data.x.mean(0), data.x.std(0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    y_mean, y_std = float(data.delta.mean()), float(data.delta.std())
+    z, y = (data.x - x_mean) / x_std, (data.delta - y_mean) / y_std
+    rng = np.random.default_rng(settings.seed)
+    n_episodes = len(data.episodes)
+    members = []
+    for m in range(settings.members):
+        drawn = rng.integers(n_episodes, size=n_episodes)
+        rows = np.concatenate([np.flatnonzero(data.episode == e) for e in drawn])
+        members.append(fit_member(z[rows], y[rows], settings, seed=settings.seed * 1000 + m))
+    weights = {k: np.stack([w[k] for w in members]) for k in LAYERS}
+    ensemble = Ensemble(weights, x_mean, x_std, y_mean, y_std)
+    means, _ = ensemble.predict(data.x)
+    residual = data.delta - means.mean(0)
+    same = data.episode[1:] == data.episode[:-1]
+    r1 = float(np.corrcoef(residual[1:][same], residual[:-1][same])[0, 1])
+    initial = np.array([e["initial_val_loss"] for e in data.episodes])
+    ensemble.meta = {
+        "format": "layer-tying-gym/surrogate", "format_version": 1,
+        "features": feature_names(data.x.shape[1] - len(feature_names(0))),
+        "data_sha256": data.content_hash, "episodes": n_episodes, "transitions": len(data.delta),
+        "agents": sorted({e["agent"] for e in data.episodes}),
+        "residual_lag1": r1,
+        "ood_threshold": float(np.quantile(means.std(0), OOD_QUANTILE)),
+        "initial_val_loss": {"mean": float(initial.mean()), "std": float(initial.std())},
+        "settings": settings.__dict__}
+    return ensemble
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agents.surrogate.fit",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="transitions (agents.surrogate.transitions)")
+    parser.add_argument("--track", required=True, help="the track the data come from")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the model's path without suffix (.safetensors and .json)")
+    parser.add_argument("--members", type=int, default=FitSettings.members)
+    parser.add_argument("--epochs", type=int, default=FitSettings.epochs)
+    parser.add_argument("--seed", type=int, default=FitSettings.seed)
+    parser.add_argument("--force", action="store_true", help="replace an existing model")
+    args = parser.parse_args(argv)
+    for name in ("members", "epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"argument --{name}: {getattr(args, name)} is not allowed; expected "
+                         "an int >= 1")
+    if args.out.with_suffix(".json").exists() and not args.force:
+        parser.error(f"argument --out: {args.out.with_suffix('.json')} exists; pass --force "
+                     "to replace it")
+    from agents.benchmark.report import code_version
+    from agents.benchmark.tracks import get
+    from tying_env.presets import make_config
+
+    track = get(args.track)
+    data = Transitions.load(args.data)
+    ensemble = fit(data, FitSettings(members=args.members, epochs=args.epochs, seed=args.seed))
+    from tying_env import ENV_IDS
+
+    settings = {**ENV_IDS[track.env_id], **track.env_kwargs, "device": "cpu"}
+    optimal = [e["optimal_ppl"] for e in data.episodes if e.get("optimal_ppl")]
+    ensemble.meta |= {"track": track.label, "env_id": track.env_id,
+                      "env_config": make_config(**settings).to_dict(),
+                      "optimal_ppl": optimal[0] if optimal else None, "code": code_version(),
+                      "command": shlex.join(["python", "-m", "agents.surrogate.fit",
+                                             *(argv if argv is not None else sys.argv[1:])])}
+    weights, sidecar = ensemble.save(args.out)
+    print(f"{ensemble.members} members on {len(data.episodes)} episodes "
+          f"({ensemble.meta['transitions']} transitions, data {data.content_hash[:16]}): "
+          f"residual lag-1 autocorrelation {ensemble.meta['residual_lag1']:.3f}, OOD threshold "
+          f"{ensemble.meta['ood_threshold']:.2e} -> {weights}, {sidecar}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

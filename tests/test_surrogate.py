@@ -1,0 +1,146 @@
+"""The surrogate track: logged transitions, the fitted ensemble, and the emulated env."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import SMALL_BENCHMARK_AGENTS, SMALL_BENCHMARK_ENV
+
+import agents
+from agents import OneEpisode
+from agents.surrogate.fit import FitSettings, fit
+from agents.surrogate.transitions import Transitions, collect, family_of
+from tying_env.env import LayerTyingEnv
+from tying_env.presets import make_config
+from tying_env.surrogate.env import SurrogateEnv
+from tying_env.surrogate.model import Ensemble, feature_names
+
+ENV_KWARGS = SMALL_BENCHMARK_ENV
+
+
+@pytest.fixture(scope="module")
+def logged(small_benchmark):
+    """Real episodes of three behaviour policies (the small benchmark), as transitions."""
+    return small_benchmark, collect([small_benchmark])
+
+
+@pytest.fixture(scope="module")
+def model(logged, tmp_path_factory):
+    """A small ensemble fitted on them, saved and loaded back as the env reads it."""
+    out, data = logged
+    ensemble = fit(data, FitSettings(members=3, hidden=16, epochs=3))
+    config = make_config(dataset="synthetic", **ENV_KWARGS).to_dict()
+    ensemble.meta |= {"env_config": config, "optimal_ppl": data.episodes[0]["optimal_ppl"]}
+    path = tmp_path_factory.mktemp("model") / "tiny-test"
+    ensemble.save(path)
+    return path
+
+
+def test_transitions_are_the_logged_episodes(logged):
+    out, data = logged
+    assert [e["agent"] for e in data.episodes] == sorted(SMALL_BENCHMARK_AGENTS)
+    assert {family_of(e["agent"]) for e in data.episodes} == {"qlearning", "random", "static"}
+    budget = ENV_KWARGS["max_sweeps"] * (ENV_KWARGS["n_layer"] - 1)
+    assert data.x.shape == (3 * budget, len(feature_names(4)))
+    for k, e in enumerate(data.episodes):
+        rows = data.episode == k
+        # the changes add up to the logged loss path, and the rewards to the return
+        assert math.isclose(e["initial_val_loss"] + data.delta[rows].sum(), e["last_val_loss"],
+                            abs_tol=1e-9)
+        log = [json.loads(line) for line in
+               (out / "cells" / f"{e['agent']}-s{e['seed']}" / "log.jsonl").open()]
+        penalty = [ENV_KWARGS["param_penalty"] * r["trainable_fraction"] for r in log]
+        assert np.allclose(-data.delta[rows] - penalty, [r["reward"] for r in log])
+    # the version of a data set is its content
+    assert data.content_hash == collect([out]).content_hash
+    keep = np.array([e["agent"] != "vanilla" for e in data.episodes])
+    part = data.select(keep)
+    assert len(part.episodes) == 2 and set(part.episode) == {0, 1}
+    assert part.content_hash != data.content_hash
+
+
+def test_saved_data_and_model_read_back_equal(logged, model, tmp_path):
+    _, data = logged
+    path = data.save(tmp_path / "data.npz")
+    again = Transitions.load(path)
+    assert again.content_hash == data.content_hash and again.episodes == data.episodes
+    ensemble = Ensemble.load(model)
+    means, variances = ensemble.predict(data.x[:5])
+    assert means.shape == (3, 5) and (variances > 0).all()
+    assert ensemble.meta["data_sha256"] == data.content_hash
+    # one decision at a time gives what a batch gives
+    one, _ = ensemble.predict(data.x[2])
+    assert np.allclose(one, means[:, 2])
+
+
+def test_exact_parts_equal_the_real_environment(model, cache_dir):
+    """Spaces, masks, budget, tie maps, parameter counts, memory, lr and steps: computed as
+    the real environment computes them, for the same actions."""
+    sur = SurrogateEnv(model)
+    real = LayerTyingEnv("tiny", dataset="synthetic", cache_dir=cache_dir, **ENV_KWARGS)
+    assert sur.action_space == real.action_space
+    assert sur.observation_space == real.observation_space
+    obs_s, info_s = sur.reset(seed=3)
+    obs_r, info_r = real.reset(seed=3)
+    assert set(info_r) <= set(info_s) and sur.budget == real.budget
+    rng = np.random.default_rng(0)
+    exact = ("tie_map", "layer", "sweep", "decision", "budget", "trainable_params",
+             "total_params", "trainable_fraction", "train_steps", "lr", "changed", "choices",
+             "optimal_ppl")
+    done, loss = False, info_s["val_loss"]
+    while not done:
+        assert (sur.action_masks() == real.action_masks()).all()
+        action = int(rng.integers(sur.layer + 1))
+        obs_s, reward_s, _, trunc_s, info_s = sur.step(action)
+        obs_r, reward_r, _, trunc_r, info_r = real.step(action)
+        for key in exact:
+            assert info_s[key] == info_r[key], key
+        assert info_s["memory_bytes"] == info_r["memory_bytes"]
+        n = 2 * ENV_KWARGS["n_layer"]
+        assert (obs_s[:n] == obs_r[:n]).all() and obs_s[-1] == obs_r[-1]
+        # the reward as the real env computes it, from the emulated losses
+        penalty = ENV_KWARGS["param_penalty"] * info_s["trainable_fraction"]
+        assert math.isclose(reward_s, loss - info_s["val_loss"] - penalty, abs_tol=1e-12)
+        assert obs_s[-2] == np.float32(info_s["val_loss"])
+        loss = info_s["val_loss"]
+        assert trunc_s == trunc_r
+        done = trunc_s
+    real.close()
+
+
+def test_every_agent_runs_unchanged_and_seeds_reproduce(model):
+    layers = ENV_KWARGS["n_layer"]
+    for name in [a for a in agents.names() if agents.fits(a, layers)]:
+        start = agents.env_settings(name).get("initial_ties")
+        env = SurrogateEnv(model, initial_ties=start)
+        agents.make(name, OneEpisode(env), seed=0).run()
+        assert env.decision == env.budget, name
+    runs = []
+    for _ in range(2):
+        env = SurrogateEnv(model)
+        env.reset(seed=5)
+        losses = [env.step(int(env.layer))[4]["val_loss"] for _ in range(env.budget)]
+        runs.append(losses)
+    assert runs[0] == runs[1]
+
+
+def test_out_of_data_decisions_are_flagged(model):
+    env = SurrogateEnv(model)
+    _, info = env.reset(seed=0)
+    assert info["surrogate_ood_steps"] == 0
+    env.ensemble.meta["ood_threshold"] = -1.0  # every decision is outside
+    _, _, _, _, info = env.step(1)
+    assert info["surrogate_ood"] and info["surrogate_ood_steps"] == 1
+    assert info["surrogate_disagreement"] >= 0
+
+
+def test_bad_settings_name_the_value(model, tmp_path):
+    with pytest.raises(ValueError, match="model='nope'.*allowed: deep-v1"):
+        SurrogateEnv("nope")
+    with pytest.raises(ValueError, match="initial_ties='frozen' is not emulated"):
+        SurrogateEnv(model, initial_ties="frozen")
+    env = SurrogateEnv(model)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(7)
