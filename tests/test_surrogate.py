@@ -144,3 +144,42 @@ def test_bad_settings_name_the_value(model, tmp_path):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the action space"):
         env.step(7)
+
+
+def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypatch):
+    """The report has each check of docs/surrogate.md, computed on the small benchmark
+    (one seed: nothing to hold out, so the one-step check uses every episode)."""
+    from agents.benchmark.tracks import TRACKS, Track
+    from agents.surrogate import validate as check
+
+    _, data = logged
+    track = Track(name="small", version=1, env_id="LayerTying-GPT2-Tiny-v0",
+                  env_kwargs={**ENV_KWARGS, "device": "cpu"}, seeds=(0,),
+                  agents=SMALL_BENCHMARK_AGENTS, description="the small benchmark")
+    monkeypatch.setitem(TRACKS, "small", track)
+    report = check.validate(data, "small", holdout=(), work=tmp_path, seeds=(0, 1),
+                            settings=FitSettings(members=2, hidden=8, epochs=1))
+    assert report["one_step"]["decisions"] == 0  # no held-out seed
+    assert set(report["per_agent"]) == set(SMALL_BENCHMARK_AGENTS)
+    for row in report["per_agent"].values():
+        assert row["real_seeds"] == 1 and math.isfinite(row["surrogate_return"])
+    assert report["ranking"]["agents"] == 3 and -1 <= report["ranking"]["tau_b"] <= 1
+    assert set(report["left_out"]) == {"qlearning", "random", "static"}
+    assert report["left_out"]["static"]["ranks"]["vanilla"]["real"] in (1, 2, 3)
+
+
+def test_ranking_statistics_by_hand():
+    from agents.surrogate.validate import halves_tau, rank_of, ranking
+
+    real = {"a": [1.0, 1.1, 0.9], "b": [2.0, 2.1, 1.9], "c": [2.05, 1.95, 2.0]}
+    same = ranking(real, {"a": 0.0, "b": 1.0, "c": 0.9})
+    # real means 1.0 < 2.0 = 2.0 (b and c tie): tau_b of (1,2,2) vs (0,1,0.9) is 2/sqrt(6)
+    assert math.isclose(same["tau_b"], 2 / math.sqrt(6))
+    # a is decided against b and c; b-c overlap and do not count
+    assert same["decided_pairs"] == 2 and same["decided_agreement"] == 1.0
+    flipped = ranking(real, {"a": 3.0, "b": 1.0, "c": 0.9})
+    assert flipped["decided_agreement"] == 0.0
+    assert rank_of({"a": 1.0, "b": 3.0, "c": 2.0}, "c") == 2
+    rows = {n: [{"seed": s, "return": v} for s, v in enumerate(values)]
+            for n, values in {"a": [1, 1], "b": [2, 2], "c": [3, 3]}.items()}
+    assert halves_tau(rows) == 1.0

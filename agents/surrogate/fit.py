@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.benchmark.tracks import Track
 from agents.surrogate.transitions import Transitions
 from tying_env.surrogate.model import LAYERS, Ensemble, feature_names
 
@@ -109,6 +110,20 @@ def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
     return ensemble
 
 
+def describe(ensemble: Ensemble, track: Track, data: Transitions) -> None:
+    """Record in `ensemble.meta` the track it emulates: its label, env id and resolved
+    settings, the corpus's optimal perplexity and the code's commit."""
+    from agents.benchmark.report import code_version
+    from tying_env import ENV_IDS
+    from tying_env.presets import make_config
+
+    settings = {**ENV_IDS[track.env_id], **track.env_kwargs, "device": "cpu"}
+    optimal = [e["optimal_ppl"] for e in data.episodes if e.get("optimal_ppl")]
+    ensemble.meta |= {"track": track.label, "env_id": track.env_id,
+                      "env_config": make_config(**settings).to_dict(),
+                      "optimal_ppl": optimal[0] if optimal else None, "code": code_version()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.surrogate.fit",
                                      description=__doc__.splitlines()[0])
@@ -128,22 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.with_suffix(".json").exists() and not args.force:
         parser.error(f"argument --out: {args.out.with_suffix('.json')} exists; pass --force "
                      "to replace it")
-    from agents.benchmark.report import code_version
     from agents.benchmark.tracks import get
-    from tying_env.presets import make_config
 
-    track = get(args.track)
     data = Transitions.load(args.data)
     ensemble = fit(data, FitSettings(members=args.members, epochs=args.epochs, seed=args.seed))
-    from tying_env import ENV_IDS
-
-    settings = {**ENV_IDS[track.env_id], **track.env_kwargs, "device": "cpu"}
-    optimal = [e["optimal_ppl"] for e in data.episodes if e.get("optimal_ppl")]
-    ensemble.meta |= {"track": track.label, "env_id": track.env_id,
-                      "env_config": make_config(**settings).to_dict(),
-                      "optimal_ppl": optimal[0] if optimal else None, "code": code_version(),
-                      "command": shlex.join(["python", "-m", "agents.surrogate.fit",
-                                             *(argv if argv is not None else sys.argv[1:])])}
+    describe(ensemble, get(args.track), data)
+    ensemble.meta["command"] = shlex.join(["python", "-m", "agents.surrogate.fit",
+                                           *(argv if argv is not None else sys.argv[1:])])
     weights, sidecar = ensemble.save(args.out)
     print(f"{ensemble.members} members on {len(data.episodes)} episodes "
           f"({ensemble.meta['transitions']} transitions, data {data.content_hash[:16]}): "

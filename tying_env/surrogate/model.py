@@ -123,6 +123,7 @@ class Ensemble:
                       for k, v in self.weights.items()},
                    "x_mean": self.x_mean.astype(np.float32),
                    "x_std": self.x_std.astype(np.float32)}
+        path.parent.mkdir(parents=True, exist_ok=True)
         weights = path.with_suffix(".safetensors")
         partial = weights.with_name(weights.name + ".partial")
         save_file(tensors, str(partial))

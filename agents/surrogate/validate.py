@@ -1,0 +1,260 @@
+"""Hold a surrogate to the standard of `docs/surrogate.md`, against the real track's runs.
+
+    python -m agents.surrogate.validate runs/surrogate/deep-v1.npz --real runs/deep-v1 \\
+        --track deep --holdout-seeds 7,8,9 --json runs/surrogate/validation.json
+
+| check          | how it is measured                                                   |
+|----------------|----------------------------------------------------------------------|
+| one step       | a model fitted without the held-out seeds predicts their decisions:  |
+|                | RMSE of the predicted reward (the mean of the ensemble) against the  |
+|                | error between two real replicates of one decision (`sqrt(2)` times   |
+|                | the track's training noise, from its reward-noise file)              |
+| intervals      | coverage of the 50% and 90% predictive intervals (the ensemble's     |
+|                | mixture, moment-matched) on the held-out decisions                   |
+| per agent      | each agent plays the surrogate on the track's seeds: its mean return |
+|                | and last validation perplexity against the real ones, in units of    |
+|                | the real seeds' standard deviation                                   |
+| ranking        | Kendall's tau_b between the agents' mean returns on the surrogate and |
+|                | for real, and the share of agent pairs whose real intervals do not   |
+|                | overlap that the surrogate orders the same way; beside it the tau    |
+|                | between two halves of the real seeds (what the real data support)    |
+| left out       | refit without one policy family: tau, and that family's agents'      |
+|                | rank on the surrogate against their real rank                        |
+| speed          | seconds per decision on the surrogate, against the real track's      |
+
+The per-agent, ranking and left-out checks use the model fitted on every episode, as the
+surrogate track ships it (left out: on every episode but that family's). Deterministic
+for a seed and a thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium.wrappers import RecordEpisodeStatistics
+from scipy import stats
+
+import agents
+from agents import OneEpisode
+from agents.benchmark.cells import parse_seeds
+from agents.surrogate.fit import FitSettings, fit
+from agents.surrogate.transitions import Transitions
+from tying_env.files import read_json, write_json
+from tying_env.surrogate.env import SurrogateEnv
+from tying_env.surrogate.model import Ensemble
+
+Json = dict[str, Any]
+PHASE_WIDTH = 0.05  # decisions within this share of the episode count at a noise phase
+
+
+def one_step(ensemble: Ensemble, held_out: Transitions, noise: Json) -> Json:
+    """Prediction error and interval coverage of `ensemble` on `held_out` decisions,
+    overall and at the phases where the track's replicate noise was measured (decisions
+    within `PHASE_WIDTH` of each phase's share of the episode)."""
+    if not len(held_out.delta):
+        return {"decisions": 0, "phases": {}}
+    means, variances = ensemble.predict(held_out.x)
+    mean = means.mean(0)
+    sd = np.sqrt(variances.mean(0) + means.var(0))  # the mixture, moment-matched
+    error = held_out.delta - mean
+    progress = held_out.x[:, 0]
+
+    def summary(rows: np.ndarray, train_noise: float | None) -> Json:
+        replicate = math.sqrt(2) * train_noise if train_noise else None
+        rmse = float(np.sqrt(np.mean(error[rows] ** 2))) if rows.any() else None
+        return {"decisions": int(rows.sum()), "rmse": rmse, "replicate_rmse": replicate,
+                "within_replicate": None if replicate is None or rmse is None
+                else rmse <= replicate,
+                **{f"coverage_{round(q * 100)}": float(np.mean(
+                    np.abs(error[rows]) <= stats.norm.ppf(0.5 + q / 2) * sd[rows]))
+                   if rows.any() else None for q in (0.5, 0.9)}}
+
+    out = summary(np.ones(len(error), bool), noise.get("train_noise_std"))
+    out["phases"] = {phase: summary(np.abs(progress - float(phase)) <= PHASE_WIDTH,
+                                    row.get("train_noise_std"))
+                     for phase, row in (noise.get("per_phase") or {}).items()}
+    return out
+
+
+def play(ensemble_path: Path, agent: str, seeds: Sequence[int]) -> list[Json]:
+    """`agent` on the surrogate, one episode per seed: return, last ppl, fraction, time."""
+    out = []
+    for seed in seeds:
+        env = SurrogateEnv(ensemble_path,
+                           initial_ties=agents.env_settings(agent).get("initial_ties"))
+        recorded = RecordEpisodeStatistics(env)
+        player = agents.make(agent, OneEpisode(recorded), seed=seed)
+        start = time.perf_counter()
+        player.run()
+        out.append({"seed": seed, "return": float(recorded.return_queue[-1]),
+                    "last_val_ppl": math.exp(env.val_loss),
+                    "trainable_fraction": env.trainable_fraction,
+                    "ood_steps": env.ood_steps, "decisions": env.decision,
+                    "seconds": time.perf_counter() - start})
+    return out
+
+
+def real_table(data: Transitions) -> dict[str, list[Json]]:
+    """The real episodes by agent: return and last ppl on the evaluation subset."""
+    table: dict[str, list[Json]] = {}
+    for e in data.episodes:
+        table.setdefault(e["agent"], []).append(
+            {"seed": e["seed"], "return": e["return"],
+             "last_val_ppl": math.exp(e["last_val_loss"])})
+    return table
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and a 95% t interval (the mean twice for one value)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(
+        len(values))
+    return mean, mean - half, mean + half
+
+
+def ranking(real: dict[str, list[float]], surrogate: dict[str, float]) -> Json:
+    """Kendall's tau_b of the mean values, and the agreement on the pairs the real runs
+    decide (95% intervals that do not overlap)."""
+    names = sorted(set(real) & set(surrogate))
+    real_means = [float(np.mean(real[a])) for a in names]
+    tau = stats.kendalltau(real_means, [surrogate[a] for a in names]).statistic
+    bounds = {a: interval(real[a]) for a in names}
+    decided = agree = 0
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if bounds[a][1] > bounds[b][2] or bounds[b][1] > bounds[a][2]:
+                decided += 1
+                agree += (bounds[a][0] > bounds[b][0]) == (surrogate[a] > surrogate[b])
+    return {"agents": len(names), "tau_b": float(tau), "decided_pairs": decided,
+            "decided_agreement": agree / decided if decided else None}
+
+
+def halves_tau(real: dict[str, list[Json]]) -> float | None:
+    """Kendall's tau_b between the agents' mean returns on two halves of the real seeds."""
+    seeds = sorted({r["seed"] for rows in real.values() for r in rows})
+    if len(seeds) < 2:
+        return None
+    first = set(seeds[: len(seeds) // 2])
+    a, b = [], []
+    for rows in real.values():
+        one = [r["return"] for r in rows if r["seed"] in first]
+        two = [r["return"] for r in rows if r["seed"] not in first]
+        if one and two:
+            a.append(np.mean(one))
+            b.append(np.mean(two))
+    return float(stats.kendalltau(a, b).statistic) if len(a) > 1 else None
+
+
+def rank_of(values: dict[str, float], name: str) -> int:
+    """1 for the highest value."""
+    return 1 + sum(v > values[name] for v in values.values())
+
+
+def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
+             seeds: Sequence[int], settings: FitSettings, leave_out: bool = True) -> Json:
+    """Every check of the module's table; models are fitted into `work`."""
+    from agents.benchmark.tracks import get
+    from agents.surrogate.fit import describe
+
+    noise = read_json(Path("docs/results/leaderboard") / f"noise-{track}.json") or {}
+    held = np.array([e["seed"] in holdout for e in data.episodes])
+    fitted = {}
+    for name, keep in (("fit", ~held), ("all", np.ones(len(held), bool))):
+        ensemble = fit(data.select(keep), settings)
+        describe(ensemble, get(track), data.select(keep))
+        ensemble.save(work / name)
+        fitted[name] = ensemble
+    report: Json = {"track": track, "data_sha256": data.content_hash,
+                    "episodes": len(data.episodes), "holdout_seeds": list(holdout),
+                    "one_step": one_step(fitted["fit"], data.select(held), noise)}
+    real = real_table(data)
+    report["halves_tau"] = halves_tau(real)
+    played = {a: play(work / "all", a, seeds) for a in sorted(real)}
+    per_agent = {}
+    for a, rows in played.items():
+        r_ret = [r["return"] for r in real[a]]
+        r_ppl = [r["last_val_ppl"] for r in real[a]]
+        s_ret = float(np.mean([r["return"] for r in rows]))
+        s_ppl = float(np.mean([r["last_val_ppl"] for r in rows]))
+        sd_ret = statistics.stdev(r_ret) if len(r_ret) > 1 else None
+        sd_ppl = statistics.stdev(r_ppl) if len(r_ppl) > 1 else None
+        per_agent[a] = {
+            "real_return": float(np.mean(r_ret)), "surrogate_return": s_ret,
+            "return_gap_sd": (s_ret - np.mean(r_ret)) / sd_ret if sd_ret else None,
+            "real_last_val_ppl": float(np.mean(r_ppl)), "surrogate_last_val_ppl": s_ppl,
+            "ppl_gap_sd": (s_ppl - np.mean(r_ppl)) / sd_ppl if sd_ppl else None,
+            "real_seeds": len(r_ret), "ood_share": float(np.mean(
+                [r["ood_steps"] / r["decisions"] for r in rows])),
+            "seconds_per_decision": float(np.sum([r["seconds"] for r in rows])
+                                          / np.sum([r["decisions"] for r in rows]))}
+    report["per_agent"] = per_agent
+    real_returns = {a: [r["return"] for r in real[a]] for a in real}
+    surrogate_returns = {a: v["surrogate_return"] for a, v in per_agent.items()}
+    report["ranking"] = ranking(real_returns, surrogate_returns)
+    report["track_seconds"] = float(sum(r["seconds"] for rows in played.values() for r in rows))
+    if leave_out:
+        report["left_out"] = left_out(data, track, work, seeds, settings, real_returns)
+    return report
+
+
+def left_out(data: Transitions, track: str, work: Path, seeds: Sequence[int],
+             settings: FitSettings, real_returns: dict[str, list[float]]) -> Json:
+    """Per policy family: refit without it, then tau and its agents' ranks."""
+    from agents.benchmark.tracks import get
+    from agents.surrogate.fit import describe
+
+    real_means = {a: float(np.mean(v)) for a, v in real_returns.items()}
+    out = {}
+    for family in sorted({e["family"] for e in data.episodes}):
+        keep = np.array([e["family"] != family for e in data.episodes])
+        ensemble = fit(data.select(keep), settings)
+        describe(ensemble, get(track), data.select(keep))
+        ensemble.save(work / f"without-{family}")
+        means = {a: float(np.mean([r["return"] for r in play(work / f"without-{family}", a,
+                                                               seeds)]))
+                 for a in sorted(real_returns)}
+        members = sorted({e["agent"] for e in data.episodes if e["family"] == family})
+        out[family] = {"tau_b": ranking(real_returns, means)["tau_b"],
+                       "ranks": {a: {"real": rank_of(real_means, a),
+                                     "surrogate": rank_of(means, a)} for a in members}}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agents.surrogate.validate",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="transitions (agents.surrogate.transitions)")
+    parser.add_argument("--track", required=True)
+    parser.add_argument("--holdout-seeds", default="7,8,9",
+                        help="seeds whose episodes the one-step model never sees")
+    parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9",
+                        help="seeds every agent plays on the surrogate")
+    parser.add_argument("--work", type=Path, required=True, help="folder for fitted models")
+    parser.add_argument("--json", type=Path, required=True, help="the report")
+    parser.add_argument("--no-leave-out", action="store_true")
+    parser.add_argument("--epochs", type=int, default=FitSettings.epochs)
+    args = parser.parse_args(argv)
+    holdout, seeds = parse_seeds(args.holdout_seeds), parse_seeds(args.seeds)
+    data = Transitions.load(args.data)
+    report = validate(data, args.track, holdout, args.work, seeds,
+                      FitSettings(epochs=args.epochs), leave_out=not args.no_leave_out)
+    report["command"] = " ".join(["python", "-m", "agents.surrogate.validate",
+                                  *(argv if argv is not None else sys.argv[1:])])
+    write_json(args.json, report)
+    print(f"one step: {report['one_step']}; ranking: {report['ranking']}; "
+          f"halves tau {report['halves_tau']} -> {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
