@@ -261,18 +261,6 @@ def test_links_are_relative_to_the_page():
     assert _link("runs/a.json", "docs") == "`runs/a.json`"
 
 
-def test_hypervolume_reference_is_the_models_outputs():
-    """A uniform prediction's perplexity: the recorded outputs (ViT: its classes), else a
-    text environment's vocabulary; an image environment's unused vocab_size is not it."""
-    from agents.benchmark.report import _vocab_size
-
-    run = {"agent": "vanilla", "seed": 0, "env_id": "E"}
-    vit = {**run, "env_kwargs": {"family": "vit", "vocab_size": 64}}
-    assert _vocab_size(None, [{"result": {**vit, "n_outputs": 10}}]) == 10
-    assert _vocab_size(None, [{"result": vit}]) is None
-    assert _vocab_size(None, [{"result": {**run, "env_kwargs": {"vocab_size": 64}}}]) == 64
-
-
 # ---------------------------------------------------------------- committed files
 def committed(folder: str) -> list[Path]:
     try:

@@ -3,6 +3,8 @@ direction (lower perplexity is better), determinism, verdicts."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from rliable import metrics
@@ -116,15 +118,27 @@ def test_hypervolume_of_a_known_two_point_front():
     assert stats.hypervolume([], (101.0, 1.0)) == 0.0
 
 
-def test_hypervolume_interval_over_seeds():
-    points = [[51.0, 0.5], [26.0, 0.75], [76.0, 0.25], [90.0, 0.9]]
-    result = stats.hypervolume_interval(points, (101.0, 1.0), "hv", FAST, ideal=(1.0, 0.0))
-    whole = stats.hypervolume(points, (101.0, 1.0), (1.0, 0.0))
-    assert result["value"] == pytest.approx(whole) and result["n"] == 4
-    # a resample keeps a subset of the seeds: it never dominates more than all of them
-    assert result["high"] == pytest.approx(whole) and 0 < result["low"] < whole
-    assert result == stats.hypervolume_interval(points, (101.0, 1.0), "hv", FAST,
-                                                ideal=(1.0, 0.0))
+def test_hypervolume_per_seed_in_the_tracks_own_box():
+    # one point alone in the box (ppl 1..101, fraction 0..1): (1 - 0.5) * (1 - 0.5) = 0.25
+    box = {"ideal_val_ppl": 1.0, "final_val_ppl": 101.0, "trainable_fraction": 1.0}
+    values = stats.seed_hypervolumes([[51.0, 0.5], [26.0, 0.75], [float("nan"), 0.2]], box)
+    assert values[:2] == [pytest.approx(0.25), pytest.approx(0.1875)] and math.isnan(values[2])
+    # the box spans the finished cells' range: the best ppl is its corner, the worst adds 0
+    cells = [cell("a", 0, 100.0, 0.5, [0, 1]), cell("a", 1, 110.0, 0.5, [0, 1]),
+             cell("b", 0, 120.0, 0.0, [0, 0])]
+    found = stats.hypervolume_box(cells)
+    assert (found["ideal_val_ppl"], found["final_val_ppl"]) == (100.0, 120.0)
+    assert stats.hypervolume_box(cells[:1]) is None  # no range
+    given = {"final_val_ppl": 500.0, "source": "track"}
+    assert stats.hypervolume_box(cells, given)["ideal_val_ppl"] == 1.0
+    # per agent: the IQM of its seeds' values with a real bootstrap interval (the
+    # estimate inside it, not its upper end)
+    many = [cell("c", s, 100.0 + 2 * s, 0.1 * s, [0, 1]) for s in range(8)]
+    est = stats.hypervolume_estimates(many, ["c"], stats.hypervolume_box(many), FAST)["c"]
+    per_seed = stats.seed_hypervolumes([(100.0 + 2 * s, 0.1 * s) for s in range(8)],
+                                       stats.hypervolume_box(many))
+    assert est["value"] == pytest.approx(stats.iqm(per_seed)) and est["n"] == 8
+    assert est["low"] < est["value"] < est["high"]
 
 
 # ---------------------------------------------------------------- profiles, cells
@@ -163,10 +177,12 @@ def test_benchmark_statistics_of_constructed_agents():
     assert per_agent["vanilla"]["improvement"]["verdict"] == "better"
     assert per_agent["worse"]["improvement"]["verdict"] == "worse"
     assert summary["baseline"] == "qlearning"
-    assert summary["hypervolume_reference"]["final_val_ppl"] == 1001.0
+    # the box: the best (vanilla seed 0) to the worst (worse seed 5) final val ppl
+    assert summary["hypervolume_reference"]["ideal_val_ppl"] == 100.0
+    assert summary["hypervolume_reference"]["final_val_ppl"] == 305.0
     assert summary["method"]["reps"] == 500 and "rliable" in summary["method"]["library"]
     assert summary["hypervolume_reference"]["trainable_fraction"] == 1.0
-    assert per_agent["vanilla"]["hypervolume"]["value"] == 0.0  # nothing saved
+    assert per_agent["vanilla"]["hypervolume"]["value"] == 0.0  # fraction 1: nothing saved
     assert per_agent["albert"]["hypervolume"]["value"] > per_agent["worse"]["hypervolume"][
         "value"]
     assert set(summary["profile"]["agents"]) == set(agents)
@@ -227,18 +243,11 @@ def test_results_are_judged_by_their_tracks_reference_and_hypothesis():
     assert tracks.PAPER == Hypothesis(conventional_agent="vanilla", min_tied_fraction=0.75)
 
 
-def test_the_default_reference_point_is_the_vocabulary_size():
-    _, summary = stats.benchmark_statistics(constructed(), ["albert"], vocab_size=2048,
-                                            bootstrap=FAST, **JUDGED)
-    assert summary["hypervolume_reference"]["final_val_ppl"] == 2048.0
-    assert summary["hypervolume_reference"]["trainable_fraction"] == 1.0
-
-
 def test_a_given_reference_point_is_used():
     ref = {"final_val_ppl": 500.0, "trainable_fraction": 1.0, "source": "track"}
     _, summary = stats.benchmark_statistics(constructed(), ["albert"], reference=ref,
                                             bootstrap=FAST, **JUDGED)
-    assert summary["hypervolume_reference"] == ref
+    assert summary["hypervolume_reference"] == {**ref, "ideal_val_ppl": 1.0}
 
 
 def test_no_verdict_from_fewer_than_five_seeds_a_side():

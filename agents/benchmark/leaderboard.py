@@ -30,7 +30,14 @@ from typing import Any
 
 from agents.benchmark.paired_page import answers, paired_section
 from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
-from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT, Bootstrap, improvement, verdicts
+from agents.benchmark.stats import (
+    MIN_SEEDS_FOR_VERDICT,
+    Bootstrap,
+    hypervolume_box,
+    hypervolume_estimates,
+    improvement,
+    verdicts,
+)
 from agents.benchmark.tracks import Hypothesis, judged_by
 from agents.runs.result import cell_result
 from tying_env.files import write_text
@@ -179,19 +186,30 @@ def merged_rows(members: Sequence[Json],
     across = []
     home = next((m for m in members if reference in m["agents"]), None)
     baseline = _finished_values(home, reference) if home else []
+    box = track_box(members)
     for meta in members:
+        method = (meta.get("statistics") or {}).get("method") or {}
+        settings = Bootstrap(**{k: method[k] for k in ("reps", "confidence", "seed")
+                                if k in method})
+        volumes = hypervolume_estimates(meta.get("cells") or [], list(meta["agents"]), box,
+                                        settings)
         for agent, row in meta["agents"].items():
+            row = row | {"hypervolume": volumes[agent]}
             if meta is not home and baseline and agent != reference \
                     and row.get("improvement") is None:
-                method = (meta.get("statistics") or {}).get("method") or {}
-                settings = Bootstrap(**{k: method[k] for k in ("reps", "confidence", "seed")
-                                        if k in method})
                 row = row | {"improvement": improvement(
                     _finished_values(meta, agent), baseline,
                     f"improvement/{agent}/{reference}", settings)}
                 across.append(agent)
             rows[agent] = row
     return rows, across
+
+
+def track_box(members: Sequence[Json]) -> Json | None:
+    """The hypervolume box of a track: one for all its results files, from all their
+    cells (`stats.hypervolume_box`; a track's fixed `hypervolume_reference` wins)."""
+    cells = [c for meta in members for c in meta.get("cells") or []]
+    return hypervolume_box(cells, track_of(members[0]).get("hypervolume_reference"))
 
 
 def _duration(seconds: Any) -> str:
@@ -305,17 +323,12 @@ def track_section(key: tuple[str, str], members: Sequence[Json],
                   f"results files of this track (`{reference}` is in another file than "
                   f"{', '.join(f'`{a}`' for a in across)}), as the report computes it.", ""]
     lines += [*verdict_lines(verdict, rows, reference, hypothesis), "", *noise_lines(noise)]
-    references = {json.dumps((m.get("statistics") or {}).get("hypervolume_reference"),
-                             sort_keys=True) for m in members}
-    for text in sorted(references):
-        ref = json.loads(text)
-        if ref:
-            lines.append(f"Hypervolume reference point: val ppl {fmt(ref['final_val_ppl'])}, "
-                         f"trainable fraction {fmt(ref['trainable_fraction'])} "
-                         f"({ref.get('source', '')}).")
-    if len(references) > 1:
-        lines.append("The results files use different reference points: their hypervolumes "
-                     "do not compare.")
+    box = track_box(members)
+    if box:
+        lines.append(f"Hypervolume box: val ppl {fmt(box['ideal_val_ppl'])} to "
+                     f"{fmt(box['final_val_ppl'])}, trainable fraction 0 to "
+                     f"{fmt(box['trainable_fraction'])} ({box['source']}); computed here "
+                     "for all the track's results files.")
     lines += ["", "Results files:", ""]
     for meta in members:
         lines += source_lines(meta, page_dir)
@@ -417,10 +430,10 @@ def render(files: Sequence[Json], command: str, commit: Json,
              "seeds with its 95% stratified-bootstrap interval in brackets (rliable), except "
              f"P(improves on {reference}): the probability that a seed of the agent ends with a "
              f"lower final validation perplexity than a seed of `{reference}` (ties count "
-             "half), and the hypervolume of the agent's (val ppl, trainable fraction) results "
-             "(pymoo; both lower-better; share of the box from (ppl 1, fraction 0) to the "
-             "reference point; its interval's upper end is the estimate, as a resample of seeds "
-             f"can only lose points). An agent *beats* `{reference}` when its P(improvement) "
+             "half). The hypervolume is also an IQM over seeds: per seed, the share of the "
+             "track's box (its best to worst final val ppl, trainable fraction 0 to 1) that "
+             "the seed's (val ppl, trainable fraction) result dominates (pymoo; both "
+             f"lower-better). An agent *beats* `{reference}` when its P(improvement) "
              "interval lies entirely above 0.5. `(n=1)`: one seed, no interval. Rows are sorted by "
              "validation perplexity.", ""]
     for key, members in groups.items():

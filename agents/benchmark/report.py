@@ -13,8 +13,8 @@
 
 `summarize` rebuilds all of them from `OUT/cells` at any time. A results.json may carry
 a top-level `track` (`{"name", "version"}`, shown in the page's heading; an optional
-`hypervolume_reference` `{"final_val_ppl", "trainable_fraction"}` fixes the
-hypervolume's reference point).
+`hypervolume_reference` `{"ideal_val_ppl", "final_val_ppl", "trainable_fraction"}` fixes
+the hypervolume's box).
 """
 
 from __future__ import annotations
@@ -157,20 +157,6 @@ def episode_return(out: Path, cell: Json) -> float | None:
     return total if records and math.isfinite(total) else None
 
 
-def _vocab_size(request: Json | None, cells: Sequence[Json]) -> int | None:
-    """A uniform prediction's perplexity: the model's outputs (`n_outputs`) recorded by a
-    finished cell, else the vocabulary size of a text environment's settings."""
-    results = [r for r in map(cell_result, cells) if r is not None]
-    outputs = [r.n_outputs for r in results if isinstance(r.n_outputs, int)]
-    if outputs:
-        return outputs[0]
-    configs = [(request or {}).get("env_config") or {}]
-    configs += [r.env_kwargs for r in results]
-    sizes = [c.get("vocab_size") for c in configs if isinstance(c.get("vocab_size"), int)
-             and c.get("family", "gpt2") != "vit"]
-    return sizes[0] if sizes else None
-
-
 def code_version(root: Path = ROOT) -> Json:
     """The git commit of the code (`None` outside a git checkout) and whether files differ."""
     def git(*args: str) -> str | None:
@@ -210,8 +196,7 @@ def summarize(out: str | Path, bootstrap: Bootstrap | None = None) -> str:
     baseline, hypothesis = judged_by(track)
     per_agent, statistics = benchmark_statistics(
         cells, agents, baseline=baseline, hypothesis=hypothesis,
-        reference=track.get("hypervolume_reference"),
-        vocab_size=_vocab_size(request, cells), bootstrap=bootstrap or Bootstrap())
+        reference=track.get("hypervolume_reference"), bootstrap=bootstrap or Bootstrap())
     for agent in agents:
         table[agent] |= per_agent[agent]
     if track.get("objective"):  # Benchmark v2: judged by paired statistics
@@ -427,12 +412,12 @@ def hypervolume_section(meta: Json) -> list[str]:
     if not ref:
         return lines + ["No finished cell: no hypervolume."]
     lines += [f"Objectives, both lower-better: final validation perplexity and trainable "
-              f"fraction. Hypervolume = share of the box from (ppl 1, fraction 0) to the "
-              f"reference point (ppl {fmt(ref['final_val_ppl'])}, fraction "
-              f"{fmt(ref['trainable_fraction'])}: {ref['source']}) that the agent's seed "
-              "results dominate (pymoo's HV; 1 would be ppl 1 with no trainable parameter). "
-              "Interval: the seeds resampled; a resample can only lose points, so the "
-              "upper end is the estimate itself.", "",
+              f"fraction. Per seed, the share of the box from (ppl "
+              f"{fmt(ref.get('ideal_val_ppl', 1.0))}, fraction 0) to (ppl "
+              f"{fmt(ref['final_val_ppl'])}, fraction {fmt(ref['trainable_fraction'])}) "
+              f"({ref['source']}) that the seed's result dominates (pymoo's HV); the table "
+              "gives the IQM over seeds with its stratified-bootstrap interval, as for every "
+              "other metric.", "",
               "| agent | hypervolume | seeds |", "|---|---|---|"]
     for agent, row in meta["agents"].items():
         est = row.get("hypervolume") or {}

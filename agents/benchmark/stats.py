@@ -10,10 +10,13 @@ one task, so it resamples an agent's seeds with replacement; percentile interval
 - `improvement`: P(a seed of the agent ends with a lower final val ppl than a seed of
   the baseline), ties counting half: rliable's probability of improvement on negated
   perplexities (lower is better), the two agents' seeds resampled independently;
-- `hypervolume`: the share of the box from (ppl 1, fraction 0) to a reference point that
-  the agent's (final val ppl, trainable fraction) seed results dominate (pymoo's `HV`;
-  both objectives lower-better), the seeds resampled; the reference is fixed per track
-  (`hypervolume_reference`: by default the vocabulary size, trainable fraction 1);
+- `hypervolume`: per seed, the share of the track's box that the seed's (final val ppl,
+  trainable fraction) point dominates (pymoo's `HV`; both objectives lower-better), and
+  the IQM of those per-seed values with its interval like every other metric. The box
+  spans the track's own range (`hypervolume_box`: from the best to the worst final val
+  ppl of its finished cells, trainable fraction 0 to 1), so differences between agents
+  fill it; a track may fix it (`hypervolume_reference`). Per seed, not the union of an
+  agent's seeds: a single lucky seed does not make the value;
 - `profile`: score distributions (performance profiles): the fraction of an agent's
   seeds whose final val ppl is below each threshold, with pointwise intervals.
 
@@ -180,27 +183,13 @@ def improvement(scores: Sequence[Any], baseline: Sequence[Any], name: str,
     return estimate(point, low, high, n=int(x.size), n_baseline=int(y.size), verdict=verdict)
 
 
-def hypervolume_interval(points: Any, reference: Sequence[float], name: str,
-                         bootstrap: Bootstrap = Bootstrap(),
-                         ideal: Sequence[float] | None = None) -> Json:
-    """`hypervolume` of one agent's seed results, with a bootstrap interval over seeds."""
-    pts = np.asarray(points, dtype=float).reshape(-1, len(reference))
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    if not len(pts):
-        return estimate(None, n=0)
-    point = hypervolume(pts, reference, ideal)
-    if len(pts) == 1:
-        return estimate(point, point, point, n=1)
-    from rliable import library
-
-    # resample seeds, not coordinates: the bootstrap draws row indices into `pts`
-    rows = np.arange(len(pts)).reshape(-1, 1)
-    with _seeded(_seed(bootstrap, name)):
-        _, ci = library.get_interval_estimates(
-            {name: rows}, lambda idx: np.array([hypervolume(pts[idx.ravel()], reference, ideal)]),
-            reps=bootstrap.reps, confidence_interval_size=bootstrap.confidence)
-    low, high = ci[name][:, 0]
-    return estimate(point, float(low), float(high), n=len(pts))
+def seed_hypervolumes(points: Any, box: Mapping[str, Any]) -> list[float]:
+    """The hypervolume of each seed's (final val ppl, trainable fraction) point alone in
+    `box` (`hypervolume_box`); NaN for a seed without finite values."""
+    reference = (box["final_val_ppl"], box["trainable_fraction"])
+    ideal = (box.get("ideal_val_ppl", 1.0), 0.0)
+    return [hypervolume([p], reference, ideal) if np.isfinite(p).all() else math.nan
+            for p in np.asarray(points, dtype=float).reshape(-1, 2)]
 
 
 def performance_profile(values: Sequence[Any], thresholds: Sequence[float], name: str,
@@ -247,45 +236,48 @@ def cell_values(cell: Mapping[str, Any]) -> Json:
             "layers_tied_fraction": result.layers_tied_fraction}
 
 
-def hypervolume_reference(cells: Sequence[Mapping[str, Any]],
-                          given: Mapping[str, Any] | None = None,
-                          vocab_size: int | None = None) -> Json | None:
-    """The hypervolume's reference point, the same for every agent and seed of a track.
+def hypervolume_box(cells: Sequence[Mapping[str, Any]],
+                    given: Mapping[str, Any] | None = None) -> Json | None:
+    """The box every seed's hypervolume is measured in, the same for a whole track.
 
-    `given` (e.g. a track's) when there is one; else perplexity `vocab_size` (a uniform
-    prediction over the model's outputs, its vocabulary or classes: what an untrained
-    model scores) and trainable
-    fraction 1 (every block trainable). Without a vocabulary size: the median initial
-    validation perplexity of the cells, or their worst final one.
+    `given` (e.g. a track's `hypervolume_reference`) when there is one; else the track's
+    own range: final val ppl from the best (`ideal_val_ppl`) to the worst of its finished
+    cells, trainable fraction 0 to 1. None without two different finite perplexities.
     """
     if given:
-        return {"final_val_ppl": float(given["final_val_ppl"]),
+        return {"ideal_val_ppl": float(given.get("ideal_val_ppl", 1.0)),
+                "final_val_ppl": float(given["final_val_ppl"]),
                 "trainable_fraction": float(given.get("trainable_fraction", 1.0)),
                 "source": str(given.get("source", "given"))}
-    if vocab_size:
-        return {"final_val_ppl": float(vocab_size), "trainable_fraction": 1.0,
-                "source": "the model's outputs (vocabulary or classes), a uniform "
-                          "prediction's perplexity; "
-                          "trainable fraction 1"}
-    results = [r for r in map(cell_result, cells) if r is not None]
-    initial = _finite([r.initial_val_ppl for r in results])
-    if initial.size:
-        return {"final_val_ppl": float(np.median(initial)), "trainable_fraction": 1.0,
-                "source": "median initial validation perplexity (the untrained model) of "
-                          "the finished cells; trainable fraction 1"}
-    final = _finite([r.final_val_ppl for r in results])
-    if final.size:
-        return {"final_val_ppl": float(final.max()), "trainable_fraction": 1.0,
-                "source": "worst final validation perplexity of the finished cells; "
-                          "trainable fraction 1"}
-    return None
+    results = [cell_result(c) for c in cells if c.get("status") == "finished"]
+    final = _finite([r.final_val_ppl for r in results if r is not None])
+    if final.size < 2 or final.min() == final.max():
+        return None
+    return {"ideal_val_ppl": float(final.min()), "final_val_ppl": float(final.max()),
+            "trainable_fraction": 1.0,
+            "source": "the track's own range: the best and worst final val ppl of its "
+                      "finished cells; trainable fraction 0 to 1"}
+
+
+def hypervolume_estimates(cells: Sequence[Mapping[str, Any]], agents: Sequence[str],
+                          box: Mapping[str, Any] | None,
+                          bootstrap: Bootstrap = Bootstrap()) -> dict[str, Json]:
+    """Per agent: the IQM of its seeds' hypervolumes in `box`, with its interval."""
+    out = {}
+    for agent in agents:
+        points = [(v["final_val_ppl"], v["trainable_fraction"]) for v in
+                  (cell_values(c) for c in cells
+                   if c.get("agent") == agent and c.get("status") == "finished")
+                  if v["final_val_ppl"] is not None and v["trainable_fraction"] is not None]
+        out[agent] = (interval(seed_hypervolumes(points, box), iqm, f"hv/{agent}", bootstrap)
+                      if box and points else estimate(None, n=0))
+    return out
 
 
 # ---------------------------------------------------------------- the whole benchmark
 def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[str], *,
                          baseline: str, hypothesis: Hypothesis,
                          reference: Mapping[str, Any] | None = None,
-                         vocab_size: int | None = None,
                          bootstrap: Bootstrap = Bootstrap()) -> tuple[dict[str, Json], Json]:
     """Per agent `{"iqm": {metric: estimate}, "improvement", "hypervolume"}`, and the
     benchmark's `statistics` block (method, reference point, profiles, verdicts).
@@ -296,7 +288,8 @@ def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[st
                   if c.get("agent") == a and c.get("status") == "finished"] for a in agents}
     column = {a: {m: [v[m] for v in rows] for m in METRICS} for a, rows in values.items()}
     has_baseline = baseline in agents and _finite(column[baseline]["final_val_ppl"]).size > 0
-    ref = hypervolume_reference(cells, reference, vocab_size)
+    box = hypervolume_box(cells, reference)
+    volumes = hypervolume_estimates(cells, agents, box, bootstrap)
     per_agent: dict[str, Json] = {}
     for agent in agents:
         row: Json = {"iqm": {m: interval(column[agent][m], iqm, f"iqm/{m}/{agent}", bootstrap)
@@ -305,21 +298,18 @@ def benchmark_statistics(cells: Sequence[Mapping[str, Any]], agents: Sequence[st
                                           column[baseline]["final_val_ppl"],
                                           f"improvement/{agent}/{baseline}", bootstrap)
                               if has_baseline and agent != baseline else None)
-        points = [(v["final_val_ppl"], v["trainable_fraction"]) for v in values[agent]
-                  if v["final_val_ppl"] is not None and v["trainable_fraction"] is not None]
-        row["hypervolume"] = (hypervolume_interval(
-            points, (ref["final_val_ppl"], ref["trainable_fraction"]), f"hv/{agent}",
-            bootstrap, ideal=(1.0, 0.0)) if ref else estimate(None, n=0))
+        row["hypervolume"] = volumes[agent]
         per_agent[agent] = row
     summary: Json = {
         "method": {"library": _versions(), **asdict(bootstrap),
                    "interval": "stratified bootstrap over seeds (rliable), percentile",
                    "iqm": "interquartile mean over seeds (25% trimmed mean)",
                    "improvement": f"P(final val ppl < {baseline}'s), ties count half",
-                   "hypervolume": "share of the box [1, reference ppl] x [0, reference "
-                                  "trainable fraction] dominated by the seed results"},
+                   "hypervolume": "IQM over seeds of the share of the box [ideal ppl, "
+                                  "reference ppl] x [0, reference trainable fraction] "
+                                  "that each seed's result dominates"},
         "baseline": baseline if has_baseline else None,
-        "hypervolume_reference": ref,
+        "hypervolume_reference": box,
         "profile": _profiles(column, bootstrap),
     }
     if not has_baseline:
