@@ -146,7 +146,8 @@ def test_bad_settings_name_the_value(model, tmp_path):
         env.step(7)
 
 
-def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypatch):
+def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypatch,
+                                                       cache_dir):
     """The report has each check of docs/surrogate.md, computed on the small benchmark
     (one seed: nothing to hold out, so the one-step check uses every episode)."""
     from agents.benchmark.tracks import TRACKS, Track
@@ -158,7 +159,8 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
                   agents=SMALL_BENCHMARK_AGENTS, description="the small benchmark")
     monkeypatch.setitem(TRACKS, "small", track)
     report = check.validate(data, "small", holdout=(), work=tmp_path, seeds=(0, 1),
-                            settings=FitSettings(members=2, hidden=8, epochs=1))
+                            settings=FitSettings(members=2, hidden=8, epochs=1),
+                            cache_dir=cache_dir)
     assert report["one_step"]["decisions"] == 0  # no held-out seed
     assert set(report["per_agent"]) == set(SMALL_BENCHMARK_AGENTS)
     for row in report["per_agent"].values():
@@ -166,6 +168,14 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
     assert report["ranking"]["agents"] == 3 and -1 <= report["ranking"]["tau_b"] <= 1
     assert set(report["left_out"]) == {"qlearning", "random", "static"}
     assert report["left_out"]["static"]["ranks"]["vanilla"]["real"] in (1, 2, 3)
+    assert report["speed"]["speedup"] > 1 and report["speed"]["real_decisions"] == 22
+    # the page states each check's verdict; one seed per agent: no seed sd, no decided pair
+    from agents.surrogate.page import render
+
+    page = render(report, "runs/validation.json")
+    assert "Every agent within one real seed standard deviation: not measurable." in page
+    assert "Pairs the real runs decide (95% intervals apart): 0;" in page
+    assert "| vanilla |" not in page and "| `vanilla` |" in page
 
 
 def test_ranking_statistics_by_hand():

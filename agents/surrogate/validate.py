@@ -128,10 +128,12 @@ def ranking(real: dict[str, list[float]], surrogate: dict[str, float]) -> Json:
     names = sorted(set(real) & set(surrogate))
     real_means = [float(np.mean(real[a])) for a in names]
     tau = stats.kendalltau(real_means, [surrogate[a] for a in names]).statistic
-    bounds = {a: interval(real[a]) for a in names}
+    bounds = {a: interval(real[a]) for a in names if len(real[a]) > 1}
     decided = agree = 0
     for i, a in enumerate(names):
         for b in names[i + 1:]:
+            if a not in bounds or b not in bounds:
+                continue  # one seed: no interval, nothing decided
             if bounds[a][1] > bounds[b][2] or bounds[b][1] > bounds[a][2]:
                 decided += 1
                 agree += (bounds[a][0] > bounds[b][0]) == (surrogate[a] > surrogate[b])
@@ -161,7 +163,8 @@ def rank_of(values: dict[str, float], name: str) -> int:
 
 
 def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
-             seeds: Sequence[int], settings: FitSettings, leave_out: bool = True) -> Json:
+             seeds: Sequence[int], settings: FitSettings, leave_out: bool = True,
+             cache_dir: Path | None = None) -> Json:
     """Every check of the module's table; models are fitted into `work`."""
     from agents.benchmark.tracks import get
     from agents.surrogate.fit import describe
@@ -202,9 +205,38 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
     surrogate_returns = {a: v["surrogate_return"] for a, v in per_agent.items()}
     report["ranking"] = ranking(real_returns, surrogate_returns)
     report["track_seconds"] = float(sum(r["seconds"] for rows in played.values() for r in rows))
+    report["speed"] = speed(track, work / "all", cache_dir)
     if leave_out:
         report["left_out"] = left_out(data, track, work, seeds, settings, real_returns)
     return report
+
+
+def speed(track: str, model: Path, cache_dir: Path | None = None, real_decisions: int = 22,
+          decisions: int = 3000) -> Json:
+    """Seconds per decision of the real environment and of the surrogate, side by side in
+    this process (random valid actions; the real env's first decisions after a reset)."""
+    from agents.benchmark.tracks import get
+    from tying_env import ENV_IDS
+    from tying_env.env import LayerTyingEnv
+
+    settings = get(track)
+    real = LayerTyingEnv(**{**ENV_IDS[settings.env_id], **settings.env_kwargs},
+                         cache_dir=cache_dir)
+    timed = {}
+    for name, env, n in (("real", real, real_decisions), ("surrogate", SurrogateEnv(model),
+                                                          decisions)):
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        for _ in range(n):
+            _, _, _, truncated, _ = env.step(int(rng.integers(env.layer + 1)))
+            if truncated:
+                env.reset(seed=1)
+        timed[name] = (time.perf_counter() - start) / n
+    real.close()
+    return {"real_seconds": timed["real"], "surrogate_seconds": timed["surrogate"],
+            "speedup": timed["real"] / timed["surrogate"], "real_decisions": real_decisions,
+            "surrogate_decisions": decisions}
 
 
 def left_out(data: Transitions, track: str, work: Path, seeds: Sequence[int],
@@ -242,12 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder for fitted models")
     parser.add_argument("--json", type=Path, required=True, help="the report")
     parser.add_argument("--no-leave-out", action="store_true")
+    parser.add_argument("--cache-dir", type=Path, help="the corpora's cache (as the track's)")
     parser.add_argument("--epochs", type=int, default=FitSettings.epochs)
     args = parser.parse_args(argv)
     holdout, seeds = parse_seeds(args.holdout_seeds), parse_seeds(args.seeds)
     data = Transitions.load(args.data)
     report = validate(data, args.track, holdout, args.work, seeds,
-                      FitSettings(epochs=args.epochs), leave_out=not args.no_leave_out)
+                      FitSettings(epochs=args.epochs), leave_out=not args.no_leave_out,
+                      cache_dir=args.cache_dir)
     report["command"] = " ".join(["python", "-m", "agents.surrogate.validate",
                                   *(argv if argv is not None else sys.argv[1:])])
     write_json(args.json, report)

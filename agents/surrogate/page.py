@@ -1,0 +1,156 @@
+"""`docs/surrogate.md` from a surrogate's validation report (`agents.surrogate.validate`).
+
+    python -m agents.surrogate.page runs/surrogate/validation.json --out docs/surrogate.md
+
+Each check of the standard gets its table and a verdict: met, not met, or not measurable
+from the data (e.g. one seed per agent has no seed standard deviation). Nothing is
+written by hand: the page carries the validation's command and the commit it ran at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agents.benchmark.report import code_version
+from tying_env.files import read_json, write_text
+
+Json = dict[str, Any]
+# the standard (issue 25): intervals' coverage, per-agent gaps, ranking
+COVERAGE = {"coverage_50": (0.45, 0.55), "coverage_90": (0.85, 0.95)}
+MAX_GAP_SD = 1.0
+MIN_TAU, MAX_TAU_DROP = 0.8, 0.1
+MIN_SPEEDUP, MAX_TRACK_SECONDS = 1000, 60
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measurable" if ok is None else ("met" if ok else "**not met**")
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def one_step_lines(one: Mapping[str, Any]) -> list[str]:
+    rows = [("all held-out decisions", one), *((f"phase {p}", v) for p, v in
+                                               (one.get("phases") or {}).items())]
+    lines = ["| decisions | n | RMSE of the reward | two real replicates | within? | "
+             "50% interval covers | 90% interval covers |", "|---|---|---|---|---|---|---|"]
+    for name, row in rows:
+        lines.append(f"| {name} | {row.get('decisions', 0)} | {_f(row.get('rmse'))} | "
+                     f"{_f(row.get('replicate_rmse'))} | {verdict(row.get('within_replicate'))}"
+                     f" | {_f(row.get('coverage_50'), 3)} | {_f(row.get('coverage_90'), 3)} |")
+    covered = [lo <= one[k] <= hi for k, (lo, hi) in COVERAGE.items()
+               if one.get(k) is not None]
+    return [*lines, "", f"One step within replicate error: "
+            f"{verdict(one.get('within_replicate'))}; intervals calibrated (50% within "
+            f"45-55%, 90% within 85-95%): {verdict(all(covered) if covered else None)}."]
+
+
+def agent_lines(per_agent: Mapping[str, Json]) -> list[str]:
+    lines = ["| agent | real return | surrogate return | gap (real seed sd) | real last ppl | "
+             "surrogate last ppl | gap (real seed sd) | real seeds | out-of-data decisions |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    gaps = []
+    for agent, row in sorted(per_agent.items(), key=lambda kv: -kv[1]["real_return"]):
+        for key in ("return_gap_sd", "ppl_gap_sd"):
+            if row.get(key) is not None:
+                gaps.append(abs(row[key]) <= MAX_GAP_SD)
+        lines.append(f"| `{agent}` | {_f(row['real_return'])} | {_f(row['surrogate_return'])} "
+                     f"| {_f(row.get('return_gap_sd'), 2)} | {_f(row['real_last_val_ppl'], 3)} "
+                     f"| {_f(row['surrogate_last_val_ppl'], 3)} | {_f(row.get('ppl_gap_sd'), 2)} "
+                     f"| {row['real_seeds']} | {row['ood_share']:.1%} |")
+    ok = all(gaps) if gaps and len(gaps) == 2 * len(per_agent) else (
+        False if gaps and not all(gaps) else None)
+    return [*lines, "", f"Every agent within one real seed standard deviation: {verdict(ok)}."]
+
+
+def ranking_lines(report: Mapping[str, Any]) -> list[str]:
+    rank = report["ranking"]
+    halves = report.get("halves_tau")
+    tau = rank["tau_b"]
+    ok = None if tau is None else (tau >= MIN_TAU and (halves is None or
+                                                       tau >= halves - MAX_TAU_DROP))
+    lines = [f"- Kendall's tau_b between the agents' mean returns, surrogate against real: "
+             f"{_f(tau, 3)} ({rank['agents']} agents).",
+             f"- Pairs the real runs decide (95% intervals apart): {rank['decided_pairs']}; "
+             f"the surrogate orders {_f(rank.get('decided_agreement'), 3)} of them the same "
+             f"way.",
+             f"- tau_b between two halves of the real seeds: {_f(halves, 3)}.", "",
+             f"Ranking (tau_b >= {MIN_TAU} and at most {MAX_TAU_DROP} below the halves' "
+             f"tau): {verdict(ok)}."]
+    left = report.get("left_out") or {}
+    if left:
+        lines += ["", "Refit without one policy family:", "",
+                  "| left out | tau_b | its agents: real rank -> surrogate rank |", "|---|---|---|"]
+        for family, row in left.items():
+            ranks = ", ".join(f"`{a}` {r['real']} -> {r['surrogate']}"
+                              for a, r in row["ranks"].items())
+            lines.append(f"| {family} | {_f(row['tau_b'], 3)} | {ranks} |")
+    return lines
+
+
+def speed_lines(report: Mapping[str, Any], per_agent: list[float]) -> list[str]:
+    timed = report.get("speed") or {}
+    lines = []
+    if timed:
+        fast = timed["speedup"] >= MIN_SPEEDUP
+        lines += [f"Side by side in one process: a real decision took "
+                  f"{timed['real_seconds']:.3f} s ({timed['real_decisions']} decisions), a "
+                  f"surrogate decision {timed['surrogate_seconds'] * 1e6:.0f} us "
+                  f"({timed['surrogate_decisions']} decisions): {timed['speedup']:.0f}x "
+                  f"faster; at least {MIN_SPEEDUP}x: {verdict(fast)}.", ""]
+    whole = report["track_seconds"]
+    lines.append(f"The whole surrogate track ({len(report['per_agent'])} agents x the seeds "
+                 f"above) took {whole:.1f} s, the agents' own computation included (a "
+                 f"decision took {min(per_agent) * 1e3:.2f} to {max(per_agent) * 1e3:.2f} ms "
+                 f"with the agent); at most {MAX_TRACK_SECONDS} s: "
+                 f"{verdict(whole <= MAX_TRACK_SECONDS)}.")
+    return lines
+
+
+def render(report: Mapping[str, Any], source: str) -> str:
+    code = code_version()
+    head = code.get("commit")
+    speed = [row["seconds_per_decision"] for row in report["per_agent"].values()]
+    lines = [
+        "# The surrogate track", "",
+        f"Generated from `{source}` by `python -m agents.surrogate.page {source} --out "
+        f"docs/surrogate.md`" + (f" at commit `{head[:12]}`" if head else "")
+        + "; do not edit it by hand. The validation ran as: "
+        f"`{report.get('command', '(not recorded)')}`.", "",
+        f"Track `{report['track']}`: {report['episodes']} real episodes (data "
+        f"`{report['data_sha256'][:16]}`), the one-step model fitted without seeds "
+        f"{report['holdout_seeds']}. See `tying_env.surrogate` for the model and "
+        "`agents.surrogate.validate` for how each number is measured.", "",
+        "## One step: the predicted reward against real outcomes", "", *one_step_lines(
+            report["one_step"]), "",
+        "## Per agent: whole episodes on the surrogate against the real track", "",
+        *agent_lines(report["per_agent"]), "",
+        "## Ranking", "", *ranking_lines(report), "",
+        "## Speed", "", *speed_lines(report, speed), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agents.surrogate.page",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    report = read_json(args.report)
+    if not isinstance(report, dict) or "per_agent" not in report:
+        parser.error(f"argument report: {args.report} is not a surrogate validation report")
+    write_text(args.out, render(report, str(args.report)))
+    print(f"{args.report} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
