@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+__version__ = "0.1.0"  # the package's version (pyproject.toml reads it from here)
+
 ENV_ENTRY_POINT = "tying_env.env:LayerTyingEnv"
 ENV_IDS = {
     "LayerTying-GPT2-v0": dict(preset="small", dataset="wikitext-2"),
