@@ -9,7 +9,8 @@
   `title="not run"`) is skipped: keep those rare;
 - the reference tables (result.json keys, info keys, arguments, presets, agents) list
   exactly what the code has;
-- the course notebook is stored without outputs and runs top to bottom.
+- the course notebook is stored without outputs (tests/test_course.py runs it top to
+  bottom and grades it).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ NO_TEST = "<!-- no-test -->"
 SMALL_ENV = {"n_layer": 4, "n_embd": 32, "n_head": 2}
 SMALL_ARGS = ["--max-sweeps", "1", "--no-progress"]
 PAGE_TIMEOUT_S = 240
-NOTEBOOK_TIMEOUT_S = 300
 
 
 @dataclass
@@ -306,14 +306,3 @@ def test_notebook_is_stored_without_outputs() -> None:
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [] and cell.get("execution_count") is None
-
-
-def test_notebook_runs(tmp_path: Path, docs_cache: Path, monkeypatch) -> None:
-    nbformat = pytest.importorskip("nbformat", reason="nbformat comes with nbmake (dev extra)")
-    nbclient = pytest.importorskip("nbclient", reason="nbclient comes with nbmake (dev extra)")
-    for key, value in docs_env(docs_cache).items():
-        monkeypatch.setenv(key, value)
-    nb = nbformat.read(DOCS / "tutorial.ipynb", as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=NOTEBOOK_TIMEOUT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()

@@ -139,3 +139,38 @@ def test_the_plot_modules_leave_matplotlib_alone():
                               env={**os.environ, "MPLBACKEND": "svg"})
     assert proc.returncode == 0, proc.stderr
 
+
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "docs" / "results" / "leaderboard" / "tiny.json"
+
+
+def test_benchmark_figures_drawn_by_rliable_leave_pyplot_as_it_was(tmp_path):
+    """`plot_intervals` and `plot_profiles` draw with rliable's plot_utils (pyplot): on a
+    committed benchmark's results, and on results with one statistic or none, they write
+    PNGs, close every figure they open and keep the backend."""
+    code = textwrap.dedent("""
+        import json, sys, matplotlib
+        from pathlib import Path
+        backend = matplotlib.get_backend()
+        from agents.benchmark import plots
+        out = Path(sys.argv[2])
+        one = {"agents": {"vanilla": {"iqm": {"final_val_ppl": {
+            "value": 10.0, "low": 9.5, "high": 10.4}}}}}
+        empty = {"agents": {"vanilla": {}, "albert": {}}}
+        for name, meta in (("full", json.loads(Path(sys.argv[1]).read_text())), ("one", one),
+                           ("empty", empty)):
+            plots.plot_intervals(meta, out / f"{name}-intervals.png")
+            plots.plot_profiles(meta, out / f"{name}-profiles.png")
+        import matplotlib.pyplot as plt
+        assert plt.get_fignums() == [], plt.get_fignums()
+        assert matplotlib.get_backend() == backend, (backend, matplotlib.get_backend())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, str(BENCHMARK), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "svg"})
+    assert proc.returncode == 0, proc.stderr
+    for name in ("intervals", "profiles"):
+        width, height = png_size(tmp_path / f"full-{name}.png")
+        assert 1000 <= width <= 2600 and 300 <= height <= 1200, (name, width, height)
+        png_size(tmp_path / f"one-{name}.png")
+        png_size(tmp_path / f"empty-{name}.png")

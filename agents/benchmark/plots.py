@@ -10,7 +10,11 @@
 |                | over seeds, band: interquartile range), the others' IQM in grey       |
 | `profiles.png` | score distributions: fraction of seeds below each final val ppl       |
 
-Each agent keeps one colour and marker across the figures.
+Each agent keeps one colour and marker across the figures. The intervals and the profiles
+are drawn by rliable's `plot_utils` (`plot_interval_estimates`, `plot_performance_profiles`),
+imported only when they are drawn. `plot_interval_estimates` makes its figure with pyplot:
+it is closed once saved, and the backend is left as it was. The other figures are made
+without pyplot.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -59,7 +64,7 @@ def styles(agents: Sequence[str]) -> dict[str, Json]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write `fig` as a PNG (atomically); figures are made without pyplot (no backend)."""
+    """Write `fig` as a PNG (atomically)."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
                                                bbox_inches="tight"))
     return path
@@ -82,7 +87,9 @@ def _finished(cells: Sequence[Json], agent: str) -> list[Json]:
 
 # ---------------------------------------------------------------- intervals
 def plot_intervals(meta: Json, path: Path) -> Path:
-    """IQM and intervals per agent and statistic; agents sorted by final val ppl IQM."""
+    """IQM and intervals per agent and statistic (rliable's `plot_interval_estimates`: one
+    panel per statistic that some agent has); agents sorted by final val ppl IQM, best on
+    top."""
     table = meta["agents"]
     style = styles(list(table))
 
@@ -91,39 +98,53 @@ def plot_intervals(meta: Json, path: Path) -> Path:
         return math.inf if value is None else value
 
     order = sorted(table, key=key)
-    fig = Figure(figsize=(15, 2.2 + 0.55 * max(len(order), 2)))
-    axes = fig.subplots(2, 4, sharey=True, squeeze=False)
-    y = np.arange(len(order))[::-1]
     reference = judged_by(_track(meta))[0]
-    for ax, (label, where) in zip(axes.flat, PANELS, strict=False):
-        label = label.format(reference=reference)
-        for row_y, agent in zip(y, order, strict=True):
-            est = _estimate(table[agent], where)
-            if est.get("value") is None:
-                continue
-            color = style[agent]["color"]
-            ax.plot([est["low"], est["high"]], [row_y, row_y], color=color, linewidth=6,
-                    alpha=0.45, solid_capstyle="butt")
-            ax.plot([est["value"]], [row_y], marker="|", markersize=16, color="black",
-                    markeredgewidth=2)
-        if where == ("improvement",):
-            ax.axvline(0.5, color="gray", linestyle="--", linewidth=1)
-            ax.set_xlim(-0.02, 1.02)
-        ax.set_title(label, fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_yticks(y, order)
-    axes.flat[-1].axis("off")
+    panels = [(label.format(reference=reference), where) for label, where in PANELS
+              if any(_estimate(table[a], where).get("value") is not None for a in order)]
     stats = meta.get("statistics") or {}
     method = stats.get("method") or {}
-    axes.flat[-1].text(0, 0.5, f"bar: {int(100 * method.get('confidence', 0.95))}% stratified-"
-                       f"bootstrap interval\nover seeds ({method.get('reps', '?')} reps); "
-                       "tick: estimate\nsorted by final val ppl IQM\n"
-                       "ppl, trainable: lower is better\nreturn, hypervolume, P: higher",
-                       va="center", fontsize=9, transform=axes.flat[-1].transAxes)
-    fig.suptitle(_title(meta, "interquartile means and intervals over seeds"))
-    fig.tight_layout()
-    return _save(fig, path)
+    note = (f"bar: {int(100 * method.get('confidence', 0.95))}% stratified-bootstrap interval "
+            f"over seeds ({method.get('reps', '?')} reps); tick: estimate\nsorted by final "
+            "val ppl IQM; ppl, trainable: lower is better; return, hypervolume, P: higher")
+    title = _title(meta, "interquartile means and intervals over seeds")
+    if not panels or not order:
+        fig = Figure(figsize=(8, 3))
+        ax = fig.subplots()
+        _no_data(ax)
+        ax.axis("off")
+        fig.suptitle(title)
+        return _save(fig, path)
+
+    points, intervals = {}, {}
+    for agent in order:
+        est = [_estimate(table[agent], where) for _, where in panels]
+        points[agent] = np.array([e.get("value", np.nan) for e in est], dtype=float)
+        intervals[agent] = np.array([[e.get("low", np.nan) for e in est],
+                                     [e.get("high", np.nan) for e in est]], dtype=float)
+    import matplotlib.pyplot as plt  # rliable draws with pyplot: imported only here
+    from rliable import plot_utils
+
+    fig, axes = plot_utils.plot_interval_estimates(
+        points, intervals, [label for label, _ in panels], algorithms=order[::-1],
+        colors={a: style[a]["color"] for a in order}, subfigure_width=2.7,
+        row_height=max(0.45, 3.2 / len(order)), xlabel="", max_ticks=4)
+    try:
+        for ax, (_, where) in zip(np.atleast_1d(axes), panels, strict=True):
+            ax.title.set_fontsize(10)
+            ax.tick_params(labelsize=9)
+            for ticks in ax.collections:  # the estimates: visible on an interval of width 0
+                if not isinstance(ticks, PolyCollection):
+                    ticks.set(linewidth=2, alpha=0.9)
+            if where == ("improvement",):
+                ax.axvline(0.5, color="gray", linestyle="--", linewidth=1)
+                ax.set_xlim(-0.02, 1.02)
+        np.atleast_1d(axes)[0].tick_params(axis="y", labelsize=10)
+        fig.suptitle(title)
+        fig.supxlabel(note, fontsize=9)
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def _track(meta: Json) -> Json:
@@ -308,8 +329,11 @@ def _label_axes(axes: Any, n: int, xlabel: str, ylabel: str) -> None:
 
 
 def plot_profiles(meta: Json, path: Path) -> Path:
-    """Score distributions of final val ppl: one panel per agent with its pointwise
-    interval, the others in light grey and the reference agent (the track's) dashed."""
+    """Score distributions of final val ppl, drawn by rliable's `plot_performance_profiles`:
+    one panel per agent with its pointwise interval, the others in light grey and the
+    reference agent (the track's) dashed."""
+    from rliable import plot_utils  # imports pyplot; the figure here is drawn without it
+
     profile = (meta.get("statistics") or {}).get("profile") or {}
     reference = judged_by(_track(meta))[0]
     curves = {a: c for a, c in (profile.get("agents") or {}).items() if c}
@@ -322,21 +346,24 @@ def plot_profiles(meta: Json, path: Path) -> Path:
         if not mine or not taus.size:
             _no_data(ax)
             continue
-        for other, theirs in curves.items():
-            if other == reference and other != agent:
-                ax.step(taus, theirs["fraction"], where="post", color="black",
-                        linestyle="--", linewidth=1, zorder=2)
-            elif other != agent:
-                ax.step(taus, theirs["fraction"], where="post", color="0.75", linewidth=0.8,
-                        zorder=1)
-        color = style[agent]["color"]
-        ax.fill_between(taus, mine["low"], mine["high"], color=color, alpha=0.25,
-                        linewidth=0, step="post", zorder=3)
-        ax.step(taus, mine["fraction"], where="post", color=color, linewidth=2, zorder=4)
+        # the panel's agent last, so that it is drawn on top
+        shown = [*(a for a in curves if a != agent), agent]
+        colors = {a: style[a]["color"] if a == agent else "black" if a == reference
+                  else "0.75" for a in shown}
+        plot_utils.plot_performance_profiles(
+            {a: np.asarray(curves[a]["fraction"], dtype=float) for a in shown}, taus,
+            performance_profile_cis={agent: (np.asarray(mine["low"], dtype=float),
+                                             np.asarray(mine["high"], dtype=float))},
+            ax=ax, colors=colors, alpha=0.25, xlabel="", ylabel="",
+            linestyles={a: "--" if a == reference and a != agent else "-" for a in shown},
+            labelsize="medium", ticklabelsize="small", wrect=4, hrect=4)
+        for line in ax.get_lines():  # rliable draws every profile 2 points wide, in order
+            label = line.get_label()
+            line.set(linewidth=2 if label == agent else 1.0 if label == reference else 0.8,
+                     zorder=4 if label == agent else 2 if label == reference else 1)
         ax.set_title(f"{agent} ({mine['n']} seed{'s' if mine['n'] != 1 else ''})",
                      fontsize=10)
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
     _label_axes(axes, len(agents), "final val ppl threshold τ", "fraction of seeds < τ")
     fig.suptitle(_title(meta, "performance profiles (score distributions of final val ppl)")
                  + "\nhigher and further left is better; band: 95% pointwise interval; "
