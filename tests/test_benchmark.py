@@ -1,5 +1,6 @@
 """`python -m agents.benchmark`: cells in processes, resume, failures, tables, plots, options."""
 
+import importlib.util
 import json
 import math
 import re
@@ -11,6 +12,10 @@ import pytest
 from matplotlib.image import imread
 
 from agents.benchmark import main, run_benchmark, summarize
+from agents.benchmark.attempt import cell_run
+from agents.benchmark.cells import cell_dir, make_request
+from agents.benchmark.claims import new_owner, try_claim
+from agents.runs import cli, tracking
 from tying_env.errors import SettingError
 
 # tiny and fast: 3 decisions of 4 optimizer steps, one evaluation batch
@@ -171,6 +176,50 @@ def test_changed_env_kwargs_are_refused_without_touching_cells(bench, cache_dir,
     assert error.value.argument == "out"
     assert "agent_kwargs.n_unique: '(absent)' -> 2" in str(error.value)
     assert result_mtimes(bench) == before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="needs the extra 'wandb'")
+def test_a_tracker_does_not_change_which_cells_are_finished(bench, cache_dir, capsys):
+    """Cells finished without a tracker count as the same configuration with one."""
+    before = result_mtimes(bench)
+    assert main(bench_args(bench, cache_dir, "--tracker", "wandb")) == 0
+    assert "0 run now, 4 skipped" in capsys.readouterr().out
+    assert result_mtimes(bench) == before
+    request = load(bench / "results.json")["request"]
+    assert request["tracker"] == "wandb" and request["command"].endswith("--tracker wandb")
+    assert not any((bench / "cells").glob("*/wandb"))  # nothing ran, nothing was tracked
+
+
+def test_each_cell_is_one_tracked_run_grouped_by_the_benchmark(tmp_path, monkeypatch):
+    """The request's tracker reaches every cell's spec, with the benchmark folder's name as
+    its group, also when a stopped cell is resumed; the cell stays the same configuration."""
+    monkeypatch.setattr(tracking, "check", lambda name: None)  # installed or not
+    out = tmp_path / "bench-x"
+    plain = make_request("LayerTying-GPT2-Tiny-v0", ENV_KWARGS, ["qlearning"], [0], 1, out)
+    tracked = make_request("LayerTying-GPT2-Tiny-v0", ENV_KWARGS, ["qlearning"], [0], 1, out,
+                           tracker="wandb")
+    spec = tracked.spec("qlearning", 0)
+    assert (spec.tracker, spec.tracker_group) == ("wandb", "bench-x")
+    assert plain.spec("qlearning", 0).tracker is None
+    assert spec.settings() == plain.spec("qlearning", 0).settings()  # what a cell is
+    assert tracked.expected("qlearning", 0) == plain.expected("qlearning", 0)
+    assert "--tracker wandb --tracker-group bench-x" in " ".join(cli.to_argv(spec))
+    # a cell stopped after its checkpoint, started without a tracker, resumes with one
+    folder = cell_dir(out, "qlearning", 0)
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "checkpoint" / "manifest.json").write_text("{}")
+    (folder / "run.json").write_text(json.dumps(plain.spec("qlearning", 0).to_run_file()))
+    owner = new_owner()
+    claim = try_claim(folder, owner)
+    assert claim is not None
+    try:
+        resumed = cell_run(tracked, "qlearning", 0, owner)
+        assert resumed.resume and (resumed.tracker, resumed.tracker_group) == ("wandb",
+                                                                               "bench-x")
+        assert cell_run(plain, "qlearning", 0, owner).tracker is None  # and back
+    finally:
+        claim.release()
+    assert load(folder / "run.json")["tracker"] is None  # the cell's files are untouched
 
 
 def test_summarize_rebuilds_outputs_from_cells(bench):

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tying_env", "agents")
-HARNESS = ("agents.runs", "agents.benchmark")
+HARNESS = ("agents.runs", "agents.benchmark", "agents.surrogate")
 
 
 def module_name(path: Path) -> str:

@@ -1,5 +1,6 @@
 """What a run logs besides `log.jsonl`: TensorBoard (hparams, agent internals, no booleans)
-and the optional MLflow tracker (an offline store in the run folder)."""
+and the optional trackers: MLflow (an offline store in the run folder) and Weights & Biases
+(an offline run in the run folder)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from helper_wandb import offline_wandb, read_offline_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from agents.base import Agent
 from agents.runs import tracking
-from agents.runs.cli import main
+from agents.runs.cli import build_parser, main, spec_from_args
+from agents.runs.config import parse_with_config
 from agents.runs.runlog import FINAL_METRICS, RunLog
+from agents.runs.spec import RunSpec
 from tying_env.errors import SettingError
 
 ENV_KWARGS = {"n_layer": 4, "n_embd": 32, "n_head": 2, "eval_batches": 1, "max_sweeps": 1}
@@ -31,6 +35,8 @@ LOG_KEYS = {"decision", "sweep", "layer", "action", "reward", "terminated", "tru
             "train_steps", "lr", "diverged", "changed", "optimal_ppl"}
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                                   reason="mlflow-skinny is not installed (extra 'tracking')")
+needs_wandb = pytest.mark.skipif(importlib.util.find_spec("wandb") is None,
+                                 reason="wandb is not installed (extra 'wandb')")
 
 
 def run(agent: str, out: Path, cache_dir: Path, *extra: str) -> Path:
@@ -186,11 +192,14 @@ def test_resume_purges_the_events_after_the_checkpoint(tmp_path):
 # ------------------------------------------------------------------ MLflow
 def test_unknown_or_missing_tracker_is_a_setting_error(monkeypatch):
     with pytest.raises(SettingError) as e:
-        tracking.check("wandb")
-    assert e.value.argument == "tracker"
+        tracking.check("neptune")
+    assert e.value.argument == "tracker" and "allowed: mlflow, wandb" in str(e.value)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SettingError, match="mlflow-skinny"):
         tracking.check("mlflow")
+    with pytest.raises(SettingError) as e:  # never required: a clear error names the extra
+        tracking.check("wandb")
+    assert "pip install -e '.[wandb]'" in str(e.value) and e.value.argument == "tracker"
 
 
 @needs_mlflow
@@ -220,12 +229,12 @@ def test_mlflow_store_is_written_and_readable_offline(tmp_path, cache_dir):
 
 @needs_mlflow
 def test_mlflow_runs_go_to_mlflow_tracking_uri_when_it_is_set(tmp_path, cache_dir, monkeypatch):
-    """A user who set MLFLOW_TRACKING_URI finds the runs there, each tagged with its folder;
-    the run folders then hold no store of their own."""
+    """A user who set MLFLOW_TRACKING_URI finds the runs there, each tagged with its folder
+    (and its group); the run folders then hold no store of their own."""
     central = tmp_path / "central"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", central.resolve().as_uri())
-    outs = [run(agent, tmp_path / agent, cache_dir, "--tracker", "mlflow")
-            for agent in ("random", "albert")]
+    outs = [run(agent, tmp_path / agent, cache_dir, "--tracker", "mlflow", "--tracker-group",
+                "bench-a") for agent in ("random", "albert")]
     assert central.is_dir()
     assert not any((out / tracking.MLRUNS).exists() for out in outs)
     client = tracking.mlflow_client(outs[0])
@@ -235,4 +244,97 @@ def test_mlflow_runs_go_to_mlflow_tracking_uri_when_it_is_set(tmp_path, cache_di
         str(out.resolve()) for out in outs)
     assert {r.info.run_name for r in runs} == {"random s1", "albert s1"}
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["group"] == "bench-a" for r in runs)
 
+
+
+# ------------------------------------------------------------------ Weights & Biases
+@needs_wandb
+def test_wandb_run_is_offline_in_the_run_folder_with_config_and_curves(tmp_path, cache_dir,
+                                                                        monkeypatch):
+    offline_wandb(monkeypatch, tmp_path)
+    out = run("qlearning", tmp_path / "run", cache_dir, "--tracker", "wandb")
+    (folder,) = tracking.wandb_runs(out)
+    assert folder.parent == out / tracking.WANDB and folder.name.startswith("offline-run-")
+    found = read_offline_run(folder)
+    assert found.name == "qlearning s1" and found.project == tracking.EXPERIMENT
+    assert folder.name.endswith(found.id) and found.exit_code == 0 and found.group == ""
+    config = found.config
+    assert config["agent"] == "qlearning" and config["seed"] == 1
+    assert config["env.n_layer"] == 4 and config["env.dataset"] == "synthetic"
+    assert config["agent.gamma"] == pytest.approx(0.99) and config["agent.bootstrap_at_end"]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert found.curve("reward") == [(r["decision"], pytest.approx(r["reward"]))
+                                     for r in records]
+    assert [step for step, _ in found.curve("val_ppl")] == [0, 1, 2, 3]  # 0: the reset
+    assert [step for step, _ in found.curve("agent/epsilon")] == [1, 2, 3]
+    result = json.loads((out / "result.json").read_text())
+    assert found.curve("final/trainable_fraction") == [
+        (3, pytest.approx(result["trainable_fraction"]))]
+    assert set(FINAL_METRICS) <= set(found.summary)
+    assert found.summary["episode_end"].startswith("truncated")
+    keys = {key for row in found.history for key in row}
+    assert not any(k.rpartition("/")[2] in BOOLEAN_KEYS for k in keys)
+    assert "wandb" in result["files"]
+
+
+class DictConfig:
+    """What `tracking.run_params` reads of the layer-tying env's settings."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_layer": 2}
+
+
+@needs_wandb
+def test_an_offline_wandb_run_resumed_goes_on_in_a_new_run_of_its_group(tmp_path,
+                                                                         monkeypatch):
+    """W&B cannot continue an offline run: the resumed part is a new run in the same group,
+    with the parameters and a link to the first part; TensorBoard keeps one history."""
+    offline_wandb(monkeypatch, tmp_path)
+    env = CountingEnv()
+    env.cfg = DictConfig()  # type: ignore[attr-defined]
+    first = RunLog(env, tmp_path, progress=False, tracker="wandb", tracker_group="bench-a")
+    first.agent = ScaleAgent(first, 1.0)
+    first.reset(seed=0)
+    first.step(0)
+    first.step(0)
+    position, start, wall_s = first.position(), first.start, first.wall_seconds
+    first.step(0)  # decision 3: logged, then the run "crashes"
+    first.finish()
+
+    env = CountingEnv(decision=2)
+    env.cfg = DictConfig()  # type: ignore[attr-defined]
+    second = RunLog(env, tmp_path, progress=False, tracker="wandb", tracker_group="bench-a")
+    second.agent = ScaleAgent(second, 100.0)
+    second.resume(position, start, env.info(), wall_s)
+    second.step(0)
+    second.step(0)
+    second.finish()
+
+    before, after = (read_offline_run(folder) for folder in tracking.wandb_runs(tmp_path))
+    assert before.id != after.id and before.group == after.group == "bench-a"
+    assert before.exit_code == 1 and after.exit_code == 0  # stopped, then finished
+    assert before.curve("agent/m") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert after.curve("agent/m") == [(3, 300.0), (4, 400.0)]
+    assert after.tags == ["resumed"] and after.config["resumed_from"] == before.id
+    assert after.config["env.n_layer"] == before.config["env.n_layer"] == 2
+    assert after.config["agent"] == "test-scale"
+    assert scalar_steps(events(tmp_path), "agent/m") == [(1, 1.0), (2, 2.0), (3, 300.0),
+                                                          (4, 400.0)]
+
+
+def test_resume_may_choose_the_tracker_of_the_part_it_runs(tmp_path):
+    """`--resume DIR` keeps the run's tracker unless `--tracker` is given; either way the
+    run's settings (what it computes) are those of its run.json."""
+    spec = RunSpec(agent="qlearning", env_kwargs=ENV_KWARGS, out=tmp_path, tracker="mlflow",
+                   tracker_group="bench-a")
+    (tmp_path / "run.json").write_text(json.dumps(spec.to_run_file()))
+    parser = build_parser()
+    kept = spec_from_args(parser.parse_args(["--resume", str(tmp_path)]))
+    assert (kept.tracker, kept.tracker_group) == ("mlflow", "bench-a")
+    chosen = spec_from_args(parser.parse_args(["--resume", str(tmp_path), "--tracker", "wandb",
+                                               "--tracker-group", "other"]))
+    assert (chosen.tracker, chosen.tracker_group) == ("wandb", "other") and chosen.resume
+    assert chosen.settings() == kept.settings() == spec.settings()
+    again = parse_with_config(build_parser(), ["--config", str(tmp_path / "run.json")])
+    assert (again.tracker, again.tracker_group) == ("mlflow", "bench-a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helper_wandb import offline_wandb, read_offline_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import agents
 import tying_env  # noqa: F401  (registers the env ids)
 from agents.base import OneEpisode
 from agents.benchmark import main as benchmark_main
+from agents.runs import tracking
 from agents.runs.cli import main
 from agents.runs.protocol import EVAL_OFFSET, eval_seed, evaluate, train_seed
 from agents.runs.spec import RunSpec
@@ -28,8 +32,14 @@ def run(agent: str, out: Path, cache_dir: Path, *extra: str) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
-def test_qlearning_trains_then_is_evaluated_on_held_out_seeds(tmp_path, cache_dir):
-    result = run("qlearning", tmp_path / "run", cache_dir)
+HAS_WANDB = importlib.util.find_spec("wandb") is not None
+
+
+def test_qlearning_trains_then_is_evaluated_on_held_out_seeds(tmp_path, cache_dir, monkeypatch):
+    if HAS_WANDB:  # the curves go to the tracker too
+        offline_wandb(monkeypatch, tmp_path)
+    out = tmp_path / "run"
+    result = run("qlearning", out, cache_dir, *(["--tracker", "wandb"] if HAS_WANDB else []))
     assert result["protocol"] == "train-evaluate"
     assert [e["seed"] for e in result["train"]] == [train_seed(0, i) for i in range(3)]
     assert [e["seed"] for e in result["eval"]] == [eval_seed(0, k) for k in range(2)]
@@ -38,9 +48,35 @@ def test_qlearning_trains_then_is_evaluated_on_held_out_seeds(tmp_path, cache_di
     mean = np.mean([e["final_val_ppl"] for e in result["eval"]])
     assert result["final_val_ppl"] == pytest.approx(mean)
     for e in result["eval"]:
-        log = tmp_path / "run" / "eval" / f"seed-{e['seed']}" / "log.jsonl"
+        log = out / "eval" / f"seed-{e['seed']}" / "log.jsonl"
         assert len(log.read_text().splitlines()) == 3
-    assert (tmp_path / "run" / "agent" / "agent.json").is_file()
+    assert (out / "agent" / "agent.json").is_file()
+    assert_curves_logged(out, result)
+
+
+def assert_curves_logged(out: Path, result: dict) -> None:
+    """TensorBoard holds the return of every training episode (the learning curve), every
+    evaluation episode and the final means, against the episode; so does W&B's run."""
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    returns = [(i + 1, pytest.approx(e["return"], rel=1e-6))
+               for i, e in enumerate(result["train"])]
+    assert [(e.step, e.value) for e in acc.Scalars("train/return")] == returns
+    assert [e.step for e in acc.Scalars("train/trainable_fraction")] == [1, 2, 3]
+    assert [(e.step, e.value) for e in acc.Scalars("eval/final_val_ppl")] == [
+        (k + 1, pytest.approx(e["final_val_ppl"], rel=1e-6))
+        for k, e in enumerate(result["eval"])]
+    assert [(e.step, e.value) for e in acc.Scalars("final/val_ppl")] == [
+        (2, pytest.approx(result["final_val_ppl"], rel=1e-6))]
+    assert "final/test_ppl" in acc.Tags()["scalars"]
+    if not HAS_WANDB:
+        return
+    (folder,) = tracking.wandb_runs(out)
+    found = read_offline_run(folder)
+    assert found.curve("train/return") == returns
+    assert found.curve("final/val_ppl") == [(2, pytest.approx(result["final_val_ppl"]))]
+    assert found.config["train_episodes"] == 3 and found.config["agent"] == "qlearning"
+    assert found.exit_code == 0
 
 
 def test_an_sb3_agent_trains_over_episodes_then_acts_frozen(tmp_path, cache_dir):

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,20 @@ def run_cell(spec: RunSpec) -> int:
 
 def cell_run(request: Request, agent: str, seed: int, owner: str) -> RunSpec:
     """The spec to run for a cell that is not finished, whose folder `owner` has claimed:
-    a stopped run of the same cell (stopped by a signal, or killed after a checkpoint) is
-    resumed; anything else in its folder (a failure, a run without a checkpoint) is deleted
-    and run afresh. Raises `NotClaimed` (touching nothing) unless `owner` holds the
-    claim."""
+    a stopped run of the same cell (stopped by a signal, or killed after a checkpoint), with
+    the same hyperparameters (`RunSpec.same_hyperparameters`), is resumed; anything else in
+    its folder (a failure, a run without a checkpoint) is deleted and run afresh. Raises
+    `NotClaimed` (touching nothing) unless `owner` holds the claim. Either way the cell logs
+    to the request's tracker (none without one), whatever its earlier part did."""
     spec = request.spec(agent, seed)
     folder = spec.folder
     saved = read_json(folder / RUN_FILE)
     if (saved is not None and saved.get("settings") == spec.settings()
+            and spec.same_hyperparameters(saved)
             and (folder / "checkpoint" / "manifest.json").is_file()):
         check_claim(folder, owner, "refusing to resume the run in it")
-        return RunSpec.from_folder(folder, cache_dir=spec.cache_dir, progress=False)
+        resumed = RunSpec.from_folder(folder, cache_dir=spec.cache_dir, progress=False)
+        return replace(resumed, tracker=spec.tracker, tracker_group=spec.tracker_group)
     clear_folder(folder, owner)
     return spec
 

@@ -3,16 +3,23 @@
 A `Request` is a validated benchmark: one environment (id and settings), the
 agents, the seeds and per-agent hyperparameters. `Request.spec` gives the
 `RunSpec` of one (agent, seed) *cell*, run in
-`OUT/cells/<agent>-s<seed>/`.
+`OUT/cells/<agent>-s<seed>/`. With a `tracker` (`agents.runs.tracking`) each cell is one
+tracked run, grouped by the benchmark folder's name; where a cell is logged is no part of
+what it is: a finished cell counts the same with or without a tracker.
 
 A cell is `finished` when its `result.json` is a run result, is complete
 (`agents.runs.result.RunResult.complete`) and records the requested agent, seed, env id, env
 settings and agent kwargs; `failed` when it holds a `failure.json`;
-`incomplete` when its folder holds anything else; `missing` otherwise.
+`incomplete` when its folder holds anything else; `missing` otherwise. The hyperparameters
+each agent's file gives (`Request.hyperparams`, `agents.hyperparams`) are recorded in the
+cell's `run.json`, not its result: `conflicts` compares them with the request's
+(`hyperparams_differences`), and a cell from before hyperparameter files counts as run with
+its agent's code defaults, which the shipped files equal.
 
 A bad request raises `SettingError` whose `argument` is the
 request field at fault (`"agents"`, `"seeds"`, `"workers"`, `"threads"`,
-`"agent_kwargs"`, `"env_id"`, `"out"`), or `"env_kwargs.<field>"`.
+`"agent_kwargs"`, `"hyperparams"`, `"env_id"`, `"out"`, `"tracker"`), or
+`"env_kwargs.<field>"`.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import agents as registry
+import agents.hyperparams as hp
+from agents.runs import tracking
 from agents.runs.result import FILE as RESULT_FILE
 from agents.runs.result import ResultFormatError, RunResult, read_result
-from agents.runs.spec import RunSpec, env_ids
+from agents.runs.spec import RUN_FILE, RunSpec, env_ids
 from tying_env.errors import SettingError
 from tying_env.files import read_json, to_jsonable
 
@@ -56,6 +65,10 @@ class Request:
     train_episodes: int = 0  # > 0: every cell is a train-then-evaluate run
     eval_episodes: int = 3
     track: Json | None = None  # `agents.benchmark.tracks.Track.to_json()` of a track run
+    tracker: str | None = None  # each cell's experiment tracker (agents.runs.tracking)
+    # the agents' hyperparameter files (`agents.hyperparams`): the shipped ones, a file or
+    # folder of your own, or None for none
+    hyperparams: str | None = hp.SHIPPED
 
     def cells(self) -> list[tuple[str, int]]:
         """(agent, seed) pairs, seed by seed: a benchmark stopped early has every agent's
@@ -73,7 +86,14 @@ class Request:
                        agent_kwargs=self.agent_kwargs.get(agent, {}), cache_dir=self.cache_dir,
                        progress=False, train_episodes=self.train_episodes,
                        eval_episodes=self.eval_episodes,
-                       track=None if self.track is None else self.track["label"])
+                       track=None if self.track is None else self.track["label"],
+                       tracker=self.tracker, tracker_group=self.group,
+                       hyperparams=self.hyperparams)
+
+    @property
+    def group(self) -> str | None:
+        """The tracker's group of the cells: the benchmark folder's name (with a tracker)."""
+        return self.out.name if self.tracker is not None else None
 
     def command(self) -> list[str]:
         """The equivalent `python -m agents.benchmark` command line."""
@@ -83,7 +103,7 @@ class Request:
                     "--threads", str(self.threads), "--out", str(self.out)]
             if self.cache_dir is not None:
                 argv += ["--cache-dir", str(self.cache_dir)]
-            return argv
+            return argv + (["--tracker", self.tracker] if self.tracker else [])
         argv = ["python", "-m", "agents.benchmark", "--env", self.env_id,
                 "--env-kwargs", json.dumps(self.env_kwargs), "--agents", ",".join(self.agents),
                 "--seeds", ",".join(map(str, self.seeds)), "--workers", str(self.workers),
@@ -95,7 +115,9 @@ class Request:
         if self.train_episodes:
             argv += ["--train-episodes", str(self.train_episodes),
                      "--eval-episodes", str(self.eval_episodes)]
-        return argv
+        if self.hyperparams != hp.SHIPPED:
+            argv += ["--hyperparams", self.hyperparams or hp.NO_FILE]
+        return argv + (["--tracker", self.tracker] if self.tracker else [])
 
     def to_json(self) -> Json:
         return {"env_id": self.env_id, "env_kwargs": self.env_kwargs,
@@ -104,7 +126,8 @@ class Request:
                 "workers": self.workers, "threads": self.threads, "out": str(self.out),
                 "train_episodes": self.train_episodes, "eval_episodes": self.eval_episodes,
                 "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "track": self.track, "command": shlex.join(self.command())}
+                "track": self.track, "tracker": self.tracker, "hyperparams": self.hyperparams,
+                "command": shlex.join(self.command())}
 
 
 def expected_record(request: Mapping[str, Any], agent: str, seed: int) -> Json:
@@ -213,8 +236,11 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                  agent_kwargs: str | Mapping[str, Any] | None = None,
                  cache_dir: str | Path | None = None,
                  threads: int | None = None, train_episodes: int = 0,
-                 eval_episodes: int = 3, track: Json | None = None) -> Request:
-    """Check every setting up front; a bad one raises `SettingError`."""
+                 eval_episodes: int = 3, track: Json | None = None,
+                 tracker: str | None = None,
+                 hyperparams: str | Path | None = hp.SHIPPED) -> Request:
+    """Check every setting up front; a bad one raises `SettingError`. `hyperparams`: where
+    the agents' hyperparameter files are (`agents.hyperparams`), each agent's checked."""
     names = parse_agents(agents)
     seed_list = parse_seeds(seeds)
     env_kwargs = _json_object("env_kwargs", env_kwargs)
@@ -232,14 +258,27 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
         if number is not None and (isinstance(number, bool) or not isinstance(number, int)
                                    or number < low):
             raise SettingError(option, f"{number!r} is not allowed; expected an int >= {low}")
+    tracking.check(tracker)  # known and installed, before any cell starts
     if threads is None:
         threads = max(1, available_cores() // workers)
     env_config = _resolve_env(env_id, env_kwargs, cache_dir)
+    source = _hyperparams_source(hyperparams)
+    for name in names:
+        hp.defaults(name, env_id, source)  # the file loads and fits the agent
     return Request(env_id=env_id, env_kwargs=env_kwargs, env_config=env_config, agents=names,
                    seeds=seed_list, agent_kwargs={k: dict(v) for k, v in per_agent.items()},
                    workers=workers, threads=threads, out=Path(out).absolute(),
                    cache_dir=None if cache_dir is None else Path(cache_dir).absolute(),
-                   train_episodes=train_episodes, eval_episodes=eval_episodes, track=track)
+                   train_episodes=train_episodes, eval_episodes=eval_episodes, track=track,
+                   tracker=tracker, hyperparams=source)
+
+
+def _hyperparams_source(source: str | Path | None) -> str | None:
+    """A hyperparameter source as cells run it: a file or folder of your own as an absolute
+    path (a cell may run elsewhere), the shipped ones and none as they are."""
+    if source is None:
+        return None
+    return Path(source).as_posix() if hp.is_shipped(source) else str(Path(source).absolute())
 
 
 def _resolve_env(env_id: str, env_kwargs: Json, cache_dir: str | Path | None) -> Json:
@@ -283,6 +322,19 @@ def differences(result: RunResult, expected: Json) -> list[str]:
     return diffs
 
 
+def hyperparams_differences(spec: RunSpec, folder: Path) -> list[str]:
+    """`hyperparams.<name>: found -> requested` for every hyperparameter the run in `folder`
+    used otherwise than `spec` would (`RunSpec.used_hyperparameters`: a run from before
+    hyperparameter files used its agent's code defaults); none without a run.json."""
+    saved = read_json(folder / RUN_FILE)
+    if saved is None:
+        return []
+    got = plain(spec.used_hyperparameters(saved))
+    want = plain(spec.used_hyperparameters({"hyperparams": spec.hyperparams_record()}))
+    return [f"hyperparams.{k}: {got.get(k, '(absent)')!r} -> {want.get(k, '(absent)')!r}"
+            for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
+
+
 def conflicts(request: Request) -> list[str]:
     """Cells in `request.out` whose results belong to another configuration."""
     found = []
@@ -304,6 +356,8 @@ def conflicts(request: Request) -> list[str]:
         if agent in request.agents:
             expected["agent_kwargs"] = plain(request.agent_kwargs.get(agent, {}))
         diffs = differences(result, expected)
+        if agent in request.agents and isinstance(seed, int):
+            diffs += hyperparams_differences(request.spec(agent, seed), folder)
         if not isinstance(agent, str) or not isinstance(seed, int) or \
                 folder.name != cell_name(agent, seed):
             diffs.append(f"agent {agent!r} seed {seed!r} do not match the folder name")

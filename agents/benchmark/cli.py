@@ -19,9 +19,15 @@ and writes no report; a later plain invocation gathers everything into the resul
 **Tracks**: `--track NAME` runs a named, versioned setting (`agents.benchmark.tracks`);
 options the track fixes are refused beside it, and every cell records the track's label.
 
+**Trackers**: `--tracker mlflow|wandb` logs each cell it runs as one tracked run
+(`agents.runs.tracking`), grouped by the benchmark folder's name (W&B's run group, an
+MLflow tag `group`). It does not change what a cell is: finished cells are skipped with or
+without it, and a resumed cell logs to the tracker of the invocation that resumes it.
+
 **A changed request is refused**: if any cell in `OUT` holds a result of another
-environment configuration (env id or resolved env settings), or of other agent kwargs
-for a requested agent, nothing runs and the error (naming `--out`) lists the cells and
+environment configuration (env id or resolved env settings), or of other agent kwargs or
+hyperparameters (from the agents' hyperparameter files, `--hyperparams`) for a requested
+agent, nothing runs and the error (naming `--out`) lists the cells and
 the differing settings. Results of two configurations never end up in one table, and
 finished work is never deleted silently; use another `--out` or delete those cells.
 
@@ -40,8 +46,9 @@ from typing import Any
 
 from agents.benchmark.report import RESULTS_MD
 from agents.benchmark.tracks import TRACKS
+from agents.hyperparams import NO_FILE, SHIPPED, parse_source
 from agents.runs.config import parse_with_config
-from agents.runs.spec import DEFAULT_ENV
+from agents.runs.spec import DEFAULT_ENV, TRACKERS
 from tying_env.errors import SettingError
 
 # request fields, by the option that sets them
@@ -50,7 +57,7 @@ OPTIONS = {"env_id": "--env", "env_kwargs": "--env-kwargs", "agents": "--agents"
            "agent_kwargs": "--agent-kwargs", "cache_dir": "--cache-dir",
            "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes",
            "launcher": "--launcher", "ray_address": "--ray-address", "gpus": "--gpus",
-           "shard": "--shard"}
+           "shard": "--shard", "tracker": "--tracker", "hyperparams": "--hyperparams"}
 
 
 # ---------------------------------------------------------------- command line
@@ -86,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="benchmark folder (cells go to DIR/cells/<agent>-s<seed>)")
     parser.add_argument("--agent-kwargs", metavar="JSON",
-                        help='per-agent hyperparameters, e.g. \'{"qlearning": {"lr": 0.01}}\'')
+                        help='per-agent hyperparameters, e.g. \'{"qlearning": {"lr": 0.01}}\', '
+                             "over the agents' hyperparameter files")
+    parser.add_argument("--hyperparams", metavar="PATH",
+                        help="the agents' hyperparameter files: a folder of <agent>.yml files "
+                             "(an agent without one there uses its shipped file), or one .yml "
+                             f"file for every agent (default {SHIPPED}, the shipped ones; "
+                             f"'{NO_FILE}': none, the agents' code defaults)")
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
                         help="cache for tokenizers and tokenized corpora (shared by cells)")
     parser.add_argument("--train-episodes", metavar="N",
@@ -106,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", metavar="I/N",
                         help="run only shard I of N (cells sorted by name, every N-th from the "
                              "I-th) and write no report; a plain run gathers the shards")
+    parser.add_argument("--tracker", choices=list(TRACKERS),
+                        help="log every cell to an experiment tracker as well, one run per "
+                             "cell grouped by the benchmark folder's name (mlflow, or wandb: "
+                             "offline unless $WANDB_MODE says otherwise); finished cells count "
+                             "the same with or without it")
     parser.add_argument("--print-commands", action="store_true",
                         help="print one self-contained command per cell (for Slurm arrays or "
                              "any scheduler) and run nothing")
@@ -136,7 +154,8 @@ def option_of(argument: str, env_kwargs: str) -> str:
 
 # the settings a track fixes, by request field (their defaults without a track)
 TRACK_FIXED = {"env_id": DEFAULT_ENV, "env_kwargs": "{}", "seeds": "0,1,2",
-               "agent_kwargs": "{}", "train_episodes": "0", "eval_episodes": "3"}
+               "agent_kwargs": "{}", "hyperparams": SHIPPED, "train_episodes": "0",
+               "eval_episodes": "3"}
 
 
 def request_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,7 +169,7 @@ def request_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise SettingError("agents", "is required (or --track NAME)")
         values = {k: default if getattr(args, k) is None else getattr(args, k)
                   for k, default in TRACK_FIXED.items()}
-        return dict(values, agents=args.agents,
+        return dict(values, agents=args.agents, hyperparams=parse_source(args.hyperparams),
                     train_episodes=_count("train_episodes", values["train_episodes"]),
                     eval_episodes=_count("eval_episodes", values["eval_episodes"]))
     from agents.benchmark import tracks
@@ -162,8 +181,8 @@ def request_settings(args: argparse.Namespace) -> dict[str, Any]:
     return dict(env_id=track.env_id, env_kwargs=track.env_kwargs, agents=names,
                 seeds=tracks.seeds_for(track, names),
                 agent_kwargs={a: k for a, k in track.agent_kwargs.items() if a in names},
-                train_episodes=track.train_episodes, eval_episodes=track.eval_episodes,
-                track=track.to_json())
+                hyperparams=track.hyperparams, train_episodes=track.train_episodes,
+                eval_episodes=track.eval_episodes, track=track.to_json())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         request = build_request(
             **settings, workers=_count("workers", args.workers), out=args.out,
             cache_dir=args.cache_dir, threads=_count("threads", args.threads),
-            launcher=args.launcher)
+            launcher=args.launcher, tracker=args.tracker)
         if args.print_commands:
             shard = parse_shard(args.shard)
             check_out(request)

@@ -60,6 +60,7 @@ from agents.benchmark.claims import (
     try_claim,
 )
 from agents.benchmark.local_launcher import LocalPool, check_gpus, parse_gpus
+from agents.hyperparams import SHIPPED
 from agents.runs.folder import FolderLock
 from tying_env.errors import SettingError
 from tying_env.files import read_json, write_json
@@ -134,14 +135,18 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
                   progress: bool = True, train_episodes: int = 0,
                   eval_episodes: int = 3, launcher: str = "local",
                   ray_address: str | None = None, gpus: str | Sequence[int] | None = None,
-                  shard: str | Sequence[int] | None = None) -> Json:
+                  shard: str | Sequence[int] | None = None,
+                  tracker: str | None = None,
+                  hyperparams: str | Path | None = SHIPPED) -> Json:
     """Run the missing cells of agents x seeds, then summarize; returns results.json's content.
 
     `workers=None`: one at a time locally; with `launcher="ray"` every cell at once (the
     cluster's resources decide) with `threads` 1 unless given. `ray_address`: a running
     cluster (`"auto"` or `"HOST:PORT"`); None starts a local Ray instance for this run
     (or uses the one this process has already started). With `shard` only that shard's
-    cells run and no report is written (see `run_request`).
+    cells run and no report is written (see `run_request`). `tracker`: log each cell it runs
+    to that experiment tracker too (`agents.runs.tracking`), grouped by `out`'s name.
+    `hyperparams`: the agents' hyperparameter files (`agents.hyperparams`; None: none).
 
     Bad settings and a refused `out` raise `SettingError`
     before anything runs. Failed cells do not raise: see `result["run"]["failed"]`.
@@ -149,7 +154,7 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
     request = build_request(env_id, env_kwargs, agents, seeds, workers, out,
                             agent_kwargs=agent_kwargs, cache_dir=cache_dir, threads=threads,
                             train_episodes=train_episodes, eval_episodes=eval_episodes,
-                            launcher=launcher)
+                            launcher=launcher, tracker=tracker, hyperparams=hyperparams)
     return run_request(request, progress=progress, launcher=launcher, ray_address=ray_address,
                        gpus=gpus, shard=shard)
 

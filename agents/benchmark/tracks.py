@@ -3,8 +3,12 @@
 A track fixes everything but the agents: the environment and its settings (budget
 included), the seeds, the evaluation split and the metrics. `python -m agents.benchmark
 --track NAME` runs it; the options that would change a fixed setting (`--env`,
-`--env-kwargs`, `--seeds`, `--agent-kwargs`, `--train-episodes`) are refused with a
-track, so changing one makes another track (a new entry here, or a new version).
+`--env-kwargs`, `--seeds`, `--agent-kwargs`, `--hyperparams`, `--train-episodes`) are
+refused with a track, so changing one makes another track (a new entry here, or a new
+version). A track names the agents' hyperparameter files it uses (`hyperparams`,
+`agents.hyperparams`): the shipped ones, so changing their values for its env family changes
+the track (give it a new version); the history tracks name none, so their agents keep the
+code defaults they ran with.
 Every cell records `track` as `NAME/vVERSION`, and a benchmark folder never mixes
 versions: a cell of another version counts as another configuration.
 
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.hyperparams import SHIPPED
 from tying_env.errors import SettingError
 
 # the agents every track compares (issue 10's main agents)
@@ -90,8 +95,8 @@ DEEP_OBJECTIVE = (
 # the "WikiText-2, offline split" folder the wikitext2 track reads (built when missing)
 WIKITEXT2_DIR = "runs/wikitext-2-offline"
 # options a track fixes (refused beside --track)
-FIXED_OPTIONS = ("--env", "--env-kwargs", "--seeds", "--agent-kwargs", "--train-episodes",
-                 "--eval-episodes")
+FIXED_OPTIONS = ("--env", "--env-kwargs", "--seeds", "--agent-kwargs", "--hyperparams",
+                 "--train-episodes", "--eval-episodes")
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class Track:
     extra_agents: tuple[str, ...] = ()  # every other registered agent, on `extra_seeds`
     extra_seeds: tuple[int, ...] = ()
     agent_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the agents' hyperparameter files (`agents.hyperparams`), under `agent_kwargs`: the
+    # shipped ones; None: none (the code defaults, as the tracks before the files ran)
+    hyperparams: str | None = SHIPPED
     metrics: tuple[str, ...] = ("final_val_ppl", "final_test_ppl", "episode_return",
                                 "trainable_fraction")
     eval_split: str = "the full validation and test splits, at the end of the episode"
@@ -159,7 +167,8 @@ class Track:
                 "env_id": self.env_id, "env_kwargs": dict(self.env_kwargs),
                 "seeds": list(self.seeds), "agents": list(self.agents),
                 "extra_agents": list(self.extra_agents), "extra_seeds": list(self.extra_seeds),
-                "agent_kwargs": self.agent_kwargs, "metrics": list(self.metrics),
+                "agent_kwargs": self.agent_kwargs, "hyperparams": self.hyperparams,
+                "metrics": list(self.metrics),
                 "eval_split": self.eval_split, "description": self.description,
                 **({"objective": self.objective, "rank_metric": self.rank_metric}
                    if self.objective else {}),
@@ -193,7 +202,7 @@ TRACKS: dict[str, Track] = {
         name="tiny", version=1, env_id="LayerTying-GPT2-Tiny-v0",
         env_kwargs={"max_sweeps": 100, "steps_per_decision": 2, "eval_batches": 4,
                     "device": "cpu"},
-        seeds=tuple(range(10)), agents=MAIN_AGENTS, history=True,
+        seeds=tuple(range(10)), agents=MAIN_AGENTS, history=True, hyperparams=None,
         extra_agents=TINY_V1_EXTRAS, extra_seeds=tuple(range(5)),
         reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         description="6-layer GPT-2 on the synthetic HMM corpus (its optimal perplexity "
@@ -205,7 +214,7 @@ TRACKS: dict[str, Track] = {
                     "vocab_size": 2048, "max_sweeps": 10, "eval_batches": 4,
                     "data_dir": WIKITEXT2_DIR, "device": "cpu"},
         seeds=tuple(range(5)), agents=(*MAIN_AGENTS, "qlearning-fast"), history=True,
-        reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
+        hyperparams=None, reference_agent=REFERENCE_AGENT, hypothesis=PAPER,
         description="12-layer GPT-2 (n_embd 64) on the offline WikiText-2 split; 10 sweeps "
                     "(within 3 hours on 2 CPU cores): the paper's epsilon ends at 0.63, so "
                     "qlearning-fast (decay 0.6, at the floor after 9 sweeps) runs beside it"),

@@ -12,7 +12,8 @@
 | `factory` | the environment and the agent of a spec, errors as the spec's     |
 | `card`   | the model card of a run's `model/` folder                          |
 | `protocol` | the train-then-evaluate protocol (`RunSpec.train_episodes`)      |
-| `tracking` | an optional experiment tracker (MLflow, offline)                 |
+| `episodelog` | a train-then-evaluate run's per-episode curves (TensorBoard, tracker) |
+| `tracking` | an optional experiment tracker (MLflow or W&B, offline by default) |
 | `config` | `--config FILE`: options from YAML, TOML or JSON                   |
 | `cli`    | `train-agent`: options -> `RunSpec` -> `driver.run`                |
 | `replay` | a run's tie-map video from its log; its saved agent played again   |

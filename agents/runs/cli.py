@@ -17,6 +17,7 @@ it wrote a checkpoint: `--resume DIR` continues it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -24,6 +25,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.hyperparams import NO_FILE, SHIPPED, parse_source
 from agents.runs.config import parse_with_config
 from agents.runs.spec import DEFAULT_CHECKPOINT_EVERY, DEFAULT_ENV, TRACKERS, RunSpec
 from tying_env.data.images import IMAGE_DATASETS
@@ -40,11 +42,13 @@ EXPLICIT = {"preset": "--preset", "dataset": "--dataset", "data_dir": "--data-di
 SPEC_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
                 "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
                 "cache_dir": "--cache-dir", "resume": "--resume", "tracker": "--tracker",
+                "tracker_group": "--tracker-group", "hyperparams": "--hyperparams",
                 "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
 # options that define a run, by argparse dest: --resume reads them from run.json instead
 RUN_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
                **EXPLICIT, "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
-               "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
+               "hyperparams": "--hyperparams", "train_episodes": "--train-episodes",
+               "eval_episodes": "--eval-episodes"}
 
 
 def json_object(value: str) -> dict[str, Any]:
@@ -88,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one agent on one layer-tying environment (one episode = one "
                     "training run) and write logs, results, the final model and figures.",
         epilog="Settings are resolved as: the env id's defaults < --env-kwargs < explicit "
-               "options (--preset, --dataset, --data-dir, --max-sweeps, --device). "
+               "options (--preset, --dataset, --data-dir, --max-sweeps, --device); "
+               "hyperparameters as: the agent's hyperparameter file (its env family's entry "
+               "over its default one) < --config < --agent-kwargs. "
                "--resume DIR continues a stopped run from its checkpoint; it reads the run's "
                "settings from DIR/run.json and takes no run-defining option.")
     parser.add_argument("--config", type=Path, metavar="FILE",
@@ -114,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="run folder (default runs/<agent>-<env>-s<seed>)")
     parser.add_argument("--agent-kwargs", type=json_object, metavar="JSON",
-                        help="agent hyperparameters as a JSON object")
+                        help="agent hyperparameters as a JSON object (over the "
+                             "hyperparameter file's)")
+    parser.add_argument("--hyperparams", metavar="FILE",
+                        help="the agent's hyperparameter file: a .yml file keyed by env "
+                             "family and 'default', or a folder of <agent>.yml files (default "
+                             f"{SHIPPED}, the shipped ones: {SHIPPED}/<agent>.yml; '{NO_FILE}': "
+                             "none, the agent's code defaults)")
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
                         help="cache for tokenizers and tokenized corpora")
     parser.add_argument("--checkpoint-every", type=non_negative_int, metavar="N",
@@ -136,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SB3 agents: also save agent/sb3.zip, loadable with SB3's own "
                              "load() (for interop; SB3's zip pickles, our checkpoints never do)")
     parser.add_argument("--tracker", choices=list(TRACKERS),
-                        help="also log to an experiment tracker (MLflow: at $MLFLOW_TRACKING_URI "
-                             "when set, else offline in the run folder)")
+                        help="also log to an experiment tracker: mlflow (at "
+                             "$MLFLOW_TRACKING_URI when set, else offline in the run folder) or "
+                             "wandb (Weights & Biases, offline in the run folder unless "
+                             "$WANDB_MODE says otherwise; upload later with wandb sync); with "
+                             "--resume, the tracker of the resumed part (default: the run's)")
+    parser.add_argument("--tracker-group", metavar="NAME",
+                        help="with --tracker: gather this run with others under NAME (the W&B "
+                             "run group, an MLflow tag 'group')")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -160,9 +178,14 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             if getattr(args, dest) is not None:
                 raise UsageError(option, "cannot be combined with --resume: the run's settings "
                                          f"are read from {args.resume / 'run.json'}")
-        return RunSpec.from_folder(args.resume, cache_dir=args.cache_dir,
+        spec = RunSpec.from_folder(args.resume, cache_dir=args.cache_dir,
                                    checkpoint_every=args.checkpoint_every,
                                    progress=not args.no_progress)
+        if args.tracker is None and args.tracker_group is None:
+            return spec
+        return dataclasses.replace(  # where else it logs does not change the run
+            spec, tracker=args.tracker or spec.tracker,
+            tracker_group=args.tracker_group or spec.tracker_group).check()
     if args.agent is None:
         raise UsageError("--agent", "is required (or --resume DIR to continue a stopped run)")
     explicit = {k: getattr(args, k) for k in EXPLICIT if getattr(args, k) is not None}
@@ -173,6 +196,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    agent_kwargs=dict(args.agent_kwargs or {}), cache_dir=args.cache_dir,
                    progress=not args.no_progress, checkpoint_every=every,
                    overwrite=args.overwrite, sb3_zip=args.sb3_zip, tracker=args.tracker,
+                   tracker_group=args.tracker_group,
+                   hyperparams=parse_source(args.hyperparams),
                    train_episodes=args.train_episodes or 0,
                    eval_episodes=3 if args.eval_episodes is None else args.eval_episodes)
     return spec.check()
@@ -207,6 +232,8 @@ def to_argv(spec: RunSpec) -> list[str]:
         argv += ["--env-kwargs", json.dumps(spec.env_kwargs)]
     if spec.agent_kwargs:
         argv += ["--agent-kwargs", json.dumps(spec.agent_kwargs)]
+    if spec.hyperparams != SHIPPED:
+        argv += ["--hyperparams", NO_FILE if spec.hyperparams is None else str(spec.hyperparams)]
     if spec.cache_dir is not None:
         argv += ["--cache-dir", str(spec.cache_dir)]
     if spec.overwrite:
@@ -218,6 +245,8 @@ def to_argv(spec: RunSpec) -> list[str]:
                  "--eval-episodes", str(spec.eval_episodes)]
     if spec.tracker is not None:
         argv += ["--tracker", spec.tracker]
+    if spec.tracker_group is not None:
+        argv += ["--tracker-group", spec.tracker_group]
     return argv if spec.progress else [*argv, "--no-progress"]
 
 

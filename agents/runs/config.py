@@ -5,7 +5,8 @@ A config file holds the same settings as the flags, by option name (`env_kwargs`
 comma-separated options such as the benchmark's `agents` and `seeds`), tables (for the
 JSON options `env_kwargs` and `agent_kwargs`) and booleans (for switches such as
 `no_progress`). A run's own `run.json` is a valid config too, so
-`train_agent.py --config runs/a/run.json --out runs/b` repeats run `a` in `b`.
+`train_agent.py --config runs/a/run.json --out runs/b` repeats run `a` in `b` (with the
+hyperparameter file it recorded, as that file is now).
 
 Every value is turned into the text its flag would take and handed to the parser as
 that flag's default, so a config goes through exactly the checks the flags go through,
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.hyperparams import NO_FILE
 from tying_env.errors import SettingError
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json")
@@ -64,6 +66,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if config.get("format") == RUN_FILE_FORMAT and isinstance(config.get("settings"), dict):
         config = {**config["settings"], **{k: v for k, v in config.items()
                                            if k not in ("format", "settings") and v is not None}}
+        record = config.get("hyperparams")
+        if isinstance(record, dict):  # the run's hyperparameter file, as --hyperparams takes it
+            config["hyperparams"] = record.get("file") or NO_FILE
     return config
 
 

@@ -13,6 +13,7 @@
 | `tie_map.png`, `curves.png` | figures of the run                                  |
 | `run.json`      | the run's settings (what resuming reads back)                   |
 | `checkpoint/`   | the latest checkpoint (see `agents.runs.resume`)                |
+| `mlruns/`, `wandb/` | the tracker's offline run (`--tracker`; `agents.runs.tracking`) |
 
 A resumed run (`spec.resume`) finishes as if it had never stopped: on CPU
 `result.json`, the log and the final weights equal an uninterrupted run's except
@@ -42,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import Agent, OneEpisode
-from agents.runs import folder, resume
+from agents.runs import folder, resume, tracking
 from agents.runs.card import model_card
 from agents.runs.factory import make_agent, make_env
 from agents.runs.plots import plot_curves, plot_tie_map
@@ -137,7 +138,8 @@ def build(spec: RunSpec) -> tuple[gym.Env, RunLog, OneEpisode, Agent]:
     env = make_env(spec)
     try:
         recorder = RunLog(env, spec.folder, progress=spec.progress,
-                          desc=f"{spec.agent} s{spec.seed}", tracker=spec.tracker)
+                          desc=f"{spec.agent} s{spec.seed}", tracker=spec.tracker,
+                          tracker_group=spec.tracker_group)
         guarded = OneEpisode(recorder)
         agent = make_agent(spec, guarded)
     except BaseException:
@@ -249,7 +251,8 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
                 final_val_ppl=final if final is not None and math.isfinite(final) else None,
                 title=title)
     files = ["log.jsonl", "tb", "model", "compact", "agent", "tie_map.png", "curves.png"]
-    return [*files, "mlruns"] if spec.tracker == "mlflow" else files
+    tracked = tracking.FOLDERS.get(spec.tracker or "")  # where the tracker wrote, if here
+    return [*files, tracked] if tracked is not None and (out / tracked).is_dir() else files
 
 
 @contextlib.contextmanager

@@ -3,12 +3,13 @@
 Both protocols use these (`agents.runs.driver`, one online episode; `agents.runs.protocol`,
 train then evaluate): a setting the environment or the agent refuses becomes a
 `SettingError` whose `argument` names the spec's field (`env_kwargs.<field>`, `agent`,
-`agent_kwargs`, or `resume` when the settings came from a checkpoint).
+`agent_kwargs`, `hyperparams`, or `resume` when the settings came from a checkpoint).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import gymnasium as gym
 
@@ -39,11 +40,24 @@ def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
     `Class(env, seed=..., **hyperparameters)`."""
     blame = "resume" if spec.resume else None
     built = spec.agent_class()
+    hparams = spec.agent_hyperparameters()  # its file's values under agent_kwargs
     try:
-        return built(env, seed=spec.seed, **spec.agent_kwargs)
+        return built(env, seed=spec.seed, **hparams)
     except (TypeError, ValueError) as e:
         contract = ("; the harness builds an agent as Class(env, seed=..., **hyperparameters) "
                     "(see agents.base.Agent)" if isinstance(e, TypeError) else "")
-        raise SettingError(blame or ("agent_kwargs" if spec.agent_kwargs else "agent"),
-                           f"{spec.agent!r} refused {json.dumps(spec.agent_kwargs)}: {e}"
+        raise SettingError(blame or _source_of(e, spec, hparams),
+                           f"{spec.agent!r} refused {json.dumps(hparams)}: {e}"
                            f"{contract}") from e
+
+
+def _source_of(error: Exception, spec: RunSpec, hparams: dict[str, Any]) -> str:
+    """The spec field to blame for hyperparameters the agent refused: the one that gave the
+    hyperparameter at fault (`agent_kwargs`, else `hyperparams`: the file), or, when the
+    error names none, `agent_kwargs` if given, else `agent`."""
+    at_fault = error.argument if isinstance(error, SettingError) else None
+    if at_fault in spec.agent_kwargs:
+        return "agent_kwargs"
+    if at_fault in hparams:
+        return "hyperparams"
+    return "agent_kwargs" if spec.agent_kwargs else "agent"

@@ -20,8 +20,10 @@ training episode (`train`) and per evaluation episode (`eval`), and as its top-l
 episodes (what the benchmark tables report), and, when the environment evaluates the test
 split during episodes (`test_eval_every > 0`), the mean `best_test_ppl` (the published
 metric, labelled as selected on the test split, see `published_metric`);
-`eval/seed-<s>/log.jsonl` per evaluation episode; `run.json`; `agent/`. Such a run writes
-no checkpoints (a stopped one starts again).
+`eval/seed-<s>/log.jsonl` per evaluation episode; `run.json`; `agent/`; `tb/`, the
+per-episode curves (the return over the training episodes, the evaluation results), which
+also go to the experiment tracker (`RunSpec.tracker`; see `agents.runs.episodelog`). Such
+a run writes no checkpoints (a stopped one starts again).
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from agents.base import Agent, OneEpisode
+from agents.runs import tracking
+from agents.runs.episodelog import EpisodeLog
 from agents.runs.factory import make_agent, make_env
 from agents.runs.result import PUBLISHED_METRIC_NOTE, TRAIN_EVALUATE, RunResult, published_metric
 from agents.runs.runlog import RunLog
@@ -71,11 +76,13 @@ class EpisodeSeeds(gym.Wrapper):
 
 
 class EpisodeSummaries(gym.Wrapper):
-    """Keeps, per finished episode, its return, length and last info."""
+    """Keeps, per finished episode, its return, length and last info; calls `on_episode`
+    (when set) with the episode's number (1-based) and that record."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         self.episodes: list[dict[str, Any]] = []
+        self.on_episode: Callable[[int, dict[str, Any]], None] | None = None
         self._return = 0.0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -87,6 +94,8 @@ class EpisodeSummaries(gym.Wrapper):
         self._return += float(reward)
         if terminated or truncated:
             self.episodes.append(summary(info, self._return))
+            if self.on_episode is not None:
+                self.on_episode(len(self.episodes), self.episodes[-1])
         return obs, reward, terminated, truncated, info
 
 
@@ -102,17 +111,39 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def protocol_params(spec: RunSpec, env: gym.Env, agent: Agent) -> dict[str, tracking.Param]:
+    """The run's parameters (`tracking.run_params`) and the protocol's episode counts."""
+    return {**tracking.run_params(env, agent), "train_episodes": spec.train_episodes,
+            "eval_episodes": spec.eval_episodes}
+
+
+def learning_curve(curves: EpisodeLog, spec: RunSpec, env: gym.Env,
+                   agent: Agent) -> Callable[[int, dict[str, Any]], None]:
+    """What a training episode's end calls: log the run's parameters (the first time, once
+    the agent has built what it runs with) and the episode's point of the learning curve."""
+    def trained(episode: int, record: dict[str, Any]) -> None:
+        curves.log_params(protocol_params(spec, env, agent))
+        curves.train_episode(episode, record)
+
+    return trained
+
+
 def run_train_evaluate(spec: RunSpec) -> RunResult:
     """Train over `spec.train_episodes` episodes, evaluate frozen; returns the result."""
     t_start = time.perf_counter()
     env = make_env(spec)
     base: LayerTyingEnv = env.unwrapped
+    curves: EpisodeLog | None = None
+    finished = False
     try:
         write_json(spec.folder / RUN_FILE, spec.to_run_file())
+        curves = EpisodeLog(spec.folder, f"{spec.agent} s{spec.seed}", tracker=spec.tracker,
+                            group=spec.tracker_group)
         seeds = [train_seed(spec.seed, i) for i in range(spec.train_episodes)]
         summaries = EpisodeSummaries(EpisodeSeeds(env, seeds))
         guard = OneEpisode(summaries, episodes=spec.train_episodes)
         agent = make_agent(spec, guard)
+        summaries.on_episode = learning_curve(curves, spec, env, agent)
         t_train = time.perf_counter()
         if agent.learns:
             print(f"training {spec.agent} over {spec.train_episodes} episodes",
@@ -121,14 +152,24 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         train_seconds = time.perf_counter() - t_train
         train = [{"seed": s, **e} for s, e in zip(seeds, summaries.episodes, strict=False)]
 
+        curves.log_params(protocol_params(spec, env, agent))  # an agent that did not train
         evaluations = []
         for k in range(spec.eval_episodes):
             evaluations.append(evaluate(spec, env, agent, eval_seed(spec.seed, k)))
+            curves.eval_episode(k + 1, evaluations[-1])
         agent.save(spec.folder / "agent")
+        means = {key: _mean([e[key] for e in evaluations])
+                 for key in ("final_val_ppl", "final_test_ppl", "trainable_fraction")}
+        curves.final({"final/val_ppl": means["final_val_ppl"],
+                      "final/test_ppl": means["final_test_ppl"],
+                      "final/trainable_fraction": means["trainable_fraction"],
+                      "final/return": _mean([e["return"] for e in evaluations])},
+                     step=spec.eval_episodes)
+        finished = True
     finally:
+        if curves is not None:
+            curves.close(finished)
         env.close()
-    means = {key: _mean([e[key] for e in evaluations])
-             for key in ("final_val_ppl", "final_test_ppl", "trainable_fraction")}
     published = evaluations and "best_test_ppl" in evaluations[0]
     notes = ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
              "evaluation episodes (held-out seeds, frozen agent)"]

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -83,12 +84,12 @@ class RunLog(gym.Wrapper):
     `agent`: set it once the agent is made (it is made on top of this wrapper) to log
     its `metrics()`. `tracker`: an experiment tracker's name (`agents.runs.tracking`;
     None: TensorBoard only), checked here (a `SettingError` if it is unknown or not
-    installed), opened when the episode starts.
+    installed), opened when the episode starts; `tracker_group` gathers runs there.
     """
 
     def __init__(self, env: gym.Env, out_dir: str | Path, *, progress: bool = True,
                  tensorboard: bool = True, desc: str | None = None,
-                 tracker: str | None = None):
+                 tracker: str | None = None, tracker_group: str | None = None):
         super().__init__(env)
         tracking.check(tracker)
         self.agent: Agent | None = None
@@ -103,8 +104,10 @@ class RunLog(gym.Wrapper):
         self._file: IO[bytes] | None = None
         self._writer: Any = None
         self._tracker_name = tracker
+        self._tracker_group = tracker_group
         self._tracker: tracking.Tracker | None = None
         self._params_pending = False  # the run's parameters are due at the next decision
+        self._params_to_tb = False  # ... to TensorBoard too (not after a resume)
         self._bar: tqdm | None = None
         self._t0 = 0.0
         self._prev: dict[str, Any] = {}
@@ -122,7 +125,7 @@ class RunLog(gym.Wrapper):
         self._file = self._open_log("wb")
         self._hash, self._bytes = hashlib.sha256(), 0
         self._open_outputs(info)
-        self._params_pending = True
+        self._params_pending = self._params_to_tb = True
         self._log_scalars(scalar_tags(self.start), step=0)
         return obs, info
 
@@ -147,7 +150,9 @@ class RunLog(gym.Wrapper):
         self._hash, self._bytes = hashlib.sha256(data), len(data)
         self._file = self._open_log("ab")
         self._open_outputs(info, purge_step=len(self.records) + 1)
-        self._params_pending = False  # written when the run started
+        # written when the run started, unless the tracker could not continue its run there
+        self._params_pending = self._tracker is not None and not self._tracker.resumed
+        self._params_to_tb = False
 
     def position(self) -> dict[str, Any]:
         """How far `log.jsonl` is written: `bytes`, `lines` and the bytes' `sha256`."""
@@ -171,7 +176,8 @@ class RunLog(gym.Wrapper):
                 raise write_failed(self.out_dir / "tb", e) from e
         self._tracker = tracking.open_tracker(self._tracker_name, self.out_dir,
                                               run_name=self._desc or self.out_dir.name,
-                                              resume=purge_step is not None)
+                                              resume=purge_step is not None,
+                                              group=self._tracker_group)
         total = getattr(self.env.unwrapped, "budget", None)
         self._bar = tqdm(total=total, initial=len(self.records), desc=self._desc,
                          unit="decision", disable=not self._progress, dynamic_ncols=True)
@@ -267,14 +273,8 @@ class RunLog(gym.Wrapper):
         if self._writer is None and self._tracker is None:
             return
         params = tracking.run_params(self.env, self.agent)
-        if self._writer is not None:
-            from torch.utils.tensorboard.summary import hparams
-
-            shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
-            experiment, start, _ = hparams(shown, dict.fromkeys(FINAL_METRICS, 0.0))
-            writer = self._writer._get_file_writer()
-            writer.add_summary(experiment)  # at step 0, which a resume never purges
-            writer.add_summary(start)
+        if self._writer is not None and self._params_to_tb:
+            add_hparams(self._writer, params, FINAL_METRICS)  # at step 0: never purged
         if self._tracker is not None:
             self._tracker.log_params(params)
 
@@ -293,12 +293,10 @@ class RunLog(gym.Wrapper):
                if last["terminated"] else "truncated (the budget of decisions is spent)")
         self._log_scalars(scalars, step=last["decision"])
         if self._writer is not None:
-            from torch.utils.tensorboard.summary import hparams
-
             self._writer.add_text("episode/end", f"The episode ended at decision "
                                                  f"{last['decision']}: {how}.",
                                   global_step=last["decision"])
-            self._writer._get_file_writer().add_summary(hparams({}, {})[2])  # session end
+            end_hparams(self._writer)
         if self._tracker is not None:
             self._tracker.set_tags({"episode_end": how})
 
@@ -326,6 +324,25 @@ def check_position(log_path: Path, position: dict[str, Any]) -> None:
                          "checkpoint")
     if data[:n].count(b"\n") != position["lines"]:
         raise ValueError(f"{log_path}: the line count differs from the checkpoint's")
+
+
+def add_hparams(writer: Any, params: dict[str, tracking.Param], metrics: Sequence[str]) -> None:
+    """Start the HPARAMS tab's session of a TensorBoard `SummaryWriter`: the run's
+    parameters (booleans as `"true"`/`"false"`) and the names of its final metrics."""
+    from torch.utils.tensorboard.summary import hparams
+
+    shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
+    experiment, start, _ = hparams(shown, dict.fromkeys(metrics, 0.0))
+    file_writer = writer._get_file_writer()
+    file_writer.add_summary(experiment)
+    file_writer.add_summary(start)
+
+
+def end_hparams(writer: Any) -> None:
+    """End the HPARAMS tab's session of a TensorBoard `SummaryWriter` (the run ended)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    writer._get_file_writer().add_summary(hparams({}, {})[2])
 
 
 def scalar_tags(record: dict[str, Any]) -> dict[str, float]:

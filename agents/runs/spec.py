@@ -4,20 +4,30 @@ A run is one agent driving one episode of one registered layer-tying environment
 The command line, the benchmark and Python callers all build a `RunSpec`
 and hand it to `agents.runs.driver.run`; nothing else reaches the driver.
 
+The agent is built with its hyperparameter file's values (`agents.hyperparams`, from the
+spec's `hyperparams`) under `agent_kwargs`; `run.json` records the file and the values
+the run used (`hyperparams_record`), and a run continued or rebuilt from its folder uses the
+recorded values, not the file as it is now. `settings()`, what a run is compared by, does
+not hold them: a run's identity is unchanged by the files.
+
 A bad setting raises `SettingError` whose `argument` is the
-spec field at fault (`"agent"`, `"agent_kwargs"`, `"env_id"`, `"out"`, `"cache_dir"`,
-`"resume"`), or `"env_kwargs.<field>"` for an environment setting (`<field>`
+spec field at fault (`"agent"`, `"agent_kwargs"`, `"hyperparams"`, `"env_id"`, `"out"`,
+`"cache_dir"`, `"resume"`), or `"env_kwargs.<field>"` for an environment setting (`<field>`
 is the `EnvConfig` field, e.g. `"env_kwargs.n_layer"`).
 """
 
 from __future__ import annotations
 
+import copy
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
+import agents.hyperparams as hp
 import tying_env
 from tying_env.errors import SettingError
 from tying_env.files import read_json, to_jsonable
@@ -27,7 +37,7 @@ DEFAULT_ENV = "LayerTying-GPT2-Tiny-v0"
 DEFAULT_CHECKPOINT_EVERY = 10
 RUN_FILE = "run.json"
 RUN_FORMAT = "layer-tying-gym/run"
-TRACKERS = ("mlflow",)
+TRACKERS = ("mlflow", "wandb")
 NOT_CONFIG = ("cache_dir", "render_mode")  # constructor arguments that are not EnvConfig fields
 
 
@@ -45,7 +55,9 @@ class RunSpec:
     `make_kwargs` (what `gym.make` receives) merges the two. `out` defaults to
     `runs/<agent>-<env_id>-s<seed>`. `resume` continues the run in `out` from its
     checkpoint (build such a spec with `from_folder`). `overwrite` lets a new run take a
-    folder that holds another run, which is moved aside, never deleted.
+    folder that holds another run, which is moved aside, never deleted. `tracker` and
+    `tracker_group` say where else the run is logged (`agents.runs.tracking`); they do not
+    define the run (they are not in `settings`).
     """
 
     agent: str
@@ -63,7 +75,10 @@ class RunSpec:
     train_episodes: int = 0  # > 0: the train-then-evaluate protocol (agents.runs.protocol)
     eval_episodes: int = 3  # held-out episodes of the frozen agent (with train_episodes)
     tracker: str | None = None  # an experiment tracker besides TensorBoard (TRACKERS)
+    tracker_group: str | None = None  # the tracker's group of runs (a benchmark: its folder)
     track: str | None = None  # the benchmark track's `NAME/vVERSION` (agents.benchmark.tracks)
+    hyperparams: str | Path | None = hp.SHIPPED  # the agent's hyperparameter file(s)
+    saved_hyperparams: Mapping[str, Any] | None = None  # run.json's record (from_folder)
 
     def __post_init__(self) -> None:
         if self.out is None:
@@ -141,10 +156,59 @@ class RunSpec:
             raise SettingError(blame or "agent_kwargs", str(e)) from None
         return agent
 
+    def file_defaults(self) -> hp.FileDefaults:
+        """The agent's hyperparameters from its file for this env id (`agents.hyperparams`);
+        with `saved_hyperparams`, those the run recorded."""
+        if self.saved_hyperparams is not None:
+            saved = self.saved_hyperparams
+            return hp.FileDefaults(saved.get("file"), tuple(saved.get("entries", ())),
+                                   dict(saved.get("values", {})))
+        try:
+            return hp.defaults(self.agent, self.env_id, self.hyperparams)
+        except SettingError as e:
+            raise SettingError("resume" if self.resume else e.argument, str(e)) from None
+
+    def agent_hyperparameters(self) -> dict[str, Any]:
+        """What the agent is built with: the file's values, then `agent_kwargs` on top."""
+        return copy.deepcopy({**self.file_defaults().values, **self.agent_kwargs})
+
+    def hyperparams_record(self) -> dict[str, Any]:
+        """What run.json records: the hyperparameter file, its entries applied, and the
+        values the agent is built with (`agent_hyperparameters`)."""
+        return {**self.file_defaults().to_json(), "values": self.agent_hyperparameters()}
+
+    def used_hyperparameters(self, run_file: Mapping[str, Any]) -> dict[str, Any]:
+        """The hyperparameters of this spec's agent that the run whose run.json is
+        `run_file` used, complete: one it does not name is the agent's code default, as the
+        shipped `default` entry gives it (they are equal: tests/test_hyperparams.py).
+
+        A run.json without `hyperparams` was written before hyperparameter files: its agent
+        ran with its `agent_kwargs` alone.
+        """
+        record = run_file.get("hyperparams")
+        if isinstance(record, Mapping):
+            values = record.get("values") or {}
+        else:
+            values = (run_file.get("settings") or {}).get("agent_kwargs") or {}
+        return {**hp.defaults(self.agent, None, hp.SHIPPED).values, **values}
+
+    def same_hyperparameters(self, run_file: Mapping[str, Any]) -> bool:
+        """Whether the run whose run.json is `run_file` used this spec's hyperparameters
+        (`used_hyperparameters`: a hyperparameter left to its code default counts as given
+        with that value)."""
+        ours = self.used_hyperparameters({"hyperparams": self.hyperparams_record()})
+        return _plain(self.used_hyperparameters(run_file)) == _plain(ours)
+
     def check(self) -> RunSpec:
         """Raise `SettingError` for anything a run would trip over; return self."""
+        from agents.base import check_hyperparameters
+
         blame = "resume" if self.resume else None
-        self.agent_class()
+        agent = self.agent_class()
+        try:
+            check_hyperparameters(agent, self.agent_hyperparameters())
+        except SettingError as e:
+            raise SettingError(blame or "hyperparams", str(e)) from None
         ids = env_ids()
         if self.env_id not in ids:
             raise SettingError(blame or "env_id",
@@ -161,6 +225,10 @@ class RunSpec:
         if self.tracker is not None and self.tracker not in TRACKERS:
             raise SettingError("tracker", f"tracker={self.tracker!r} is unknown; allowed: "
                                           f"{', '.join(TRACKERS)} (or none)")
+        if self.tracker_group is not None and (not isinstance(self.tracker_group, str)
+                                               or not self.tracker_group.strip()):
+            raise SettingError("tracker_group", f"tracker_group={self.tracker_group!r} is not "
+                                                "allowed; expected a non-empty name")
         for name in ("out", "cache_dir"):
             path = getattr(self, name)
             if path is not None and path.exists() and not path.is_dir():
@@ -176,7 +244,8 @@ class RunSpec:
         return dict(format=RUN_FORMAT, settings=self.settings(),
                     checkpoint_every=self.checkpoint_every,
                     cache_dir=None if self.cache_dir is None else str(self.cache_dir),
-                    tracker=self.tracker)
+                    tracker=self.tracker, tracker_group=self.tracker_group,
+                    hyperparams=self.hyperparams_record())
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, cache_dir: str | Path | None = None,
@@ -206,23 +275,41 @@ class RunSpec:
         kinds = dict(agent=str, env_id=str, env_kwargs=dict, seed=int, agent_kwargs=dict)
         bad = ([k for k, kind in kinds.items() if not isinstance(settings.get(k), kind)]
                if isinstance(settings, dict) else ["settings"])
+        record = saved.get("hyperparams")  # absent: written before hyperparameter files
+        if record is not None and not _is_record(record):
+            bad.append("hyperparams")
         if saved.get("format") != RUN_FORMAT or bad:
             raise SettingError("resume", f"{run_file} is not a valid run file (bad or missing "
                                          f"{', '.join(bad) or 'format'})")
         saved_cache = saved.get("cache_dir")
         cache = cache_dir if cache_dir is not None else saved_cache
         every = saved.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
-        tracker = saved.get("tracker")
+        tracker, group = saved.get("tracker"), saved.get("tracker_group")
         spec = cls(agent=settings["agent"], env_id=settings["env_id"],
                    env_kwargs=dict(settings["env_kwargs"]), seed=settings["seed"], out=folder,
                    agent_kwargs=dict(settings["agent_kwargs"]),
                    cache_dir=None if cache is None else Path(cache), progress=progress,
                    checkpoint_every=int(every if checkpoint_every is None else checkpoint_every),
                    resume=resume, tracker=tracker if isinstance(tracker, str) else None,
+                   tracker_group=group if isinstance(group, str) else None,
                    train_episodes=int(settings.get("train_episodes", 0)),
                    eval_episodes=int(settings.get("eval_episodes", 3)),
-                   track=settings["track"] if isinstance(settings.get("track"), str) else None)
+                   track=settings["track"] if isinstance(settings.get("track"), str) else None,
+                   hyperparams=None if record is None else record["file"],
+                   saved_hyperparams=record)
         try:
             return spec.check()
         except SettingError as e:
             raise SettingError("resume", f"{run_file}: {e}") from e
+
+
+def _is_record(record: Any) -> bool:
+    """Whether `record` is a run.json's `hyperparams` (`RunSpec.hyperparams_record`)."""
+    return (isinstance(record, dict) and isinstance(record.get("values"), dict)
+            and isinstance(record.get("entries"), list)
+            and (record.get("file") is None or isinstance(record.get("file"), str)))
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (for comparisons with files on disk)."""
+    return json.loads(json.dumps(to_jsonable(value)))
