@@ -43,12 +43,14 @@ SPEC_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwar
                 "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
                 "cache_dir": "--cache-dir", "resume": "--resume", "tracker": "--tracker",
                 "tracker_group": "--tracker-group", "hyperparams": "--hyperparams",
-                "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes"}
+                "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes",
+                "train_env_id": "--train-env", "train_env_kwargs": "--train-env-kwargs"}
 # options that define a run, by argparse dest: --resume reads them from run.json instead
 RUN_OPTIONS = {"agent": "--agent", "env_id": "--env", "env_kwargs": "--env-kwargs",
                **EXPLICIT, "seed": "--seed", "out": "--out", "agent_kwargs": "--agent-kwargs",
                "hyperparams": "--hyperparams", "train_episodes": "--train-episodes",
-               "eval_episodes": "--eval-episodes"}
+               "eval_episodes": "--eval-episodes", "train_env_id": "--train-env",
+               "train_env_kwargs": "--train-env-kwargs"}
 
 
 def json_object(value: str) -> dict[str, Any]:
@@ -144,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "seeds (default 0: the paper's online protocol, one episode)")
     parser.add_argument("--eval-episodes", type=positive_int, metavar="K",
                         help="with --train-episodes: held-out evaluation episodes (default 3)")
+    parser.add_argument("--train-env", dest="train_env_id", metavar="ID",
+                        help="with --train-episodes: train on this registered env (the same "
+                             "spaces, e.g. LayerTying-Surrogate-Deep-v0), then evaluate on "
+                             "--env (sim-to-real)")
+    parser.add_argument("--train-env-kwargs", type=json_object, metavar="JSON",
+                        help="settings of --train-env, as a JSON object")
     parser.add_argument("--sb3-zip", action="store_true",
                         help="SB3 agents: also save agent/sb3.zip, loadable with SB3's own "
                              "load() (for interop; SB3's zip pickles, our checkpoints never do)")
@@ -199,7 +207,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    tracker_group=args.tracker_group,
                    hyperparams=parse_source(args.hyperparams),
                    train_episodes=args.train_episodes or 0,
-                   eval_episodes=3 if args.eval_episodes is None else args.eval_episodes)
+                   eval_episodes=3 if args.eval_episodes is None else args.eval_episodes,
+                   train_env_id=args.train_env_id,
+                   train_env_kwargs=dict(args.train_env_kwargs or {}))
     return spec.check()
 
 
@@ -243,6 +253,10 @@ def to_argv(spec: RunSpec) -> list[str]:
     if spec.train_episodes:
         argv += ["--train-episodes", str(spec.train_episodes),
                  "--eval-episodes", str(spec.eval_episodes)]
+    if spec.train_env_id is not None:
+        argv += ["--train-env", spec.train_env_id]
+        if spec.train_env_kwargs:
+            argv += ["--train-env-kwargs", json.dumps(spec.train_env_kwargs)]
     if spec.tracker is not None:
         argv += ["--tracker", spec.tracker]
     if spec.tracker_group is not None:

@@ -34,6 +34,19 @@ def make_env(spec: RunSpec) -> gym.Env:
                            f"cannot build {spec.env_id}: {type(e).__name__}: {e}") from e
 
 
+def make_train_env(spec: RunSpec) -> gym.Env | None:
+    """The env a train-then-evaluate run trains on: `spec.train_env_id` (refused unless its
+    spaces are the evaluation env's), or None to train on the evaluation env itself."""
+    if spec.train_env_id is None:
+        return None
+    try:
+        env = gym.make(spec.train_env_id, **spec.train_make_kwargs)
+    except (OSError, TypeError, ValueError) as e:
+        raise SettingError("train_env_id", f"cannot build {spec.train_env_id}: "
+                                           f"{type(e).__name__}: {e}") from e
+    return env
+
+
 def make_agent(spec: RunSpec, env: gym.Env) -> Agent:
     """The spec's agent on `env`; hyperparameters it refuses (`Agent.hyperparameters`, then
     its constructor) as a `SettingError`, and so is a class that cannot be built as

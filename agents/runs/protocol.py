@@ -40,11 +40,12 @@ import numpy as np
 from agents.base import Agent, OneEpisode
 from agents.runs import tracking
 from agents.runs.episodelog import EpisodeLog
-from agents.runs.factory import make_agent, make_env
+from agents.runs.factory import make_agent, make_env, make_train_env
 from agents.runs.result import PUBLISHED_METRIC_NOTE, TRAIN_EVALUATE, RunResult, published_metric
 from agents.runs.runlog import RunLog
 from agents.runs.source import agent_source
 from agents.runs.spec import RUN_FILE, RunSpec
+from tying_env.errors import SettingError
 from tying_env.files import write_json
 
 if TYPE_CHECKING:
@@ -133,6 +134,15 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
     t_start = time.perf_counter()
     env = make_env(spec)
     base: LayerTyingEnv = env.unwrapped
+    trainer = make_train_env(spec) or env  # sim-to-real: training on another env
+    if trainer is not env and (trainer.observation_space != env.observation_space
+                               or trainer.action_space != env.action_space):
+        trainer.close()
+        env.close()
+        raise SettingError("train_env_id", f"{spec.train_env_id} has other spaces than "
+                                           f"{spec.env_id} ({trainer.observation_space}, "
+                                           f"{trainer.action_space}): an agent trained on it "
+                                           "cannot play the evaluation env")
     curves: EpisodeLog | None = None
     finished = False
     try:
@@ -140,10 +150,10 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         curves = EpisodeLog(spec.folder, f"{spec.agent} s{spec.seed}", tracker=spec.tracker,
                             group=spec.tracker_group)
         seeds = [train_seed(spec.seed, i) for i in range(spec.train_episodes)]
-        summaries = EpisodeSummaries(EpisodeSeeds(env, seeds))
+        summaries = EpisodeSummaries(EpisodeSeeds(trainer, seeds))
         guard = OneEpisode(summaries, episodes=spec.train_episodes)
         agent = make_agent(spec, guard)
-        summaries.on_episode = learning_curve(curves, spec, env, agent)
+        summaries.on_episode = learning_curve(curves, spec, trainer, agent)
         t_train = time.perf_counter()
         if agent.learns:
             print(f"training {spec.agent} over {spec.train_episodes} episodes",
@@ -169,6 +179,8 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
     finally:
         if curves is not None:
             curves.close(finished)
+        if trainer is not env:
+            trainer.close()
         env.close()
     published = evaluations and "best_test_ppl" in evaluations[0]
     notes = ["final_val_ppl, final_test_ppl and trainable_fraction are means over the "
@@ -185,7 +197,7 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         best_test_ppl_selected_on="test" if published else None,
         train=train, eval=evaluations, train_seconds=train_seconds,
         n_outputs=base.n_outputs, optimal_ppl=base.optimal_ppl,
-        agent_source=agent_source(spec.agent_class()),
+        agent_source=agent_source(spec.agent_class()), train_env_id=spec.train_env_id,
         notes=[*notes, PUBLISHED_METRIC_NOTE] if published else notes)
     result = result.replace(total_seconds=time.perf_counter() - t_start)
     result.write(spec.folder)

@@ -40,7 +40,7 @@ _KEYS = {"all_decisions": "finished"}
 _WHEN_SET = frozenset({
     "track", "final_val_accuracy", "final_test_accuracy", "best_test_ppl", "best_test_sweep",
     "best_test_ppl_selected_on", "train_episodes", "eval_episodes", "train", "eval",
-    "train_seconds", "files", "total_seconds", "agent_source"})
+    "train_seconds", "files", "total_seconds", "agent_source", "train_env_id"})
 
 
 # the published metric, recorded beside the final-checkpoint ones when the environment
@@ -110,6 +110,7 @@ class RunResult:
     # train-then-evaluate: one summary per training and per evaluation episode
     train_episodes: int | None = None
     eval_episodes: int | None = None
+    train_env_id: str | None = None  # sim-to-real: the env the training episodes ran on
     train: list[dict[str, Any]] | None = None
     eval: list[dict[str, Any]] | None = None
     train_seconds: float | None = None

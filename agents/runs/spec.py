@@ -74,6 +74,10 @@ class RunSpec:
     sb3_zip: bool = False  # also save SB3 agents as SB3's own zip (for interop; pickles)
     train_episodes: int = 0  # > 0: the train-then-evaluate protocol (agents.runs.protocol)
     eval_episodes: int = 3  # held-out episodes of the frozen agent (with train_episodes)
+    # with train_episodes: train on another registered env with the same spaces (e.g. a
+    # surrogate, LayerTying-Surrogate-Deep-v0), evaluate on env_id (sim-to-real)
+    train_env_id: str | None = None
+    train_env_kwargs: dict[str, Any] = field(default_factory=dict)
     tracker: str | None = None  # an experiment tracker besides TensorBoard (TRACKERS)
     tracker_group: str | None = None  # the tracker's group of runs (a benchmark: its folder)
     track: str | None = None  # the benchmark track's `NAME/vVERSION` (agents.benchmark.tracks)
@@ -120,9 +124,21 @@ class RunSpec:
         if self.train_episodes:  # the online protocol's settings stay as they were
             settings |= dict(train_episodes=self.train_episodes,
                              eval_episodes=self.eval_episodes)
+        if self.train_env_id is not None:
+            settings |= dict(train_env_id=self.train_env_id,
+                             train_env_kwargs=self.train_env_kwargs)
         if self.track is not None:
             settings["track"] = self.track
         return to_jsonable(settings)
+
+    @property
+    def train_make_kwargs(self) -> dict[str, Any]:
+        """What `gym.make(train_env_id, ...)` receives: its defaults, `train_env_kwargs`, then
+        the settings the agent requires that the training env has (e.g. `initial_ties`)."""
+        assert self.train_env_id is not None
+        defaults = gym.spec(self.train_env_id).kwargs
+        required = {k: v for k, v in self.agent_env_settings.items() if k == "initial_ties"}
+        return {**defaults, **self.train_env_kwargs, **required}
 
     def env_config(self) -> dict[str, Any]:
         """The environment's resolved settings (every EnvConfig field), as plain JSON."""
@@ -219,6 +235,13 @@ class RunSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SettingError(name, f"{name}={value!r} is not allowed; expected an int "
                                          f">= {low}")
+        if self.train_env_id is not None:
+            if not self.train_episodes:
+                raise SettingError("train_env_id", "a training env needs train_episodes > 0 "
+                                                   "(the train-then-evaluate protocol)")
+            if self.train_env_id not in gym.registry:
+                raise SettingError("train_env_id", f"{self.train_env_id!r} is not a "
+                                                   "registered Gymnasium id")
         if self.train_episodes and self.resume:
             raise SettingError("resume", "a train-then-evaluate run (train_episodes > 0) "
                                          "writes no checkpoints: start it again instead")
@@ -294,6 +317,8 @@ class RunSpec:
                    tracker_group=group if isinstance(group, str) else None,
                    train_episodes=int(settings.get("train_episodes", 0)),
                    eval_episodes=int(settings.get("eval_episodes", 3)),
+                   train_env_id=settings.get("train_env_id"),
+                   train_env_kwargs=dict(settings.get("train_env_kwargs") or {}),
                    track=settings["track"] if isinstance(settings.get("track"), str) else None,
                    hyperparams=None if record is None else record["file"],
                    saved_hyperparams=record)
