@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.base import OneEpisode
 from agents.benchmark import tracks
-from agents.runs.factory import make_agent, make_env
+from agents.runs.factory import make_agent, make_env, make_train_env
 from agents.runs.protocol import (
     EVAL_OFFSET,
     EpisodeSeeds,
@@ -122,13 +122,15 @@ def tuning_seeds(track: tracks.Track, episodes: int,
 
 
 def score(track: tracks.Track, agent: str, hparams: dict[str, Any], train: list[int],
-          valid: list[int], cache_dir: Path | None = None) -> float:
+          valid: list[int], cache_dir: Path | None = None,
+          train_env_id: str | None = None) -> float:
     """Train `agent` with `hparams` on the `train` seeds, then its frozen score on `valid`:
-    the mean of the track's `rank_metric` (inf / -inf when the model diverged)."""
+    the mean of the track's `rank_metric` (inf / -inf when the model diverged). With
+    `train_env_id` (e.g. the track's surrogate) both run on that env instead."""
     spec = RunSpec(agent=agent, env_id=track.env_id, env_kwargs=dict(track.env_kwargs),
                    seed=TUNE_SEED, agent_kwargs=hparams, cache_dir=cache_dir,
-                   progress=False, train_episodes=len(train))
-    env = make_env(spec)
+                   progress=False, train_episodes=len(train), train_env_id=train_env_id)
+    env = make_train_env(spec) or make_env(spec)
     try:
         agent_obj = make_agent(spec, OneEpisode(EpisodeSeeds(env, train), episodes=len(train)))
         if agent_obj.learns:
@@ -149,8 +151,10 @@ def _validate(env: Any, agent: Any, seed: int, metric: str) -> float:
 
 def tune(track: tracks.Track, agent: str, trials: int = DEFAULT_TRIALS,
          episodes: int = DEFAULT_EPISODES, seed: int = 0,
-         cache_dir: Path | None = None) -> dict[str, Any]:
-    """Tune `agent` on `track` (see the module); the record the CLI writes."""
+         cache_dir: Path | None = None, train_env_id: str | None = None) -> dict[str, Any]:
+    """Tune `agent` on `track` (see the module), or on `train_env_id` (a surrogate of the
+    track: the same spaces and budget, seconds instead of hours); the record the CLI
+    writes."""
     import optuna
 
     if agent not in SEARCH_SPACE:
@@ -159,6 +163,9 @@ def tune(track: tracks.Track, agent: str, trials: int = DEFAULT_TRIALS,
     if track.rank_metric not in METRICS:
         raise SettingError("track", f"{track.label} ranks by {track.rank_metric!r}; tuning "
                                     f"scores only {', '.join(METRICS)}")
+    if train_env_id is not None and track.rank_metric != "episode_return":
+        raise SettingError("train_env", f"{track.label} ranks by {track.rank_metric!r}, which "
+                                        "a surrogate does not emulate; tune on the track")
     if trials < 1 or episodes < 1:
         raise SettingError("trials", "--trials and --episodes must be at least 1")
     train, valid = tuning_seeds(track, episodes)
@@ -170,12 +177,13 @@ def tune(track: tracks.Track, agent: str, trials: int = DEFAULT_TRIALS,
 
     def objective(trial: optuna.Trial) -> float:
         values = {name: dim.suggest(trial, name) for name, dim in space.items()}
-        result = score(track, agent, values, train, valid, cache_dir)
+        result = score(track, agent, values, train, valid, cache_dir, train_env_id)
         print(f"trial {trial.number}: {values} -> {result}", file=sys.stderr)
         return result
 
     study.optimize(objective, n_trials=trials)
     return {"track": track.label, "agent": agent, "rank_metric": track.rank_metric,
+            "env": train_env_id or track.env_id,
             "direction": METRICS[track.rank_metric],
             "budget": {"trials": trials, "train_episodes": episodes,
                        "validation_episodes": len(valid)},
@@ -204,6 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-env", metavar="ID",
+                        help="tune on this env instead, with the track's spaces (its "
+                             "surrogate, e.g. LayerTying-Surrogate-Deep-v0)")
     args = parser.parse_args(argv)
     try:
         if args.out.exists() and not args.overwrite:
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         torch.set_num_threads(args.threads)
         record = tune(tracks.get(args.track), args.agent, args.trials, args.episodes,
-                      args.seed, args.cache_dir)
+                      args.seed, args.cache_dir, args.train_env)
     except SettingError as e:
         parser.exit(2, f"error: {e}\n")
     record["command"] = "python -m agents.benchmark.tune " + " ".join(
