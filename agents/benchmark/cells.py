@@ -37,7 +37,7 @@ import agents.hyperparams as hp
 from agents.runs import tracking
 from agents.runs.result import FILE as RESULT_FILE
 from agents.runs.result import ResultFormatError, RunResult, read_result
-from agents.runs.spec import RUN_FILE, RunSpec, env_ids
+from agents.runs.spec import RUN_FILE, RunSpec, env_ids, registered
 from tying_env.errors import SettingError
 from tying_env.files import read_json, to_jsonable
 
@@ -64,6 +64,7 @@ class Request:
     cache_dir: Path | None
     train_episodes: int = 0  # > 0: every cell is a train-then-evaluate run
     eval_episodes: int = 3
+    train_env_id: str | None = None  # sim-to-real: the cells train on this env
     track: Json | None = None  # `agents.benchmark.tracks.Track.to_json()` of a track run
     tracker: str | None = None  # each cell's experiment tracker (agents.runs.tracking)
     # the agents' hyperparameter files (`agents.hyperparams`): the shipped ones, a file or
@@ -85,7 +86,7 @@ class Request:
                        out=cell_dir(self.out, agent, seed),
                        agent_kwargs=self.agent_kwargs.get(agent, {}), cache_dir=self.cache_dir,
                        progress=False, train_episodes=self.train_episodes,
-                       eval_episodes=self.eval_episodes,
+                       eval_episodes=self.eval_episodes, train_env_id=self.train_env_id,
                        track=None if self.track is None else self.track["label"],
                        tracker=self.tracker, tracker_group=self.group,
                        hyperparams=self.hyperparams)
@@ -115,6 +116,8 @@ class Request:
         if self.train_episodes:
             argv += ["--train-episodes", str(self.train_episodes),
                      "--eval-episodes", str(self.eval_episodes)]
+        if self.train_env_id is not None:
+            argv += ["--train-env", self.train_env_id]
         if self.hyperparams != hp.SHIPPED:
             argv += ["--hyperparams", self.hyperparams or hp.NO_FILE]
         return argv + (["--tracker", self.tracker] if self.tracker else [])
@@ -125,6 +128,7 @@ class Request:
                 "seeds": list(self.seeds), "agent_kwargs": self.agent_kwargs,
                 "workers": self.workers, "threads": self.threads, "out": str(self.out),
                 "train_episodes": self.train_episodes, "eval_episodes": self.eval_episodes,
+                "train_env_id": self.train_env_id,
                 "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
                 "track": self.track, "tracker": self.tracker, "hyperparams": self.hyperparams,
                 "command": shlex.join(self.command())}
@@ -139,6 +143,7 @@ def expected_record(request: Mapping[str, Any], agent: str, seed: int) -> Json:
                 "train_episodes": request.get("train_episodes") or None}
     if request.get("train_episodes"):
         expected["eval_episodes"] = request.get("eval_episodes")
+        expected["train_env_id"] = request.get("train_env_id")
     label = (request.get("track") or {}).get("label")
     if label:
         expected["track"] = label
@@ -237,7 +242,7 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                  cache_dir: str | Path | None = None,
                  threads: int | None = None, train_episodes: int = 0,
                  eval_episodes: int = 3, track: Json | None = None,
-                 tracker: str | None = None,
+                 tracker: str | None = None, train_env_id: str | None = None,
                  hyperparams: str | Path | None = hp.SHIPPED) -> Request:
     """Check every setting up front; a bad one raises `SettingError`. `hyperparams`: where
     the agents' hyperparameter files are (`agents.hyperparams`), each agent's checked."""
@@ -259,6 +264,18 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                                    or number < low):
             raise SettingError(option, f"{number!r} is not allowed; expected an int >= {low}")
     tracking.check(tracker)  # known and installed, before any cell starts
+    if train_env_id is not None:
+        if not train_episodes:
+            raise SettingError("train_env_id", "a training env needs train_episodes > 0 "
+                                               "(train-then-evaluate cells)")
+        if registered(train_env_id) is None:
+            raise SettingError("train_env_id", f"{train_env_id!r} is not a registered "
+                                               "Gymnasium id (or 'module:Id' for one your "
+                                               "module registers)")
+        if track is not None:
+            raise SettingError("train_env_id", "a track fixes where its agents train; "
+                                               "training a track's agents elsewhere makes "
+                                               "another track")
     if threads is None:
         threads = max(1, available_cores() // workers)
     env_config = _resolve_env(env_id, env_kwargs, cache_dir)
@@ -270,7 +287,7 @@ def make_request(env_id: str, env_kwargs: str | Mapping[str, Any], agents: str |
                    workers=workers, threads=threads, out=Path(out).absolute(),
                    cache_dir=None if cache_dir is None else Path(cache_dir).absolute(),
                    train_episodes=train_episodes, eval_episodes=eval_episodes, track=track,
-                   tracker=tracker, hyperparams=source)
+                   tracker=tracker, hyperparams=source, train_env_id=train_env_id)
 
 
 def _hyperparams_source(source: str | Path | None) -> str | None:
@@ -351,6 +368,8 @@ def conflicts(request: Request) -> list[str]:
         expected = {"env_id": request.env_id,
                     "env_kwargs": cell_env_config(request.env_config, agent),
                     "train_episodes": request.train_episodes or None}
+        if request.train_episodes:
+            expected["train_env_id"] = request.train_env_id
         if request.track is not None:
             expected["track"] = request.track["label"]
         if agent in request.agents:

@@ -56,6 +56,7 @@ OPTIONS = {"env_id": "--env", "env_kwargs": "--env-kwargs", "agents": "--agents"
            "seeds": "--seeds", "workers": "--workers", "threads": "--threads", "out": "--out",
            "agent_kwargs": "--agent-kwargs", "cache_dir": "--cache-dir",
            "train_episodes": "--train-episodes", "eval_episodes": "--eval-episodes",
+           "train_env_id": "--train-env",
            "launcher": "--launcher", "ray_address": "--ray-address", "gpus": "--gpus",
            "shard": "--shard", "tracker": "--tracker", "hyperparams": "--hyperparams"}
 
@@ -107,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluated frozen on held-out seeds (default 0: online)")
     parser.add_argument("--eval-episodes", metavar="K",
                         help="with --train-episodes: held-out evaluation episodes (default 3)")
+    parser.add_argument("--train-env", metavar="ID",
+                        help="with --train-episodes: the cells train on this registered env "
+                             "(the same spaces, e.g. LayerTying-Surrogate-Deep-v0) and are "
+                             "evaluated on --env (sim-to-real)")
     parser.add_argument("--launcher", default="local", metavar="NAME",
                         help="where cells run: 'local' (processes on this machine, the "
                              "default) or 'ray' (Ray tasks; pip install 'layer-tying-gym[ray]')")
@@ -171,7 +176,11 @@ def request_settings(args: argparse.Namespace) -> dict[str, Any]:
                   for k, default in TRACK_FIXED.items()}
         return dict(values, agents=args.agents, hyperparams=parse_source(args.hyperparams),
                     train_episodes=_count("train_episodes", values["train_episodes"]),
-                    eval_episodes=_count("eval_episodes", values["eval_episodes"]))
+                    eval_episodes=_count("eval_episodes", values["eval_episodes"]),
+                    train_env_id=args.train_env)
+    if args.train_env is not None:
+        raise SettingError("train_env_id", "a track fixes where its agents train; training "
+                                           "a track's agents elsewhere makes another track")
     from agents.benchmark import tracks
 
     tracks.refuse_overrides([OPTIONS[k] for k in TRACK_FIXED if getattr(args, k) is not None])

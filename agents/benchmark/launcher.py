@@ -137,7 +137,8 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
                   ray_address: str | None = None, gpus: str | Sequence[int] | None = None,
                   shard: str | Sequence[int] | None = None,
                   tracker: str | None = None,
-                  hyperparams: str | Path | None = SHIPPED) -> Json:
+                  hyperparams: str | Path | None = SHIPPED,
+                  train_env_id: str | None = None) -> Json:
     """Run the missing cells of agents x seeds, then summarize; returns results.json's content.
 
     `workers=None`: one at a time locally; with `launcher="ray"` every cell at once (the
@@ -147,6 +148,7 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
     cells run and no report is written (see `run_request`). `tracker`: log each cell it runs
     to that experiment tracker too (`agents.runs.tracking`), grouped by `out`'s name.
     `hyperparams`: the agents' hyperparameter files (`agents.hyperparams`; None: none).
+    `train_env_id` (with `train_episodes`): the cells train there, e.g. on a surrogate.
 
     Bad settings and a refused `out` raise `SettingError`
     before anything runs. Failed cells do not raise: see `result["run"]["failed"]`.
@@ -154,7 +156,8 @@ def run_benchmark(env_id: str, env_kwargs: str | Mapping[str, Any],
     request = build_request(env_id, env_kwargs, agents, seeds, workers, out,
                             agent_kwargs=agent_kwargs, cache_dir=cache_dir, threads=threads,
                             train_episodes=train_episodes, eval_episodes=eval_episodes,
-                            launcher=launcher, tracker=tracker, hyperparams=hyperparams)
+                            launcher=launcher, tracker=tracker, hyperparams=hyperparams,
+                            train_env_id=train_env_id)
     return run_request(request, progress=progress, launcher=launcher, ray_address=ray_address,
                        gpus=gpus, shard=shard)
 

@@ -172,7 +172,8 @@ def rerun(results: Json, cell: Json, out: Path) -> Json | None:
                                               .get(agent, {})},
                        cache_dir=request.get("cache_dir"), threads=request["threads"],
                        train_episodes=request.get("train_episodes") or 0,
-                       eval_episodes=request.get("eval_episodes") or 3, track=track)
+                       eval_episodes=request.get("eval_episodes") or 3, track=track,
+                       train_env_id=request.get("train_env_id"))
     done = run_request(one, progress=False)
     return next((c for c in done["cells"] if c["status"] == "finished"), None)
 

@@ -19,6 +19,7 @@ is the `EnvConfig` field, e.g. `"env_kwargs.n_layer"`).
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,19 @@ def env_ids() -> list[str]:
     """Registered Gymnasium ids whose entry point is the layer-tying environment."""
     return sorted(env_id for env_id, spec in gym.registry.items()
                   if spec.entry_point == tying_env.ENV_ENTRY_POINT)
+
+
+def registered(env_id: str) -> Any:
+    """The Gymnasium spec of `env_id`, or None: an id registered on import of `tying_env`,
+    or `"module:Id"` for one registered by importing your own module (as `gym.make` reads
+    it; worker processes then import that module too)."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return None
+    return gym.registry.get(name)
 
 
 @dataclass(frozen=True)
@@ -136,7 +150,7 @@ class RunSpec:
         """What `gym.make(train_env_id, ...)` receives: its defaults, `train_env_kwargs`, then
         the settings the agent requires that the training env has (e.g. `initial_ties`)."""
         assert self.train_env_id is not None
-        defaults = gym.spec(self.train_env_id).kwargs
+        defaults = registered(self.train_env_id).kwargs
         required = {k: v for k, v in self.agent_env_settings.items() if k == "initial_ties"}
         return {**defaults, **self.train_env_kwargs, **required}
 
@@ -239,9 +253,10 @@ class RunSpec:
             if not self.train_episodes:
                 raise SettingError("train_env_id", "a training env needs train_episodes > 0 "
                                                    "(the train-then-evaluate protocol)")
-            if self.train_env_id not in gym.registry:
+            if registered(self.train_env_id) is None:
                 raise SettingError("train_env_id", f"{self.train_env_id!r} is not a "
-                                                   "registered Gymnasium id")
+                                                   "registered Gymnasium id (or 'module:Id' "
+                                                   "for one your module registers)")
         if self.train_episodes and self.resume:
             raise SettingError("resume", "a train-then-evaluate run (train_episodes > 0) "
                                          "writes no checkpoints: start it again instead")
