@@ -193,3 +193,108 @@ def test_ranking_statistics_by_hand():
     rows = {n: [{"seed": s, "return": v} for s, v in enumerate(values)]
             for n, values in {"a": [1, 1], "b": [2, 2], "c": [3, 3]}.items()}
     assert halves_tau(rows) == 1.0
+
+
+def test_the_shipped_deep_surrogate_is_registered_and_matches_the_track(cache_dir):
+    """`gym.make` of the surrogate id works offline from the model in the package, with the
+    real deep track's spaces, budget and data hash recorded."""
+    import gymnasium as gym
+
+    from agents.benchmark.tracks import get
+    from tying_env import ENV_IDS, SURROGATE_IDS
+
+    track = get("deep")
+    env = gym.make("LayerTying-Surrogate-Deep-v0")
+    meta = env.unwrapped.ensemble.meta
+    assert SURROGATE_IDS["LayerTying-Surrogate-Deep-v0"] == "deep-v1"
+    assert meta["track"] == track.label and len(meta["data_sha256"]) == 64
+    real = LayerTyingEnv(**{**ENV_IDS[track.env_id], **track.env_kwargs}, cache_dir=cache_dir)
+    assert env.observation_space == real.observation_space
+    assert env.action_space == real.action_space
+    _, info = env.reset(seed=0)
+    assert info["budget"] == real.budget == 352
+    assert info["total_params"] == real.reset(seed=0)[1]["total_params"]
+    real.close()
+    # Gymnasium's checker (spaces, seeding, determinism); its one warning, as for the real
+    # env: the validation loss's observation bound is infinite
+    from gymnasium.utils.env_checker import check_env
+
+    with pytest.warns(UserWarning, match="maximum value is infinity"):
+        check_env(env.unwrapped, skip_render_check=True)
+
+
+@pytest.fixture
+def registered(model):
+    """The small model registered as a Gymnasium id, for the duration of a test."""
+    import gymnasium as gym
+
+    env_id = "Test-Surrogate-Small-v0"
+    gym.register(id=env_id, entry_point="tying_env.surrogate.env:SurrogateEnv",
+                 kwargs={"model": str(model)})
+    yield env_id
+    del gym.registry[env_id]
+
+
+def test_sim_to_real_trains_on_the_surrogate_and_evaluates_for_real(registered, tmp_path,
+                                                                   cache_dir):
+    from agents.runs.driver import run
+    from agents.runs.spec import RunSpec
+
+    spec = RunSpec(agent="qlearning", env_kwargs=ENV_KWARGS, seed=0, out=tmp_path / "run",
+                   cache_dir=cache_dir, progress=False, train_episodes=3, eval_episodes=1,
+                   train_env_id=registered)
+    result = run(spec.check())
+    assert result.train_env_id == registered and len(result.train) == 3
+    # the training episodes ran on the surrogate (its info has no real training loss), the
+    # evaluation on the real environment (full-split perplexities)
+    assert all(math.isfinite(e["final_val_ppl"]) for e in result.eval)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["settings"]["train_env_id"] == registered
+    assert RunSpec.from_folder(tmp_path / "run", resume=False).train_env_id == registered
+
+
+def test_a_training_env_must_fit_the_evaluation_env(registered, tmp_path, cache_dir):
+    from agents.runs.driver import run
+    from agents.runs.spec import RunSpec
+    from tying_env.errors import SettingError
+
+    with pytest.raises(SettingError, match="needs train_episodes > 0"):
+        RunSpec(agent="random", env_kwargs=ENV_KWARGS, train_env_id=registered).check()
+    with pytest.raises(SettingError, match="'Nope-v0' is not a registered"):
+        RunSpec(agent="random", env_kwargs=ENV_KWARGS, train_episodes=1,
+                train_env_id="Nope-v0").check()
+    other = {**ENV_KWARGS, "n_layer": 3}
+    spec = RunSpec(agent="qlearning", env_kwargs=other, out=tmp_path / "x", cache_dir=cache_dir,
+                   progress=False, train_episodes=1, eval_episodes=1, train_env_id=registered)
+    with pytest.raises(SettingError, match="other spaces than"):
+        run(spec.check())
+
+
+def test_a_sim_to_real_benchmark_request(registered, tmp_path, cache_dir):
+    """`--train-env` through the benchmark's request: each cell's spec trains there, the
+    command and results record it, a cell trained elsewhere is another configuration, and
+    the option is refused beside a track or without training episodes."""
+    from agents.benchmark.cells import conflicts, expected_record, make_request
+    from agents.benchmark.cli import main as benchmark
+    from agents.runs.driver import run
+    from tying_env.errors import SettingError
+
+    request = make_request("LayerTying-GPT2-Tiny-v0", ENV_KWARGS, ["qlearning"], [0], 1,
+                           tmp_path / "b", cache_dir=cache_dir, threads=1, train_episodes=2,
+                           eval_episodes=1, train_env_id=registered)
+    spec = request.spec("qlearning", 0)
+    assert spec.train_env_id == registered and "--train-env" in request.command()
+    assert request.to_json()["train_env_id"] == registered
+    run(spec.check())  # the cell, in this process
+    assert expected_record(request.to_json(), "qlearning", 0)["train_env_id"] == registered
+    assert conflicts(request) == []
+    real_only = make_request("LayerTying-GPT2-Tiny-v0", ENV_KWARGS, ["qlearning"], [0], 1,
+                             tmp_path / "b", cache_dir=cache_dir, threads=1, train_episodes=2,
+                             eval_episodes=1)
+    assert any("train_env_id" in c for c in conflicts(real_only))
+    with pytest.raises(SettingError, match="needs train_episodes > 0"):
+        make_request("LayerTying-GPT2-Tiny-v0", ENV_KWARGS, ["qlearning"], [0], 1,
+                     tmp_path / "c", train_env_id=registered)
+    with pytest.raises(SystemExit) as refused:
+        benchmark(["--track", "deep", "--train-env", registered, "--out", str(tmp_path / "t")])
+    assert refused.value.code == 2

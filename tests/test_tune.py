@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import agents
 from agents.base import check_hyperparameters
 from agents.benchmark import tracks, tune
 from agents.runs.protocol import eval_seed, train_seed
+from tying_env.errors import SettingError
 
 QUICK = {"n_layer": 4, "n_embd": 16, "n_head": 2, "seq_len": 16, "batch_size": 2,
          "max_sweeps": 1, "steps_per_decision": 1, "eval_batches": 1, "device": "cpu"}
@@ -66,3 +68,19 @@ def test_tune_writes_trials_and_best_deterministically(quick: tracks.Track, tmp_
     with pytest.raises(SystemExit) as e:
         tune.main([*argv, "--out", str(tmp_path / "a.json")])
     assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_tuning_runs_on_the_tracks_surrogate(tmp_path: Path) -> None:
+    """`--train-env`: every trial trains and validates on the surrogate (seconds); the
+    record names the env tuned on, and the same command gives the same trials."""
+    record = tune.main(["--track", "deep", "--agent", "schedule-bandit", "--trials", "2",
+                        "--episodes", "1", "--train-env", "LayerTying-Surrogate-Deep-v0",
+                        "--threads", "1", "--out", str(tmp_path / "a.json")])
+    again = tune.main(["--track", "deep", "--agent", "schedule-bandit", "--trials", "2",
+                       "--episodes", "1", "--train-env", "LayerTying-Surrogate-Deep-v0",
+                       "--threads", "1", "--out", str(tmp_path / "b.json")])
+    assert record["env"] == "LayerTying-Surrogate-Deep-v0" and len(record["trials"]) == 2
+    assert record["trials"] == again["trials"]
+    assert all(math.isfinite(t["score"]) for t in record["trials"])
+    with pytest.raises(SettingError, match="does not emulate"):
+        tune.tune(tracks.get("tiny"), "schedule-bandit", 1, 1, train_env_id="X")

@@ -28,6 +28,10 @@ ENV_IDS = {
     "LayerTying-ViT-Tiny-v0": dict(preset="vit-tiny"),
 }
 
+# benchmark tracks emulated by a model of their logged runs: id -> the shipped model
+SURROGATE_ENTRY_POINT = "tying_env.surrogate.env:SurrogateEnv"
+SURROGATE_IDS = {"LayerTying-Surrogate-Deep-v0": "deep-v1"}
+
 
 def register_ids() -> None:
     """Register the ids of `ENV_IDS` that are not registered yet (idempotent, no warnings).
@@ -42,6 +46,9 @@ def register_ids() -> None:
     for env_id, kwargs in ENV_IDS.items():
         if env_id not in registry:
             register(id=env_id, entry_point=ENV_ENTRY_POINT, kwargs=dict(kwargs))
+    for env_id, model in SURROGATE_IDS.items():  # the tracks emulated (tying_env.surrogate)
+        if env_id not in registry:
+            register(id=env_id, entry_point=SURROGATE_ENTRY_POINT, kwargs={"model": model})
 
 
 register_ids()
@@ -54,7 +61,7 @@ _LAZY = {
     "PRESETS": "tying_env.presets",
     "make_config": "tying_env.presets",
 }
-__all__ = [*_LAZY, "ENV_IDS", "ENV_ENTRY_POINT", "register_ids"]
+__all__ = [*_LAZY, "ENV_IDS", "ENV_ENTRY_POINT", "SURROGATE_IDS", "register_ids"]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,8 @@ Each of `members` MLPs (`tying_env.surrogate.model.Ensemble`) is fitted by Gauss
 negative log-likelihood on a bootstrap of the episodes (episodes drawn with replacement,
 so members differ where the data are thin), from its own seed. Then, on all the fitting
 episodes: the residuals' lag-1 autocorrelation within episodes is recorded (near 0 when
-the state carries what persists); the `OOD_QUANTILE` quantile of the members' disagreement
+the state carries what persists); the mean gap between the logged training and validation losses gives the emulated
+`train_loss`; the `OOD_QUANTILE` quantile of the members' disagreement
 (the standard deviation of their
 means) is the threshold above which a decision counts as outside the logged data; the
 starting losses give the reset's distribution. Deterministic for a seed and a thread
@@ -98,6 +99,7 @@ def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
     same = data.episode[1:] == data.episode[:-1]
     r1 = float(np.corrcoef(residual[1:][same], residual[:-1][same])[0, 1])
     initial = np.array([e["initial_val_loss"] for e in data.episodes])
+    gaps = [e["train_val_gap"] for e in data.episodes if "train_val_gap" in e]
     ensemble.meta = {
         "format": "layer-tying-gym/surrogate", "format_version": 1,
         "features": feature_names(data.x.shape[1] - len(feature_names(0))),
@@ -106,6 +108,7 @@ def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
         "residual_lag1": r1,
         "ood_threshold": float(np.quantile(means.std(0), OOD_QUANTILE)),
         "initial_val_loss": {"mean": float(initial.mean()), "std": float(initial.std())},
+        "train_val_gap": float(np.mean(gaps)) if gaps else 0.0,
         "settings": settings.__dict__}
     return ensemble
 

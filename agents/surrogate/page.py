@@ -3,8 +3,10 @@
     python -m agents.surrogate.page runs/surrogate/validation.json --out docs/surrogate.md
 
 Each check of the standard gets its table and a verdict: met, not met, or not measurable
-from the data (e.g. one seed per agent has no seed standard deviation). Nothing is
-written by hand: the page carries the validation's command and the commit it ran at.
+from the data (e.g. one seed per agent has no seed standard deviation). The figures
+(`IMAGES`, beside the page) are the real and surrogate perplexity curves per agent and the
+agents' mean returns, real against surrogate. Nothing is written by hand: the page
+carries the validation's command and the commit it ran at.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ COVERAGE = {"coverage_50": (0.45, 0.55), "coverage_90": (0.85, 0.95)}
 MAX_GAP_SD = 1.0
 MIN_TAU, MAX_TAU_DROP = 0.8, 0.1
 MIN_SPEEDUP, MAX_TRACK_SECONDS = 1000, 60
+# the page's figures, relative to it
+IMAGES = {"curves": "img/surrogate-curves.png", "ranks": "img/surrogate-ranks.png"}
 
 
 def verdict(ok: bool | None) -> str:
@@ -115,6 +119,70 @@ def speed_lines(report: Mapping[str, Any], per_agent: list[float]) -> list[str]:
     return lines
 
 
+def plot_curves(report: Mapping[str, Any], path: Path) -> Path:
+    """Per agent, the mean validation perplexity after every sweep: real and surrogate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(report["per_agent"].items(), key=lambda kv: -kv[1]["real_return"])
+    cols = 5
+    fig, axes = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(3.2 * cols, 2.6 * (
+        math.ceil(len(rows) / cols))), sharex=True, sharey=True, squeeze=False)
+    for ax, (agent, row) in zip(axes.ravel(), rows, strict=False):
+        sweeps = range(1, len(row["real_curve"]) + 1)
+        ax.plot(sweeps, row["real_curve"], color="black", label="real")
+        ax.plot(sweeps, row["surrogate_curve"], color="tab:orange", ls="--", label="surrogate")
+        ax.set_title(agent, fontsize=9)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(rows):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=8)
+    fig.supxlabel("sweep")
+    fig.supylabel("validation perplexity (subset), mean over seeds")
+    fig.suptitle(f"{report['track']}: real runs against the surrogate, per agent")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_ranks(report: Mapping[str, Any], path: Path) -> Path:
+    """Each agent's mean episode return, real against surrogate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    rows = report["per_agent"]
+    real = [r["real_return"] for r in rows.values()]
+    sur = [r["surrogate_return"] for r in rows.values()]
+    ax.scatter(real, sur, color="tab:blue")
+    for agent, x, y in zip(rows, real, sur, strict=True):
+        ax.annotate(agent, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    low, high = min(real + sur), max(real + sur)
+    ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":", label="equal")
+    ax.set_xlabel("real mean episode return")
+    ax.set_ylabel("surrogate mean episode return")
+    ax.set_title(f"{report['track']}: tau_b {report['ranking']['tau_b']:.2f}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.png")
+    fig.savefig(partial, dpi=110)
+    plt.close(fig)
+    partial.replace(path)
+    return path
+
+
 def render(report: Mapping[str, Any], source: str) -> str:
     code = code_version()
     head = code.get("commit")
@@ -133,7 +201,9 @@ def render(report: Mapping[str, Any], source: str) -> str:
             report["one_step"]), "",
         "## Per agent: whole episodes on the surrogate against the real track", "",
         *agent_lines(report["per_agent"]), "",
+        f"![real and surrogate validation perplexity per agent]({IMAGES['curves']})", "",
         "## Ranking", "", *ranking_lines(report), "",
+        f"![real and surrogate mean returns]({IMAGES['ranks']})", "",
         "## Speed", "", *speed_lines(report, speed), ""]
     return "\n".join(lines)
 
@@ -147,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     report = read_json(args.report)
     if not isinstance(report, dict) or "per_agent" not in report:
         parser.error(f"argument report: {args.report} is not a surrogate validation report")
+    plot_curves(report, args.out.parent / IMAGES["curves"])
+    plot_ranks(report, args.out.parent / IMAGES["ranks"])
     write_text(args.out, render(report, str(args.report)))
-    print(f"{args.report} -> {args.out}")
+    print(f"{args.report} -> {args.out} and its figures")
     return 0
 
 

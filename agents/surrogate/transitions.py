@@ -134,6 +134,8 @@ def collect(folders: Sequence[Path]) -> Transitions:
                              "return": float(sum(r["reward"] for r in records)),
                              "trainable_fraction": result.trainable_fraction,
                              "optimal_ppl": result.optimal_ppl,
+                             "train_val_gap": float(np.mean(
+                                 [r["train_loss"] - r["val_loss"] for r in records])),
                              "param_penalty": result.env_kwargs.get("param_penalty", 0.0)})
     if not episodes:
         raise ValueError(f"no finished online cell under {', '.join(map(str, folders))}")

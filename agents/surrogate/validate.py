@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import RecordEpisodeStatistics
 from scipy import stats
@@ -84,13 +85,28 @@ def one_step(ensemble: Ensemble, held_out: Transitions, noise: Json) -> Json:
     return out
 
 
+class LossTrace(gym.Wrapper):
+    """Records the validation loss after every step (`info["val_loss"]`)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.losses: list[float] = []
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        self.losses.append(float(out[4]["val_loss"]))
+        return out
+
+
 def play(ensemble_path: Path, agent: str, seeds: Sequence[int]) -> list[Json]:
-    """`agent` on the surrogate, one episode per seed: return, last ppl, fraction, time."""
+    """`agent` on the surrogate, one episode per seed: return, last ppl, fraction, time,
+    and the validation loss after each decision."""
     out = []
     for seed in seeds:
         env = SurrogateEnv(ensemble_path,
                            initial_ties=agents.env_settings(agent).get("initial_ties"))
-        recorded = RecordEpisodeStatistics(env)
+        trace = LossTrace(env)
+        recorded = RecordEpisodeStatistics(trace)
         player = agents.make(agent, OneEpisode(recorded), seed=seed)
         start = time.perf_counter()
         player.run()
@@ -98,8 +114,20 @@ def play(ensemble_path: Path, agent: str, seeds: Sequence[int]) -> list[Json]:
                     "last_val_ppl": math.exp(env.val_loss),
                     "trainable_fraction": env.trainable_fraction,
                     "ood_steps": env.ood_steps, "decisions": env.decision,
-                    "seconds": time.perf_counter() - start})
+                    "seconds": time.perf_counter() - start, "losses": trace.losses})
     return out
+
+
+def sweep_curve(paths: Sequence[Sequence[float]], per_sweep: int) -> list[float]:
+    """The mean validation perplexity over episodes at the end of every sweep."""
+    losses = np.array([list(p) for p in paths])
+    return [float(v) for v in np.exp(losses[:, per_sweep - 1::per_sweep]).mean(0)]
+
+
+def real_paths(data: Transitions, agent: str) -> list[np.ndarray]:
+    """The validation loss after each decision of `agent`'s real episodes."""
+    return [e["initial_val_loss"] + np.cumsum(data.delta[data.episode == k])
+            for k, e in enumerate(data.episodes) if e["agent"] == agent]
 
 
 def real_table(data: Transitions) -> dict[str, list[Json]]:
@@ -184,6 +212,7 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
     report["halves_tau"] = halves_tau(real)
     played = {a: play(work / "all", a, seeds) for a in sorted(real)}
     per_agent = {}
+    per_sweep = fitted["all"].meta["env_config"]["n_layer"] - 1
     for a, rows in played.items():
         r_ret = [r["return"] for r in real[a]]
         r_ppl = [r["last_val_ppl"] for r in real[a]]
@@ -199,7 +228,9 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
             "real_seeds": len(r_ret), "ood_share": float(np.mean(
                 [r["ood_steps"] / r["decisions"] for r in rows])),
             "seconds_per_decision": float(np.sum([r["seconds"] for r in rows])
-                                          / np.sum([r["decisions"] for r in rows]))}
+                                          / np.sum([r["decisions"] for r in rows])),
+            "real_curve": sweep_curve(real_paths(data, a), per_sweep),
+            "surrogate_curve": sweep_curve([r["losses"] for r in rows], per_sweep)}
     report["per_agent"] = per_agent
     real_returns = {a: [r["return"] for r in real[a]] for a in real}
     surrogate_returns = {a: v["surrogate_return"] for a, v in per_agent.items()}

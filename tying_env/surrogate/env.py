@@ -10,19 +10,21 @@ What is exact is computed as the real environment computes it, not learned: the 
 (`tying_env.ties`), the parameter counts and the memory of parameters, gradients and
 AdamW state (`tying_env.memory`, checked against the real environment in the tests), the
 learning rate and the training steps. What is learned is the validation loss after each
-decision's training steps. The real environment's `train_loss` is not emulated (NaN).
+decision's training steps; `train_loss` is that loss plus the mean gap between the logged
+training and validation losses (NaN at reset, as in the real environment).
 
 | info key                 | meaning                                                      |
 |--------------------------|--------------------------------------------------------------|
-| (every real info key)    | as in `LayerTyingEnv`; `train_loss` is NaN                   |
+| (every real info key)    | as in `LayerTyingEnv` (`train_loss`: see above)              |
 | `surrogate_member`       | the ensemble member this episode runs (drawn at reset)       |
 | `surrogate_disagreement` | the spread of the members' mean predictions at this decision |
 | `surrogate_ood`          | whether that spread exceeds the model's threshold: the       |
 |                          | decision lies outside the logged data                        |
 | `surrogate_ood_steps`    | such decisions so far in the episode                         |
 
-Training never diverges here (`terminated` is always False). `SURROGATES` lists the
-fitted models; `gym.make("LayerTying-Surrogate-Deep-v0")` runs the `deep` track's.
+Training never diverges here (`terminated` is always False). `tying_env.SURROGATE_IDS`
+lists the shipped models by id; `gym.make("LayerTying-Surrogate-Deep-v0")` runs the `deep`
+track's.
 """
 
 from __future__ import annotations
@@ -42,9 +44,7 @@ from tying_env.presets import make_config
 from tying_env.surrogate.model import Ensemble, History
 from tying_env.training import lr_factor
 
-HERE = Path(__file__).resolve().parent
-# registered id -> the model file (beside this module, without suffix)
-SURROGATES = {"LayerTying-Surrogate-Deep-v0": "deep-v1"}
+HERE = Path(__file__).resolve().parent  # the shipped models lie beside this module
 
 
 class SurrogateEnv(gym.Env):
@@ -56,7 +56,9 @@ class SurrogateEnv(gym.Env):
                  initial_ties: str | None = None):
         path = Path(model) if Path(model).suffix or "/" in str(model) else HERE / str(model)
         if not path.with_suffix(".json").is_file():
-            known = ", ".join(sorted(SURROGATES.values()))
+            from tying_env import SURROGATE_IDS
+
+            known = ", ".join(sorted(SURROGATE_IDS.values()))
             raise SettingError("model", f"model={str(model)!r} has no surrogate file "
                                         f"{path.with_suffix('.json').name}; allowed: {known}, "
                                         "or the path of a fitted model")
@@ -103,6 +105,7 @@ class SurrogateEnv(gym.Env):
         start = self.ensemble.meta["initial_val_loss"]
         self.val_loss = float(start["mean"] + start["std"] * self.np_random.standard_normal())
         self.last_delta = 0.0
+        self.train_loss = float("nan")  # no training step yet, as in the real env
         self.layer, self.sweep, self.decision = 1, 0, 0
         self.history = History(L, self.budget)
         self.disagreement, self.ood_steps = 0.0, 0
@@ -127,6 +130,7 @@ class SurrogateEnv(gym.Env):
         k = self.member
         delta = float(means[k] + math.sqrt(variances[k]) * self.np_random.standard_normal())
         prev_loss, self.val_loss, self.last_delta = self.val_loss, self.val_loss + delta, delta
+        self.train_loss = self.val_loss + self.ensemble.meta.get("train_val_gap", 0.0)
         reward = prev_loss - self.val_loss - self.cfg.param_penalty * self.trainable_fraction
         self.decision += 1
         self.layer += 1
@@ -178,7 +182,7 @@ class SurrogateEnv(gym.Env):
         info: dict[str, Any] = dict(
             tie_map=list(self.ties), layer=self.layer, sweep=self.sweep,
             decision=self.decision, budget=self.budget, val_loss=self.val_loss,
-            val_ppl=math.exp(self.val_loss), train_loss=float("nan"),
+            val_ppl=math.exp(self.val_loss), train_loss=self.train_loss,
             trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
             memory_bytes=self.memory_bytes(), train_steps=steps,
             lr=cfg.lr * lr_factor(steps, cfg.warmup_steps, self.budget * cfg.steps_per_decision,
