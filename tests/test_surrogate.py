@@ -12,7 +12,6 @@ from agents import OneEpisode
 from agents.surrogate.fit import FitSettings, fit
 from agents.surrogate.transitions import Transitions, collect, family_of
 from tying_env.env import LayerTyingEnv
-from tying_env.presets import make_config
 from tying_env.surrogate.env import SurrogateEnv
 from tying_env.surrogate.model import Ensemble, feature_names
 
@@ -30,8 +29,9 @@ def model(logged, tmp_path_factory):
     """A small ensemble fitted on them, saved and loaded back as the env reads it."""
     out, data = logged
     ensemble = fit(data, FitSettings(members=3, hidden=16, epochs=3))
-    config = make_config(dataset="synthetic", **ENV_KWARGS).to_dict()
-    ensemble.meta |= {"env_config": config, "optimal_ppl": data.episodes[0]["optimal_ppl"]}
+    settings = {"preset": "tiny", "dataset": "synthetic", **ENV_KWARGS}
+    ensemble.meta |= {"env_settings": settings,
+                      "optimal_ppl": data.episodes[0]["optimal_ppl"]}
     path = tmp_path_factory.mktemp("model") / "tiny-test"
     ensemble.save(path)
     return path

@@ -7,12 +7,11 @@ Each of `members` MLPs (`tying_env.surrogate.model.Ensemble`) is fitted by Gauss
 negative log-likelihood on a bootstrap of the episodes (episodes drawn with replacement,
 so members differ where the data are thin), from its own seed. Then, on all the fitting
 episodes: the residuals' lag-1 autocorrelation within episodes is recorded (near 0 when
-the state carries what persists); the mean gap between the logged training and validation losses gives the emulated
-`train_loss`; the `OOD_QUANTILE` quantile of the members' disagreement
-(the standard deviation of their
-means) is the threshold above which a decision counts as outside the logged data; the
-starting losses give the reset's distribution. Deterministic for a seed and a thread
-count.
+the state carries what persists); the mean gap between the logged training and
+validation losses gives the emulated `train_loss`; the `OOD_QUANTILE` quantile of the
+members' disagreement (the standard deviation of their means) is the threshold above
+which a decision counts as outside the logged data; the starting losses give the reset's
+distribution. Deterministic for a seed and a thread count.
 """
 
 from __future__ import annotations
@@ -121,9 +120,12 @@ def describe(ensemble: Ensemble, track: Track, data: Transitions) -> None:
     from tying_env.presets import make_config
 
     settings = {**ENV_IDS[track.env_id], **track.env_kwargs, "device": "cpu"}
+    make_config(**settings)  # valid settings
     optimal = [e["optimal_ppl"] for e in data.episodes if e.get("optimal_ppl")]
     ensemble.meta |= {"track": track.label, "env_id": track.env_id,
-                      "env_config": make_config(**settings).to_dict(),
+                      # as given (every other setting at its default), so that a setting
+                      # added to EnvConfig later keeps the model loadable
+                      "env_settings": settings,
                       "optimal_ppl": optimal[0] if optimal else None, "code": code_version()}
 
 

@@ -212,7 +212,7 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
     report["halves_tau"] = halves_tau(real)
     played = {a: play(work / "all", a, seeds) for a in sorted(real)}
     per_agent = {}
-    per_sweep = fitted["all"].meta["env_config"]["n_layer"] - 1
+    per_sweep = SurrogateEnv(work / "all").decisions_per_sweep
     for a, rows in played.items():
         r_ret = [r["return"] for r in real[a]]
         r_ppl = [r["last_val_ppl"] for r in real[a]]

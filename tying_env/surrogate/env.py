@@ -69,7 +69,7 @@ class SurrogateEnv(gym.Env):
         self.ensemble = Ensemble.load(path.with_suffix(""))
         meta = self.ensemble.meta
         start = {} if initial_ties is None else {"initial_ties": initial_ties}
-        self.cfg = make_config(**{**meta["env_config"], **start})
+        self.cfg = make_config(**{**meta["env_settings"], **start})
         if self.cfg.initial_ties == "frozen":
             raise SettingError("initial_ties", "initial_ties='frozen' is not emulated; "
                                                "allowed: 'first', 'none'")
