@@ -211,7 +211,9 @@ DAMAGE = {
     "missing file": (
         lambda d: (d / "checkpoint" / "rng.safetensors").unlink(), ["rng.safetensors", "missing"]),
     "other seed in run.json": (edit_run_json("seed", 6), ["seed", "run.json"]),
-    "other agent in run.json": (edit_run_json("agent", "random"), ["agent", "'qlearning'"]),
+    # run.json's recorded hyperparameters (qlearning's) do not fit the agent it now names
+    "other agent in run.json": (edit_run_json("agent", "random"),
+                                ["run.json", "for agent 'random'", "epsilon_decay"]),
     "other env settings in run.json": (edit_env_kwargs, ["env_kwargs", "n_layer"]),
     "log.jsonl changed": (
         lambda d: flip_byte(d / "log.jsonl"), ["log.jsonl", "differ"]),

@@ -24,8 +24,8 @@ from tying_env import render as rendering
 from tying_env.data.corpus import Corpus, load_corpus
 from tying_env.data.images import ImageSet, load_images
 from tying_env.errors import SettingError, SettingTypeError
-from tying_env.models import TiedModel, get_family
-from tying_env.presets import FAMILY_DATA, EnvConfig, make_config
+from tying_env.models import PublishedModel, TiedModel, get_family
+from tying_env.presets import ADDED_SETTINGS, FAMILY_DATA, EnvConfig, make_config
 from tying_env.training import Evaluation, TrainingRun, model_config, split_windows, spread_windows
 
 ENV_STATE_FORMAT = "layer-tying-gym/env-state-v3"
@@ -135,6 +135,17 @@ class LayerTyingEnv(gym.Env):
     the test split*, so an optimistic number) and `best_test_sweep` (the sweeps
     completed when it was measured; 0 before the first).
 
+    With `tie_semantics="published"` (the published `apply_action`: storage aliasing
+    and `requires_grad` flags, `tying_env.models.PublishedModel`) `tie_map` says which
+    storage each position runs (the lowest position on it), `frozen` the roots whose
+    storage no position trains, `trainable_params` counts each trained storage once, and
+    info adds `published_trainable_params` (the published count: every trainable
+    position's parameters, an aliased storage once per position), `distinct_storages`
+    and `trainable_positions` (the published flags: positions whose parameters require
+    grad); `changed` also notes a flag that changed. `memory_bytes` counts each storage
+    once and every gradient and AdamW moment as it exists (one per trainable Parameter,
+    stale state never freed).
+
     ## Rendering
 
     `render_mode="rgb_array"`: `render()` returns an RGB `uint8` image of shape
@@ -226,7 +237,7 @@ class LayerTyingEnv(gym.Env):
         self._canvas: rendering.Canvas | None = None
 
     @property
-    def model(self) -> TiedModel | None:
+    def model(self) -> TiedModel | PublishedModel | None:
         """The tied model of the current episode (None before the first reset)."""
         return None if self.run is None else self.run.model
 
@@ -262,7 +273,7 @@ class LayerTyingEnv(gym.Env):
             raise ValueError(f"action {action!r} is outside the action space {self.action_space}"
                              + (f" (layer mode: an int in 0..{self.cfg.n_layer - 1})"
                                 if self.cfg.action_mode == "layer" else ""))
-        before = (run.model.ties, run.model.frozen)
+        before = _layout(run.model)
         if self.cfg.action_mode == "layer":
             run.choose(self.layer, int(action))
             self.choices[self.layer] = min(int(action), self.layer)
@@ -272,7 +283,7 @@ class LayerTyingEnv(gym.Env):
                 run.choose(i, int(choice))
                 self.choices[i] = min(int(choice), i)
             n_steps = self.cfg.steps_per_decision * self.decisions_per_sweep
-        changed = (run.model.ties, run.model.frozen) != before
+        changed = _layout(run.model) != before
         self._changed = changed
 
         prev_loss = self.val_loss
@@ -508,6 +519,10 @@ class LayerTyingEnv(gym.Env):
             train_steps=run.optim.steps, lr=run.optim.lr, diverged=self.diverged,
             changed=changed, choices=list(self.choices), frozen=list(run.model.frozen),
         )
+        if isinstance(run.model, PublishedModel):
+            info.update(published_trainable_params=run.model.published_trainable_params(),
+                        distinct_storages=run.model.distinct_storages,
+                        trainable_positions=[i for i, t in enumerate(run.model.trainable) if t])
         if self.optimal_ppl is not None:
             info["optimal_ppl"] = self.optimal_ppl
         if self.family.task == "image-classification":
@@ -548,7 +563,14 @@ def initial_choices(cfg: EnvConfig) -> list[int]:
 
 def _computed(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that change what a run computes (a checkpoint must match them)."""
-    return {k: v for k, v in config.items() if k not in NOT_COMPUTED}
+    return {k: v for k, v in {**ADDED_SETTINGS, **config}.items() if k not in NOT_COMPUTED}
+
+
+def _layout(model: TiedModel | PublishedModel) -> tuple[Any, ...]:
+    """What a decision can change: the tie map and the frozen roots, and under the published
+    mechanics the flags of every position."""
+    flags = model.trainable if isinstance(model, PublishedModel) else ()
+    return model.ties, model.frozen, flags
 
 
 def _as_action(action: Any, space: spaces.Space) -> Any:

@@ -61,6 +61,14 @@ covers the optimizer's own temporaries. The check is about the run's *start*: an
 unties layers grows `params`, `grads` and `optimizer` towards the untied model's, which
 `estimate_bytes(cfg, V, device, ties=tying_env.ties.untied(L))` gives.
 
+Under `tie_semantics="published"` (`tying_env.models.PublishedModel`) a run starts from the
+same tensors for every `initial_ties` (`"first"` aliases blocks 1..L-1 to block 0's storage:
+one block stored, one trained), so the estimate is the same and equals its
+`info["memory_bytes"]` after the first step too; `ties` and `frozen` describe that start
+as ours would. Later the two mechanics part: under the published one storages only merge,
+so `params` never grows, while every position made trainable adds a block's gradient and
+AdamW moments (on a shared storage too) and state is never freed, up to L blocks of each.
+
 `check(cfg, vocab_size, device)` compares the estimate with `available_bytes(device)` and
 raises `ModelTooLargeError` when it does not fit. `available_bytes` is a public
 module-level function so that it can be replaced (tests monkeypatch it).

@@ -19,6 +19,7 @@ from tying_env.errors import SettingError, SettingTypeError
 from tying_env.ties import TIE_MODES
 
 INITIAL_TIES = ("first", "none", "frozen")
+TIE_SEMANTICS = ("ours", "published")
 PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
 OBSERVATIONS = ("ties", "choices")
 REWARDS = ("log_ppl_delta", "ppl_delta", "paper")
@@ -27,6 +28,11 @@ DEVICES = ("auto", "cpu", "cuda")
 ACTIVATIONS = ("gelu", "gelu_new")
 # the model families (`tying_env.models.FAMILIES`) and the kind of data each trains on
 FAMILY_DATA = {"gpt2": "text", "llama": "text", "bert": "text", "vit": "images"}
+
+
+# settings added after runs and states were first saved: one without such a setting ran
+# with this value (checkpoints, and the benchmark's comparison of recorded settings)
+ADDED_SETTINGS = {"tie_semantics": "ours"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,12 @@ class EnvConfig:
     dict) brings your own architecture: it sets `family` and the shape (`n_layer`,
     `n_embd`, `n_head` are read from it), and the data sets its vocabulary or classes.
 
+    `tie_semantics`: `"ours"` (default, `tying_env.models.TiedModel`: an untied layer gets
+    a clone of what it ran, a re-tied root's dependents keep its weights, tied blocks free
+    their memory) or `"published"` (`tying_env.models.PublishedModel`: the published
+    `apply_action` literally, storage aliasing and `requires_grad` flags, so storages only
+    merge; a reproduction, not a recommendation; it needs `tie_mode="copy"`).
+
     `test_eval_every` (sweeps; 0: never): evaluate the whole test split after every that
     many sweeps, for the published metric, the best test perplexity over sweeps
     (`info["best_test_ppl"]`), which is selected on the test split.
@@ -94,6 +106,7 @@ class EnvConfig:
     steps_per_decision: int = 4
     # tying and the RL protocol
     tie_mode: str = "copy"
+    tie_semantics: str = "ours"
     initial_ties: str = "first"
     max_sweeps: int = 10
     reward: str = "log_ppl_delta"
@@ -234,7 +247,7 @@ def validate(cfg: EnvConfig) -> None:
         raise SettingError("n_layer", f"n_layer={cfg.n_layer} must be >= 2: layer 0 is never "
                                       "tied, so one layer leaves no decision to make")
     choices = dict(family=tuple(FAMILY_DATA), dataset=DATASETS + IMAGE_DATASETS,
-                   tie_mode=TIE_MODES, initial_ties=INITIAL_TIES,
+                   tie_mode=TIE_MODES, tie_semantics=TIE_SEMANTICS, initial_ties=INITIAL_TIES,
                    reward=REWARDS, action_mode=ACTION_MODES,
                    activation=ACTIVATIONS, precision=PRECISIONS, observation=OBSERVATIONS)
     for name, allowed in choices.items():
@@ -242,6 +255,11 @@ def validate(cfg: EnvConfig) -> None:
         if value not in allowed:
             raise SettingError(name, f"{name}={value!r} is unknown; allowed: "
                                      f"{', '.join(allowed)}")
+    if cfg.tie_semantics == "published" and cfg.tie_mode != "copy":
+        raise SettingError("tie_mode", f"tie_mode={cfg.tie_mode!r} does not apply to "
+                                       "tie_semantics='published', which ties by aliasing a "
+                                       "storage that the tied position does not train; allowed "
+                                       "there: 'copy'")
     kind = FAMILY_DATA[cfg.family]
     if (cfg.dataset in IMAGE_DATASETS) != (kind == "images"):
         allowed = IMAGE_DATASETS if kind == "images" else DATASETS

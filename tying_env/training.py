@@ -5,7 +5,9 @@
   trainable tensors: the state of tensors that are gone (a root became tied) is
   deleted, so its memory is freed, and new tensors (an untied clone) start with
   fresh state. Tensors that survive (a root handed to its lowest dependent
-  included) keep their state.
+  included) keep their state. Under `tie_semantics="published"` the model is a
+  `PublishedModel` and the optimizer holds every Parameter from the start, never
+  synced, as the published one does (`tying_env.models.published`).
 - Examples: a split is a 1-D stream of token ids, cut into windows of `seq_len + 1`
   tokens, or a 2-D table of examples (image rows, the label last), taken row by row:
   `sample_windows` (random training batches), `spread_windows` (a fixed evaluation
@@ -37,9 +39,10 @@ from tying_env import checkpoint as ckpt
 from tying_env import ties as tm
 from tying_env.data.corpus import Corpus
 from tying_env.data.images import ImageSet
-from tying_env.models import DataShape, TiedModel, as_config, get_family
+from tying_env.models import DataShape, PublishedModel, TiedModel, as_config, get_family
 from tying_env.models.family import IGNORE
 from tying_env.presets import EnvConfig, resolved_precision
+from tying_env.published_ties import PublishedTies
 from tying_env.ties import Transition
 
 
@@ -59,7 +62,10 @@ class InnerOptimizer:
 
     def __init__(self, params: Sequence[nn.Parameter], lr: float, weight_decay: float = 0.01,
                  grad_clip: float = 1.0, warmup_steps: int = 0, total_steps: int | None = None,
-                 cosine: bool = False):
+                 cosine: bool = False, aliased: bool = False):
+        """`aliased`: Parameters may share storage (the published mechanics); they are then
+        updated one at a time (neither fused nor multi-tensor), so that the update of each
+        lands on the shared storage in turn."""
         self.base_lr = lr
         self.grad_clip = grad_clip
         self.warmup_steps = warmup_steps
@@ -67,8 +73,9 @@ class InnerOptimizer:
         self.cosine = cosine
         self.steps = 0
         params = list(params)
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay,
-                                           fused=fused_supported(params))
+        kernel = (dict(foreach=False, fused=False) if aliased
+                  else dict(fused=fused_supported(params)))
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kernel)
         self.set_lr()
 
     @property
@@ -196,6 +203,18 @@ def build_model(cfg: EnvConfig, data: Corpus | ImageSet | int,
     return TiedModel(model_config(cfg, data), cfg.tie_mode, ties=ties, frozen=frozen)
 
 
+def build_published_model(cfg: EnvConfig, data: Corpus | ImageSet | int,
+                          storage: Sequence[int] | None = None,
+                          trainable: Sequence[bool] | None = None) -> PublishedModel:
+    """The model of `cfg` for `data` under the published mechanics, in `cfg.initial_ties`'s
+    published start (`PublishedTies.start`) unless a layout is given (initialised from
+    torch's current random state, float32)."""
+    if storage is None:
+        start = PublishedTies.start(cfg.n_layer, cfg.initial_ties)
+        storage, trainable = start.storage, start.trainable
+    return PublishedModel(model_config(cfg, data), storage=storage, trainable=trainable)
+
+
 def initial_ties(cfg: EnvConfig) -> tm.TieMap | None:
     """The tie map a fresh run starts from (None: every layer its own root)."""
     return tm.all_first(cfg.n_layer) if cfg.initial_ties == "first" else None
@@ -220,7 +239,9 @@ class TrainingRun:
     """One seeded training run of a tied model on a corpus (text or images).
 
     `model_seed` initialises the weights (in float32, then cast to the precision's
-    dtype, so every precision starts from the same values); `data_seed` drives the
+    dtype, so every precision starts from the same values; both `tie_semantics` start
+    from the same weights: the model is a `TiedModel`, or under `"published"` a
+    `PublishedModel` whose optimizer holds every Parameter); `data_seed` drives the
     choice of training windows and, through a torch generator state kept apart from the
     caller's, dropout. `seconds` accumulates the time spent training and
     evaluating (for performance measurements). `precision` is `cfg.precision` resolved
@@ -236,15 +257,23 @@ class TrainingRun:
         self.data_rng = np.random.default_rng(data_seed)
         with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(model_seed)
-            self.model = build_model(cfg, corpus, initial_ties(cfg),
-                                     initial_frozen(cfg)).to(device, model_dtype(self.precision))
+            model = (build_published_model(cfg, corpus) if self.published
+                     else build_model(cfg, corpus, initial_ties(cfg), initial_frozen(cfg)))
+            self.model = model.to(device, model_dtype(self.precision))
             self.torch_rng = _rng_state(device)
         self.optim = self._new_optimizer(self.model)
         self.seconds = {"train": 0.0, "evaluate": 0.0}
 
+    @property
+    def published(self) -> bool:
+        """Whether the run ties as the published code does (`tie_semantics="published"`)."""
+        return self.cfg.tie_semantics == "published"
+
     # ---------------------------------------------------------------- decisions
     def choose(self, layer: int, choice: int) -> Transition:
         """Apply one decision (`choice < layer` copies it, else independent)."""
+        if self.published:  # its optimizer holds every Parameter already: nothing to sync
+            return self.model.choose(layer, choice)
         frozen = self.model.frozen
         transition = self.model.choose(layer, choice)
         if transition.changed or self.model.frozen != frozen:
@@ -341,37 +370,43 @@ class TrainingRun:
             yield
             self.torch_rng = _rng_state(self.device)
 
-    def _new_optimizer(self, model: TiedModel) -> InnerOptimizer:
+    def _new_optimizer(self, model: TiedModel | PublishedModel) -> InnerOptimizer:
         cfg = self.cfg
         total = cfg.max_sweeps * (cfg.n_layer - 1) * cfg.steps_per_decision
-        return InnerOptimizer(model.trainable_parameters(), cfg.lr,
+        aliased = isinstance(model, PublishedModel)  # the published optimizer: every Parameter
+        params = model.optimizer_parameters() if aliased else model.trainable_parameters()
+        return InnerOptimizer(params, cfg.lr,
                               weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
                               warmup_steps=cfg.warmup_steps, total_steps=total,
-                              cosine=cfg.cosine_schedule)
+                              cosine=cfg.cosine_schedule, aliased=aliased)
 
     # ---------------------------------------------------------------- state
     def state(self) -> ckpt.Part:
         """Everything the run needs to continue exactly: tensors and JSON-able metadata.
 
-        Tensors: `model/` (root blocks, embeddings, final norm), `optim/` (the
-        AdamW state, per trainable tensor in the order of
-        `model.trainable_parameters()`), `torch_rng/` (the dropout generator).
-        Metadata: the tie map, the frozen roots, the schedule's step count, which
-        tensors hold a gradient (memory accounting sees them), the data sampler's
-        generator.
+        Tensors: `model/` (root blocks, embeddings, final norm; under the published
+        mechanics every storage once), `optim/` (the AdamW state, per tensor in the
+        order of the optimizer's parameters: `model.trainable_parameters()`, or every
+        Parameter of a `PublishedModel`, stale state included), `torch_rng/` (the dropout
+        generator). Metadata: the tie map (published: which storage each position runs),
+        the frozen roots, the published flags (`published.trainable`, published only),
+        the schedule's step count, which tensors hold a gradient (memory accounting sees
+        them), the data sampler's generator.
         """
         model_tensors, model_meta = ckpt.module_state(self.model.net)
         optim_tensors, optim_meta = ckpt.optimizer_state(self.optim.optimizer)
         tensors = {**ckpt.prefixed("model/", model_tensors),
                    **ckpt.prefixed("optim/", optim_tensors),
                    **{f"torch_rng/{i}": s.cpu() for i, s in enumerate(self.torch_rng)}}
-        params = self.model.trainable_parameters()
+        params = self.optim.params  # the model's trainable tensors, or all (published)
         meta = dict(tie_map=list(self.model.ties), frozen=list(self.model.frozen),
                     model=model_meta,
                     optim=dict(steps=self.optim.steps, torch=optim_meta),
                     grads=[i for i, p in enumerate(params) if p.grad is not None],
                     data_rng=ckpt.generator_state(self.data_rng),
                     torch_rng=len(self.torch_rng))
+        if self.published:
+            meta["published"] = dict(trainable=list(self.model.trainable))
         return tensors, meta
 
     @classmethod
@@ -397,7 +432,8 @@ class TrainingRun:
         run.cfg, run.corpus, run.device = cfg, corpus, device
         run.precision = resolved_precision(cfg.precision, device)
         with torch.random.fork_rng(devices=run._rng_devices()):  # the init is overwritten
-            model = build_model(cfg, corpus, ties, frozen)
+            model = (_restored_published_model(cfg, corpus, ties, meta) if run.published
+                     else build_model(cfg, corpus, ties, frozen))
         model.to(dtype=model_dtype(run.precision))
         ckpt.load_module_state(model.net, ckpt.sub(tensors, "model/"), meta["model"], "model")
         run.model = model.to(device)
@@ -406,7 +442,7 @@ class TrainingRun:
                                   meta["optim"]["torch"])
         run.optim.steps = int(meta["optim"]["steps"])
         run.optim.set_lr()
-        params = run.model.trainable_parameters()
+        params = run.optim.params
         if any(not 0 <= i < len(params) for i in meta["grads"]):
             raise ckpt.CheckpointError(f"the saved gradient list {meta['grads']} does not fit "
                                        f"{len(params)} trainable tensors")
@@ -417,6 +453,20 @@ class TrainingRun:
         run.data_rng = ckpt.make_generator(meta["data_rng"])
         run.seconds = {"train": 0.0, "evaluate": 0.0}
         return run
+
+
+def _restored_published_model(cfg: EnvConfig, corpus: Corpus | ImageSet, ties: tm.TieMap,
+                              meta: dict[str, Any]) -> PublishedModel:
+    """A `PublishedModel` in the saved layout: which storage each position runs and the
+    published flags (`TrainingRun.state`)."""
+    published = meta.get("published")
+    trainable = published.get("trainable") if isinstance(published, dict) else None
+    if (not isinstance(trainable, list) or len(trainable) != len(ties)
+            or any(not isinstance(t, bool) for t in trainable)):
+        raise ckpt.CheckpointError(f"the saved published flags {trainable!r} do not fit "
+                                   f"n_layer={len(ties)} (a list of bools per position, "
+                                   "saved with tie_semantics='published')")
+    return build_published_model(cfg, corpus, ties, trainable)
 
 
 def _rng_state(device: torch.device) -> list[torch.Tensor]:

@@ -40,6 +40,7 @@ from agents.runs.result import ResultFormatError, RunResult, read_result
 from agents.runs.spec import RUN_FILE, RunSpec, env_ids, registered
 from tying_env.errors import SettingError
 from tying_env.files import read_json, to_jsonable
+from tying_env.presets import ADDED_SETTINGS
 
 CELLS = "cells"
 # settings that change no number a run computes: results with and without them compare equal
@@ -331,6 +332,8 @@ def differences(result: RunResult, expected: Json) -> list[str]:
     for key, want in expected.items():
         got = plain(getattr(result, key))
         if isinstance(want, dict) and isinstance(got, dict):
+            if key == "env_kwargs":  # a setting added since: the result ran with its default
+                got = {**ADDED_SETTINGS, **got}
             diffs += [f"{key}.{k}: {got.get(k, '(absent)')!r} -> {want.get(k, '(absent)')!r}"
                       for k in sorted(set(got) | set(want))
                       if got.get(k) != want.get(k) and k not in NOT_COMPUTED]

@@ -120,6 +120,10 @@ def model_card(result: RunResult, *, folder: str | Path, compact: str | Path | N
         f"| trainable fraction | {_frac(result.trainable_fraction)} "
         f"({_count(result.trainable_params)} unique of "
         f"{_count(result.total_params)} parameters) |",
+        *([f"| trainable parameters as the published code counts them | "
+           f"{_count(result.published_trainable_params)} (`tie_semantics=\"published\"`: "
+           "every trainable position's parameters, a storage that several positions alias "
+           "once per position) |"] if result.published_trainable_params is not None else []),
         f"| tie map | `{ties}` |",
         "",
         f"The tie map gives, for each layer, the layer whose block it runs: layer `i` uses "

@@ -40,7 +40,8 @@ _KEYS = {"all_decisions": "finished"}
 _WHEN_SET = frozenset({
     "track", "final_val_accuracy", "final_test_accuracy", "best_test_ppl", "best_test_sweep",
     "best_test_ppl_selected_on", "train_episodes", "eval_episodes", "train", "eval",
-    "train_seconds", "files", "total_seconds", "agent_source", "train_env_id"})
+    "train_seconds", "files", "total_seconds", "agent_source", "published_trainable_params",
+    "train_env_id"})
 
 
 # the published metric, recorded beside the final-checkpoint ones when the environment
@@ -96,6 +97,8 @@ class RunResult:
     initial_val_ppl: float | None = None
     last_val_ppl: float | None = None
     trainable_params: int | None = None
+    # tie_semantics="published": the published count (an aliased storage once per position)
+    published_trainable_params: int | None = None
     total_params: int | None = None
     trainable_fraction: float | None = None
     mean_trainable_fraction: float | None = None
