@@ -47,15 +47,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from tying_env import dropout as fast_dropout
 from tying_env import ties as tm
-from tying_env.models.family import IGNORE
 from tying_env.models.registry import as_config, family_of
-from tying_env.models.tied import MemoryBytes
+from tying_env.models.tied import FamilyModel, MemoryBytes
 from tying_env.ties import TieMap, Transition
 
 StorageKey = tuple[Any, ...]
@@ -67,7 +65,7 @@ def _key(p: torch.Tensor) -> StorageKey:
             p.dtype)
 
 
-class PublishedModel(nn.Module):
+class PublishedModel(FamilyModel):
     """A Hugging Face model of a supported family whose blocks are tied as published.
 
     `config` (a config object or dict) names the family; the model is built from it,
@@ -171,21 +169,6 @@ class PublishedModel(nn.Module):
     def distinct_storages(self) -> int:
         """Blocks of weights that exist (positions grouped by storage)."""
         return len(tm.roots(self.ties))
-
-    # ----------------------------------------------------------------- compute
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits: (batch, seq, vocab) for language models, (batch, classes) for images."""
-        return self.net(**{self.family.input_name: inputs}).logits
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of targets `y` (those not `IGNORE`), in float32."""
-        return self.loss_and_logits(x, y)[0]
-
-    def loss_and_logits(self, x: torch.Tensor,
-                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(x)
-        loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=IGNORE)
-        return loss, logits
 
     # -------------------------------------------------------------- accounting
     def optimizer_parameters(self) -> list[nn.Parameter]:

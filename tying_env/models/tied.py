@@ -103,7 +103,30 @@ class MemoryBytes:
                     total=self.total)
 
 
-class TiedModel(nn.Module):
+class FamilyModel(nn.Module):
+    """What a model of tied blocks computes, whatever its tie mechanics: the logits of its
+    Hugging Face model `net` (of family adapter `family`) and the training loss."""
+
+    net: PreTrainedModel
+    family: Any
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits: (batch, seq, vocab) for language models, (batch, classes) for images."""
+        return self.net(**{self.family.input_name: inputs}).logits
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of targets `y` (those not `IGNORE`) given inputs `x`, in
+        float32 (from bfloat16 logits too, as autocast does)."""
+        return self.loss_and_logits(x, y)[0]
+
+    def loss_and_logits(self, x: torch.Tensor,
+                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(x)
+        loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=IGNORE)
+        return loss, logits
+
+
+class TiedModel(FamilyModel):
     """A Hugging Face model of a supported family whose blocks are tied by a tie map.
 
     `config` (a config object or dict) names the family by its `model_type`; the model is
@@ -229,22 +252,6 @@ class TiedModel(nn.Module):
             else:
                 blocks.append(TiedBlock(self._owned[r], self.tie_mode))
         self.family.set_block_list(self.net, nn.ModuleList(blocks))
-
-    # ----------------------------------------------------------------- compute
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits: (batch, seq, vocab) for language models, (batch, classes) for images."""
-        return self.net(**{self.family.input_name: inputs}).logits
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of targets `y` (those not `IGNORE`) given inputs `x`, in
-        float32 (from bfloat16 logits too, as autocast does)."""
-        return self.loss_and_logits(x, y)[0]
-
-    def loss_and_logits(self, x: torch.Tensor,
-                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(x)
-        loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=IGNORE)
-        return loss, logits
 
     # -------------------------------------------------------------- accounting
     def trainable_parameters(self) -> list[nn.Parameter]:
