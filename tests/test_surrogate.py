@@ -251,6 +251,13 @@ def test_sim_to_real_trains_on_the_surrogate_and_evaluates_for_real(registered, 
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["settings"]["train_env_id"] == registered
     assert RunSpec.from_folder(tmp_path / "run", resume=False).train_env_id == registered
+    # agents that read masks play the evaluation env's (not the training env's, which a
+    # non-learning agent never even resets)
+    for name in ("random", "maskable-ppo"):
+        spec = RunSpec(agent=name, env_kwargs=ENV_KWARGS, seed=0, out=tmp_path / name,
+                       cache_dir=cache_dir, progress=False, train_episodes=1,
+                       eval_episodes=1, train_env_id=registered)
+        assert run(spec.check()).eval[0]["decisions"] == 9, name
 
 
 def test_a_training_env_must_fit_the_evaluation_env(registered, tmp_path, cache_dir):

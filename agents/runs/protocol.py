@@ -163,6 +163,8 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         train = [{"seed": s, **e} for s, e in zip(seeds, summaries.episodes, strict=False)]
 
         curves.log_params(protocol_params(spec, env, agent))  # an agent that did not train
+        if trainer is not env:  # the frozen agent asks the env it plays for its masks
+            guard.env = env
         evaluations = []
         for k in range(spec.eval_episodes):
             evaluations.append(evaluate(spec, env, agent, eval_seed(spec.seed, k)))
