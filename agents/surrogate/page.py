@@ -111,8 +111,9 @@ def speed_lines(report: Mapping[str, Any], per_agent: list[float]) -> list[str]:
                   f"({timed['surrogate_decisions']} decisions): {timed['speedup']:.0f}x "
                   f"faster; at least {MIN_SPEEDUP}x: {verdict(fast)}.", ""]
     whole = report["track_seconds"]
-    lines.append(f"The whole surrogate track ({len(report['per_agent'])} agents x the seeds "
-                 f"above) took {whole:.1f} s, the agents' own computation included (a "
+    seeds = len(report.get("seeds") or []) or "the"
+    lines.append(f"The whole surrogate track ({len(report['per_agent'])} agents x {seeds} "
+                 f"seeds) took {whole:.1f} s, the agents' own computation included (a "
                  f"decision took {min(per_agent) * 1e3:.2f} to {max(per_agent) * 1e3:.2f} ms "
                  f"with the agent); at most {MAX_TRACK_SECONDS} s: "
                  f"{verdict(whole <= MAX_TRACK_SECONDS)}.")
@@ -183,6 +184,18 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def provisional_lines(report: Mapping[str, Any]) -> list[str]:
+    """A warning when the real track has fewer seeds per agent than it defines."""
+    wanted = len(report.get("track_seeds") or [])
+    have = [row["real_seeds"] for row in report["per_agent"].values()]
+    if not wanted or min(have) >= wanted:
+        return []
+    return [f"**Provisional:** the real track has {min(have)} to {max(have)} of its {wanted} "
+            "seeds per agent so far (its benchmark is still running), so the real seed "
+            "standard deviations, the intervals and the verdicts below are rough; the page "
+            "is regenerated when the track completes.", ""]
+
+
 def render(report: Mapping[str, Any], source: str) -> str:
     code = code_version()
     head = code.get("commit")
@@ -197,6 +210,7 @@ def render(report: Mapping[str, Any], source: str) -> str:
         f"`{report['data_sha256'][:16]}`), the one-step model fitted without seeds "
         f"{report['holdout_seeds']}. See `tying_env.surrogate` for the model and "
         "`agents.surrogate.validate` for how each number is measured.", "",
+        *provisional_lines(report),
         "## One step: the predicted reward against real outcomes", "", *one_step_lines(
             report["one_step"]), "",
         "## Per agent: whole episodes on the surrogate against the real track", "",

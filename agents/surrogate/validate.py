@@ -207,6 +207,7 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
         fitted[name] = ensemble
     report: Json = {"track": track, "data_sha256": data.content_hash,
                     "episodes": len(data.episodes), "holdout_seeds": list(holdout),
+                    "seeds": list(seeds), "track_seeds": list(get(track).seeds),
                     "one_step": one_step(fitted["fit"], data.select(held), noise)}
     real = real_table(data)
     report["halves_tau"] = halves_tau(real)
