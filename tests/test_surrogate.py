@@ -241,23 +241,22 @@ def test_sim_to_real_trains_on_the_surrogate_and_evaluates_for_real(registered, 
     from agents.runs.spec import RunSpec
 
     spec = RunSpec(agent="qlearning", env_kwargs=ENV_KWARGS, seed=0, out=tmp_path / "run",
-                   cache_dir=cache_dir, progress=False, train_episodes=3, eval_episodes=1,
+                   cache_dir=cache_dir, progress=False, train_episodes=2, eval_episodes=1,
                    train_env_id=registered)
     result = run(spec.check())
-    assert result.train_env_id == registered and len(result.train) == 3
+    assert result.train_env_id == registered and len(result.train) == 2
     # the training episodes ran on the surrogate (its info has no real training loss), the
     # evaluation on the real environment (full-split perplexities)
     assert all(math.isfinite(e["final_val_ppl"]) for e in result.eval)
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["settings"]["train_env_id"] == registered
     assert RunSpec.from_folder(tmp_path / "run", resume=False).train_env_id == registered
-    # agents that read masks play the evaluation env's (not the training env's, which a
-    # non-learning agent never even resets)
-    for name in ("random", "maskable-ppo"):
-        spec = RunSpec(agent=name, env_kwargs=ENV_KWARGS, seed=0, out=tmp_path / name,
-                       cache_dir=cache_dir, progress=False, train_episodes=1,
-                       eval_episodes=1, train_env_id=registered)
-        assert run(spec.check()).eval[0]["decisions"] == 9, name
+    # an agent that reads masks plays the evaluation env's (not the training env's, which
+    # a non-learning agent never even resets)
+    spec = RunSpec(agent="random", env_kwargs=ENV_KWARGS, seed=0, out=tmp_path / "random",
+                   cache_dir=cache_dir, progress=False, train_episodes=1, eval_episodes=1,
+                   train_env_id=registered)
+    assert run(spec.check()).eval[0]["decisions"] == 9
 
 
 def test_a_training_env_must_fit_the_evaluation_env(registered, tmp_path, cache_dir):

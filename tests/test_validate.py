@@ -63,14 +63,14 @@ def test_validate_reproduces_a_cell_bitwise_and_catches_a_tampered_one(results, 
     assert report["rtol"] == 0 and report["cells"][0]["differences"] == []
 
     meta = json.loads(results.read_text())
-    cell = next(c for c in meta["cells"] if c["name"] == "qlearning-s0")
+    cell = next(c for c in meta["cells"] if c["name"] == "random-s0")
     cell["result"]["final_val_ppl"] *= 1 + 1e-12  # the smallest tampering is caught
     cell["result"]["agent_source"]["sha256"] = "0" * 64
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(meta))
-    assert main([str(tampered), "--cells", "qlearning-s0", "--out", str(tmp_path / "b")]) == 1
+    assert main([str(tampered), "--cells", "random-s0", "--out", str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
-    assert "qlearning-s0: DIFFERS; agent source changed" in out
+    assert "random-s0: DIFFERS; agent source changed" in out
     assert "result.final_val_ppl:" in out and out.rstrip().endswith("NOT valid")
 
 
