@@ -42,13 +42,12 @@ gradient and optimizer moment as it exists.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
 from tying_env import dropout as fast_dropout
 from tying_env import ties as tm
@@ -213,10 +212,3 @@ class PublishedModel(FamilyModel):
         """State dict of the plain Hugging Face model running the same weights (untied)."""
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
-    def to_hf(self) -> PreTrainedModel:
-        """A standalone, untied Hugging Face model of the family giving the same outputs."""
-        config = copy.deepcopy(self.config)
-        config._attn_implementation = "sdpa"  # a plain model, loadable without this package
-        model = self.family.model_class(config)
-        model.load_state_dict(self.expanded_state_dict())
-        return model.eval()

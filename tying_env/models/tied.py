@@ -105,10 +105,12 @@ class MemoryBytes:
 
 class FamilyModel(nn.Module):
     """What a model of tied blocks computes, whatever its tie mechanics: the logits of its
-    Hugging Face model `net` (of family adapter `family`) and the training loss."""
+    Hugging Face model `net` (of family adapter `family`), the training loss, and the plain
+    Hugging Face model running the same weights (`to_hf`, from `expanded_state_dict`)."""
 
     net: PreTrainedModel
     family: Any
+    config: PretrainedConfig
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits: (batch, seq, vocab) for language models, (batch, classes) for images."""
@@ -124,6 +126,18 @@ class FamilyModel(nn.Module):
         logits = self(x)
         loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=IGNORE)
         return loss, logits
+
+    def expanded_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict of the plain Hugging Face model running the same weights (untied)."""
+        raise NotImplementedError
+
+    def to_hf(self) -> PreTrainedModel:
+        """A standalone, untied Hugging Face model of the family giving the same outputs."""
+        config = copy.deepcopy(self.config)
+        config._attn_implementation = "sdpa"  # a plain model, loadable without this package
+        model = self.family.model_class(config)
+        model.load_state_dict(self.expanded_state_dict())
+        return model.eval()
 
 
 class TiedModel(FamilyModel):
@@ -291,10 +305,3 @@ class TiedModel(FamilyModel):
                 state[key] = value.detach().clone()
         return state
 
-    def to_hf(self) -> PreTrainedModel:
-        """A standalone, untied Hugging Face model of the family giving the same outputs."""
-        config = copy.deepcopy(self.config)
-        config._attn_implementation = "sdpa"  # a plain model, loadable without this package
-        model = self.family.model_class(config)
-        model.load_state_dict(self.expanded_state_dict())
-        return model.eval()
