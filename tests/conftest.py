@@ -1,6 +1,7 @@
 """Shared fixtures: one on-disk cache per test session, the offline WikiText-2 folder."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -44,3 +45,15 @@ def small_benchmark(tmp_path_factory, cache_dir) -> Path:
                  "--seeds", "0", "--workers", "1", "--threads", "1", "--cache-dir",
                  str(cache_dir), "--out", str(out), "--no-progress"]) == 0
     return out
+
+
+@pytest.fixture
+def make_env(request: pytest.FixtureRequest, cache_dir: Path) -> Any:
+    """A factory of tiny environments: the test module's `FAST` settings, then overrides."""
+    import gymnasium as gym
+
+    fast = request.module.FAST
+
+    def make(**overrides: Any) -> gym.Env:
+        return gym.make("LayerTying-GPT2-Tiny-v0", cache_dir=cache_dir, **{**fast, **overrides})
+    return make

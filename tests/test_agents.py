@@ -38,14 +38,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture
-def make_env(cache_dir: Path) -> Any:
-    def make(**overrides: Any) -> gym.Env:
-        return gym.make("LayerTying-GPT2-Tiny-v0", cache_dir=cache_dir,
-                        **{**FAST, **overrides})
-    return make
-
-
 class Recorder(gym.Wrapper):
     """Records (layer, mask, action) before every step."""
 

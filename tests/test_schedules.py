@@ -3,7 +3,6 @@ random agent for each action semantics (masked `random`, `random-unmasked`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -21,14 +20,6 @@ from tying_env.errors import SettingError
 FAST = dict(n_layer=12, max_sweeps=1, n_embd=16, n_head=2, seq_len=16, batch_size=4,
             eval_batches=1, steps_per_decision=1)
 STATIC_NAMES = [f"static-{k}" for k in schedules.ROOTS]
-
-
-@pytest.fixture
-def make_env(cache_dir: Path) -> Any:
-    def make(**overrides: Any) -> gym.Env:
-        return gym.make("LayerTying-GPT2-Tiny-v0", cache_dir=cache_dir,
-                        **{**FAST, **overrides})
-    return make
 
 
 class Recorder(gym.Wrapper):

@@ -90,8 +90,8 @@ def same_platform(recorded: Mapping[str, Any], threads: int) -> bool:
 
 def compared(cell: Mapping[str, Any], keys: Mapping[str, Any] | None = None) -> Json:
     """What a cell records that a rerun must reproduce: its result as this version writes
-    it (times and file lists excluded; only the keys of `keys`, a recorded result, when
-    given) and its episode return."""
+    it (times and file lists excluded; with `keys`, the file's recorded result, only the
+    keys the file has) and its episode return."""
     result = RunResult.from_json(cell.get("result") or {}).to_json()
     result = {k: v for k, v in result.items() if k not in NOT_COMPARED
               and (keys is None or k in keys or k in ("format", "format_version"))}
@@ -202,11 +202,9 @@ def validate(path: Path, *, names: Sequence[str] | None = None, sample: int = 2,
     checks = []
     for name in chosen:
         again = rerun(results, cells[name], out / name)
-        recorded = compared(cells[name])
-        keys = cells[name].get("result") or {}  # what the file records, no more
+        recorded = compared(cells[name], cells[name].get("result") or {})
         diffs = (["the rerun did not finish"] if again is None else
-                 differences(compared(cells[name], keys),
-                             recorded_only(compared(again, keys), recorded), tolerance))
+                 differences(recorded, recorded_only(compared(again), recorded), tolerance))
         source = source_check(cells[name])
         checks.append({"cell": name, "reproduced": not diffs, "differences": diffs,
                        "source": source, "ok": not diffs and source != "changed"})
