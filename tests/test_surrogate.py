@@ -304,3 +304,72 @@ def test_a_sim_to_real_benchmark_request(registered, tmp_path, cache_dir):
     with pytest.raises(SystemExit) as refused:
         benchmark(["--track", "deep", "--train-env", registered, "--out", str(tmp_path / "t")])
     assert refused.value.code == 2
+
+
+# ---------------------------------------------------------------- the surrogate's board
+BOARD_AGENTS = ("random", "static-1", "static-4", "vanilla")
+
+
+@pytest.fixture(scope="module")
+def surrogate_board():
+    from agents.surrogate.board import board
+
+    return board("LayerTying-Surrogate-Deep-v0", "python -m agents.surrogate.board --out X",
+                 names=BOARD_AGENTS, seeds=(0, 1, 2))
+
+
+def test_the_board_plays_every_agent_on_every_seed_of_the_track(surrogate_board):
+    from agents.runs.result import cell_result
+
+    meta = surrogate_board
+    track = meta["request"]["track"]
+    assert track["name"] == "deep-surrogate" and track["surrogate_of"] == "deep"
+    assert sorted((c["agent"], c["seed"]) for c in meta["cells"]) == sorted(
+        (a, s) for a in BOARD_AGENTS for s in (0, 1, 2))
+    for cell in meta["cells"]:
+        result = cell_result(cell)
+        assert result.env_id == "LayerTying-Surrogate-Deep-v0" and result.final_test_ppl is None
+        assert math.isfinite(cell["episode_return"]) and result.decisions == 352
+        roots = len(set(result.tie_map))
+        assert roots == {"static-1": 1, "static-4": 4, "vanilla": 12}.get(cell["agent"], roots)
+    assert meta["agents"]["vanilla"]["trainable_fraction"]["mean"] == 1.0
+    paired = meta["statistics"]["paired"]
+    assert paired["best_static"] in ("static-1", "static-4", "vanilla")
+    assert set(paired["normalised"]["agents"]) == {"random"}  # the others have no random twin
+
+
+def test_the_board_is_deterministic_and_flags_out_of_data_episodes(surrogate_board,
+                                                                   monkeypatch):
+    from agents.surrogate import board as module
+
+    monkeypatch.setattr(module, "MAX_OOD_SHARE", -1.0)  # every decision counts as too many
+    again = module.board("LayerTying-Surrogate-Deep-v0", "cmd", names=("static-4",),
+                         seeds=(1,))
+    (cell,) = again["cells"]
+    (first,) = [c for c in surrogate_board["cells"] if c["name"] == "static-4-s1"]
+    assert cell["episode_return"] == first["episode_return"]
+    assert cell["result"]["final_val_ppl"] == first["result"]["final_val_ppl"]
+    assert cell["invalid"] and not first["invalid"]
+    assert again["agents"]["static-4"]["invalid_seeds"] == [1]
+
+
+def test_the_surrogate_section_stands_apart_and_rechecks_its_top_agents(surrogate_board):
+    from agents.benchmark.leaderboard import group, render
+    from agents.benchmark.paired_page import surrogate_lines
+
+    meta = {**surrogate_board, "_file": "docs/results/leaderboard/deep-surrogate.json"}
+    real_scores = {"static-4": {"value": 1.0, "low": 0.9, "high": 1.1},
+                   "random": {"value": 0.0, "low": 0.0, "high": 0.0},
+                   "schedule-bandit": {"value": 0.5, "low": 0.2, "high": 0.8}}
+    real = {"_file": "docs/results/leaderboard/deep.json", "agents": {},
+            "request": {"track": {"name": "deep", "version": 1, "objective": "o"}},
+            "statistics": {"paired": {"normalised": {"agents": real_scores}}}}
+    assert list(group([meta, real])) == [("deep", "1"), ("deep-surrogate", "1")]
+    text = "\n".join(surrogate_lines(meta, [real]))
+    assert "**Emulated, not trained.**" in text and "| `random` |" in text
+    # random is the only scored agent on this small board: 1st there, 3rd of 3 for real
+    assert "| `random` | 0.00 [0.00, 0.00] | 1 | 0.00 [0.00, 0.00] | 3 |" in text
+    assert "1 of the surrogate's top 3 are in the real track's top 3 (3 agents" in text
+    assert "not re-checked" in "\n".join(surrogate_lines(meta, []))
+    page = render([meta], "python -m agents.benchmark.leaderboard X --out Y", {})
+    assert "## Track `deep-surrogate` (version 1): the surrogate of `deep`" in page

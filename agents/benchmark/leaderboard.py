@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.benchmark.paired_page import answers, paired_section
+from agents.benchmark.paired_page import answers, paired_section, surrogate_lines
 from agents.benchmark.report import ROOT, ci, code_version, fmt, track_of
 from agents.benchmark.stats import (
     MIN_SEEDS_FOR_VERDICT,
@@ -124,7 +124,9 @@ def track_key(meta: Json) -> tuple[str, str]:
 def group(files: Sequence[Json]) -> dict[tuple[str, str], list[Json]]:
     """Results files by track, in the order given; an agent twice in a track is refused."""
     groups: dict[tuple[str, str], list[Json]] = {}
-    for meta in sorted(files, key=lambda m: not track_of(m).get("objective")):  # v2 first
+    # v2 first, then v1 (history), then the surrogate tracks, apart from every real one
+    for meta in sorted(files, key=lambda m: (bool(track_of(m).get("surrogate_of")),
+                                             not track_of(m).get("objective"))):
         groups.setdefault(track_key(meta), []).append(meta)
     for key, members in groups.items():
         seen: dict[str, str] = {}
@@ -297,14 +299,21 @@ def _snr(result: Json) -> str:
 
 
 def track_section(key: tuple[str, str], members: Sequence[Json],
-                  noise: Json | None = None, page_dir: str = "docs") -> list[str]:
-    """One track: heading, settings, table, what the numbers say, noise, sources."""
+                  noise: Json | None = None, page_dir: str = "docs",
+                  real: Sequence[Json] = ()) -> list[str]:
+    """One track: heading, settings, table, what the numbers say, noise, sources (`real`:
+    for a surrogate track, the results files of the real track it emulates)."""
     name, version = key
     env = (members[0].get("request") or {}).get("env_id", "unknown env")
     title = f"Track `{name}` (version {version})" if name else f"`{members[0]['_file']}`"
-    if track_of(members[0]).get("objective"):  # Benchmark v2: paired statistics
-        lines = [f"## {title}: Benchmark v2", "", f"Environment `{env}`.", "",
+    track = track_of(members[0])
+    if track.get("objective"):  # Benchmark v2: paired statistics
+        kind = (f"the surrogate of `{track['surrogate_of']}`" if track.get("surrogate_of")
+                else "Benchmark v2")
+        lines = [f"## {title}: {kind}", "", f"Environment `{env}`.", "",
                  *setting_lines(members)]
+        if track.get("surrogate_of"):
+            lines += surrogate_lines(members[0], real)
         for meta in members:
             lines += [*paired_section(meta), "", *answers(meta), ""]
         lines += [*noise_lines(noise), "Results files:", ""]
@@ -438,7 +447,9 @@ def render(files: Sequence[Json], command: str, commit: Json,
              "validation perplexity.", ""]
     for key, members in groups.items():
         label = f"{key[0]}/v{key[1]}" if key[0] else ""
-        lines += [*track_section(key, members, (noise or {}).get(label), page_dir), ""]
+        of = track_of(members[0]).get("surrogate_of")
+        real = [m for (name, _), ms in groups.items() if of and name == of for m in ms]
+        lines += [*track_section(key, members, (noise or {}).get(label), page_dir, real), ""]
     if submit:
         lines.append(SUBMIT)
     text = "\n".join(lines).rstrip("\n") + "\n"

@@ -125,3 +125,57 @@ def answers(meta: Json) -> list[str]:
               who(paired.get("beats_best_static")))]
     return [f"- Which agent {what}? " + (", ".join(f"`{a}`" for a in names) or "none")
             for what, names in parts]
+
+
+# ---------------------------------------------------------------- a surrogate's section
+RECHECKED = 3  # the surrogate's top agents re-checked on the real track
+
+
+def _scores(meta: Json) -> dict[str, Json]:
+    paired = (meta.get("statistics") or {}).get("paired") or {}
+    return (paired.get("normalised") or {}).get("agents") or {}
+
+
+def _ranked(members: Sequence[Json]) -> list[tuple[str, Json]]:
+    """(agent, normalised score) over a track's results files, best first."""
+    scores = {a: s for meta in members for a, s in _scores(meta).items()
+              if (s or {}).get("value") is not None}
+    return sorted(scores.items(), key=lambda item: -item[1]["value"])
+
+
+def surrogate_lines(meta: Json, real: Sequence[Json]) -> list[str]:
+    """The warning that heads a surrogate track's section, the agents whose episodes left
+    the logged data, and the re-check of its top agents against the real track's results
+    files `real` (none given: said so)."""
+    track = track_of(meta)
+    of = track.get("surrogate_of")
+    lines = [f"**Emulated, not trained.** Every number in this section comes from the "
+             f"surrogate `{track.get('env_id')}` (see [The surrogate track](surrogate.md) "
+             f"for how far it can be trusted), not from training a transformer; it is "
+             f"never mixed with the real tables, and its rows do not rank agents on the "
+             f"real track `{of}`.", ""]
+    invalid = {a: row["invalid_seeds"] for a, row in (meta.get("agents") or {}).items()
+               if row.get("invalid_seeds")}
+    lines += [("Invalid episodes (too many decisions outside the logged data): "
+               + "; ".join(f"`{a}` seeds {', '.join(map(str, s))}" for a, s in invalid.items())
+               if invalid else "No episode is invalid: every one kept at least 90% of its "
+               "decisions inside the logged data (the ensemble's disagreement)."), ""]
+    mine = _ranked([meta])[:RECHECKED]
+    if not real:
+        return [*lines, f"The top {RECHECKED} are not re-checked here: the real track "
+                        f"`{of}` has no results file among this page's inputs.", ""]
+    places = {a: k + 1 for k, (a, _) in enumerate(_ranked(real))}
+    lines += [f"**Re-checked on the real track.** The surrogate's top {RECHECKED} agents by "
+              f"normalised score, and the same agents on the real track `{of}` (its results "
+              "files on this page):", "",
+              "| agent | surrogate score | surrogate place | real score | real place |",
+              "|---|---|---|---|---|"]
+    real_scores = dict(_ranked(real))
+    for place, (agent, score) in enumerate(mine, 1):
+        lines.append(f"| `{agent}` | {_interval(score, 2)} | {place} | "
+                     f"{_interval(real_scores.get(agent), 2)} | "
+                     f"{places.get(agent, 'not on the real board')} |")
+    held = sum(places.get(a, RECHECKED + 1) <= RECHECKED for a, _ in mine)
+    lines += ["", f"{held} of the surrogate's top {RECHECKED} are in the real track's top "
+                  f"{RECHECKED} ({len(places)} agents with a score there).", ""]
+    return lines
