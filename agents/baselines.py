@@ -22,12 +22,18 @@ the map, and later sweeps keep it.
 | `random`       | a uniform valid choice at every decision (seeded) |                |
 | `random-unmasked` | a uniform index of `Discrete(L)` (masks ignored) |                |
 
-`vanilla` is the published baseline (`--vnl`): it requires the environment
-setting `initial_ties="none"` (`ConventionalAgent.env_settings`, applied by
-the run over any `env_kwargs` and recorded in `run.json`), so every block has
-its own random initialisation from the first step. `untie-all` plays the
-same map from whatever start the environment has: from `initial_ties="first"`
-each untied block begins as a copy of block 0.
+`vanilla` is conventional training of an untied model inside the
+environment's loop: it requires the environment setting `initial_ties="none"`
+(`ConventionalAgent.env_settings`, applied by the run over any `env_kwargs`
+and recorded in `run.json`), so every block has its own random initialisation
+from the first step, and it trains as many steps as the episode's budget
+(`max_sweeps` x (L - 1) decisions x `steps_per_decision`). It is not the
+published `--vnl`: in the published causal-LM loop that flag only unties every
+layer before the Q-learner starts, and the Q-learner then ties them as usual.
+The published baseline is `code/train.py --gpt`, an untied model trained for
+100 full epochs; `scripts/table1.py` runs `vanilla` for that budget.
+`untie-all` plays the same map from whatever start the environment has: from
+`initial_ties="first"` each untied block begins as a copy of block 0.
 
 The Takase & Kiyono patterns use `M = n_unique` blocks over L layers; a
 layer's tie-map entry is the first layer that uses its block. The default
@@ -135,7 +141,8 @@ class StaticAgent(Agent):
 
 
 class ConventionalAgent(StaticAgent):
-    """Conventional training (`vanilla`): independently initialised blocks, nothing tied.
+    """Conventional training (`vanilla`): independently initialised blocks, nothing tied,
+    trained for the episode's steps (not the published `--vnl`; see the module docstring).
 
     `env_settings` makes the run build its environment with `initial_ties="none"`,
     whatever the given `env_kwargs` say.

@@ -5,6 +5,7 @@ memory at the published shape and the Table 1 recipe. Offline, tiny, seeded."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -502,31 +503,96 @@ def test_step_flops_is_6n_plus_attention_when_untied_and_less_when_copied():
         (cost["train_flops"] + cost["eval_flops"]) / (step_flops(shape, None) / 0.5))
 
 
-def test_table1_recipe_smoke_runs_the_published_protocol(tmp_path, cache_dir, capsys):
+def _table1_module():
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "table1.py"
     spec = importlib.util.spec_from_file_location("table1", path)
     table1 = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = table1  # its dataclasses look their module up there
     spec.loader.exec_module(table1)
+    return table1
+
+
+def test_table1_baseline_budget_is_the_published_epochs_in_sweeps_of_about_one():
+    table1 = _table1_module()
+    # the paper's shape: 2.4 M tokens in blocks of 255 -> 9,411 blocks, 589 batches of 16
+    b = table1.baseline_budget(2_400_000, seq_len=256, batch_size=16, n_layer=48)
+    assert (b.blocks, b.steps_per_epoch, b.steps) == (9_411, 589, 58_900)
+    assert (b.steps_per_decision, b.sweeps, b.run_steps) == (13, 97, 97 * 47 * 13)
+    assert b.steps <= b.run_steps < b.steps + 47 * 13  # met, by less than one sweep more
+    half = table1.baseline_budget(1000, seq_len=11, batch_size=4, n_layer=3, epochs=0.5)
+    assert (half.blocks, half.steps_per_epoch, half.steps) == (100, 25, 13)
+    assert (half.steps_per_decision, half.sweeps, half.run_steps) == (7, 1, 14)
+    with pytest.raises(SettingError, match="baseline_epochs=0"):
+        table1.baseline_budget(1000, seq_len=11, batch_size=4, n_layer=3, epochs=0)
+
+
+def test_table1_reuses_a_finished_run_only_with_the_same_settings(tmp_path, monkeypatch):
+    from agents.runs.result import RunResult
+
+    table1 = _table1_module()
+    planned, _ = table1.specs(tmp_path, smoke=True, seeds=(0,), rows=("qlearning-ours",),
+                              progress=False)
+    (name, spec), = planned
+    ran = []
+    monkeypatch.setattr(table1, "run", lambda s: ran.append(s) or "new result")
+    recorded = {k: v for k, v in spec.env_kwargs.items() if k != "tie_semantics"}
+    spec.folder.mkdir(parents=True)
+    RunResult(agent="qlearning", seed=0, env_id=spec.env_id, env_kwargs=recorded,
+              total_seconds=1.0).write(spec.folder)  # from before tie_semantics: ours
+    assert table1.run_all(planned)[0][1].agent == "qlearning" and ran == []
+    RunResult(agent="qlearning", seed=0, env_id=spec.env_id,
+              env_kwargs={**spec.env_kwargs, "max_sweeps": 100},
+              total_seconds=1.0).write(spec.folder)  # an older script's budget
+    assert table1.run_all(planned) == [(name, "new result")]
+    assert ran == [spec] and spec.overwrite and not spec.resume  # the old run moved aside
+
+
+def test_table1_recipe_smoke_runs_the_published_protocol(tmp_path, cache_dir, capsys):
+    table1 = _table1_module()
     out = tmp_path / "t1"
     argv = ["--smoke", "--seeds", "0", "1", "--out", str(out), "--cache-dir", str(cache_dir),
             "--no-progress"]
     assert table1.main(argv) == 0
     summary = json.loads((out / "table1.json").read_text())
-    assert set(summary["agents"]) == {"qlearning", "vanilla"}
-    for agent, row in summary["agents"].items():
+    rows = summary["rows"]
+    assert list(rows) == ["qlearning-published", "qlearning-ours", "vanilla"]
+    # vanilla: 0.01 epochs of the synthetic train split (500,000 tokens) in blocks of 31
+    budget = summary["baseline_budget"]
+    assert (budget["blocks"], budget["steps_per_epoch"], budget["steps"]) == (16_129, 1_009, 11)
+    assert (budget["steps_per_decision"], budget["sweeps"], budget["run_steps"]) == (4, 1, 12)
+    semantics = {"qlearning-published": "published", "qlearning-ours": "ours",
+                 "vanilla": "ours"}
+    for name, row in rows.items():
         assert row["seeds"] == [0, 1] and row["best_test_ppl"]["n"] == 2
-        result = json.loads((out / f"{agent}-s1" / "result.json").read_text())
+        assert row["tie_semantics"] == semantics[name] and row["reproduces"].startswith("smoke")
+        result = json.loads((out / f"{name}-s1" / "result.json").read_text())
         cfg = result["env_kwargs"]
         assert (cfg["precision"], cfg["reward"], cfg["test_eval_every"]) == ("bf16", "paper", 1)
-        assert cfg["initial_ties"] == ("frozen" if agent == "qlearning" else "none")
+        assert cfg["tie_semantics"] == semantics[name]
+        assert cfg["initial_ties"] == ("none" if name == "vanilla" else "frozen")
         assert result["best_test_ppl_selected_on"] == "test" and result["finished"]
-    assert summary["agents"]["vanilla"]["trainable_fraction"]["mean"] == 1.0
-    assert "best test ppl (selected on test)" in (out / "table1.md").read_text()
+        steps = budget["run_steps"] if name == "vanilla" else 1 * 3 * 4  # 1 sweep, 3 x 4
+        assert result["train_steps"] == steps == row["train_steps"]["mean"]
+    assert "published Q-learning run" in rows["qlearning-published"]["reproduces"]
+    assert "reproduces nothing published" in rows["qlearning-ours"]["reproduces"]
+    assert "`train.py --gpt`, 100 epochs" in rows["vanilla"]["reproduces"]
+    assert rows["qlearning-published"]["published_trainable_fraction"]["n"] == 2
+    assert rows["qlearning-ours"]["published_trainable_fraction"]["n"] == 0  # not recorded
+    assert rows["vanilla"]["trainable_fraction"]["mean"] == 1.0
+    assert rows["vanilla"]["blocks_stored"]["mean"] == 4
+    text = (out / "table1.md").read_text()
+    assert "best test ppl (selected on test)" in text and "what it reproduces" in text
     capsys.readouterr()
     assert table1.main(argv) == 0  # finished runs are skipped, not run again
-    assert capsys.readouterr().err.count("finished, skipped") == 4
+    assert capsys.readouterr().err.count("finished, skipped") == 6
     assert table1.main(["--estimate"]) == 0
     printed = capsys.readouterr().out
-    assert "qlearning:" in printed and "GiB" in printed and "all 6 runs" in printed
+    for name in rows:
+        assert f"  {name}: " in printed
+    assert "GiB" in printed and "all 9 runs" in printed and "reproduces:" in printed
+    est = table1.estimate()
+    assert est["runs"]["qlearning-published"]["train_steps"] == 300 * 47 * 4
+    assert est["runs"]["vanilla"]["train_steps"] == est["budget"]["run_steps"]
+    assert est["budget"]["steps"] == 100 * est["budget"]["steps_per_epoch"]
