@@ -1,7 +1,8 @@
-"""Per-family speed: tied/untied step time and env overhead for GPT-2, Llama, BERT and ViT.
+"""Per-family speed: tied/untied step time and env overhead for GPT-2, Llama, BERT, ViT and
+causal BERT.
 
-For each family on its tiny preset (`tiny`, `llama-tiny`, `bert-tiny`, `vit-tiny`), in one
-process, float32 on the CPU:
+For each family on its tiny preset (`tiny`, `llama-tiny`, `bert-tiny`, `vit-tiny`,
+`bert-causal-tiny`), in one process, float32 on the CPU:
 
 1. The median time of one inner optimizer step (forward, backward, clip, AdamW; the
    preset's dropout) of the untied model and of the 75%-tied model (`perf.memory.tie_map`,
@@ -50,7 +51,7 @@ from tying_env.presets import EnvConfig
 from tying_env.training import InnerOptimizer, build_model, sample_windows
 
 FAMILY_PRESETS = {"gpt2": "tiny", "llama": "llama-tiny", "bert": "bert-tiny",
-                  "vit": "vit-tiny"}
+                  "vit": "vit-tiny", "bert-causal": "bert-causal-tiny"}
 TIED_FRACTION = 0.75
 VARIANTS = (("untied", "copy", False), ("75% copy", "copy", True),
             ("75% share", "share", True))

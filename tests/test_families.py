@@ -6,6 +6,8 @@ match a hand-built untied Hugging Face reference (`copy`: a root's own position 
 Face's own counts and the analytic estimate; exports load into the family's class with the
 same logits; runs are seeded and resume bit for bit; and every kind of agent runs on it.
 Plus BERT's masking, ViT's accuracy and patch check, and bringing one's own HF config.
+Causal BERT (the published BERT, `bert-causal`) runs the checks of the tying machinery
+(gradients, counts, memory, export, resume); tests/test_published_families.py the rest.
 All offline, on models a few thousand parameters large.
 """
 
@@ -25,6 +27,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from transformers import (
     BertConfig,
     BertForMaskedLM,
+    BertLMHeadModel,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
@@ -40,14 +43,26 @@ from tying_env import checkpoint as ckpt
 from tying_env.errors import SettingError
 from tying_env.export import load_compact, save_compact, save_expanded
 from tying_env.memory import estimate_bytes
-from tying_env.models import TiedModel, bert_config, gpt2_config, llama_config, vit_config
+from tying_env.models import (
+    TiedModel,
+    bert_causal_config,
+    bert_config,
+    gpt2_config,
+    llama_config,
+    vit_config,
+)
 from tying_env.models.family import IGNORE, MaskedLM
 from tying_env.presets import make_config
 
 FAMILIES = ["gpt2", "llama", "bert", "vit"]
 NEW_FAMILIES = ["llama", "bert", "vit"]
+# the families with their own environment ids, and causal BERT (the published BERT, a
+# preset of its own): it runs the cheap checks of the tying machinery too
+TYING_FAMILIES = [*FAMILIES, "bert-causal"]
 TINY_IDS = {"gpt2": "LayerTying-GPT2-Tiny-v0", "llama": "LayerTying-Llama-Tiny-v0",
-            "bert": "LayerTying-BERT-Tiny-v0", "vit": "LayerTying-ViT-Tiny-v0"}
+            "bert": "LayerTying-BERT-Tiny-v0", "vit": "LayerTying-ViT-Tiny-v0",
+            "bert-causal": "LayerTying-GPT2-Tiny-v0"}
+TINY_PRESETS = {"bert-causal": "bert-causal-tiny"}  # for a family without an id of its own
 # the non-tiny ids read WikiText or CIFAR-10 through the hub: only their settings are checked
 FULL_IDS = {"llama": ("LayerTying-Llama-v0", "wikitext-2"),
             "bert": ("LayerTying-BERT-v0", "wikitext-2"),
@@ -62,7 +77,8 @@ INFINITY_WARNING = "maximum value is infinity"
 HF = {"gpt2": (GPT2LMHeadModel, ("transformer.h",)),
       "llama": (LlamaForCausalLM, ("model.layers",)),
       "bert": (BertForMaskedLM, ("bert.encoder.layer",)),
-      "vit": (ViTForImageClassification, ("vit.layers", "vit.encoder.layer"))}
+      "vit": (ViTForImageClassification, ("vit.layers", "vit.encoder.layer")),
+      "bert-causal": (BertLMHeadModel, ("bert.encoder.layer",))}
 
 L = 4
 WIDTH, HEADS, SEQ, VOCAB = 16, 2, 16, 50
@@ -72,7 +88,8 @@ def tiny_config(family: str, n_layer: int = L, dropout: float = 0.0):
     if family == "vit":
         return vit_config(n_layer, WIDTH, HEADS, (8, 8), channels=1, n_classes=10,
                           patch_size=2, dropout=dropout)
-    build = {"gpt2": gpt2_config, "llama": llama_config, "bert": bert_config}[family]
+    build = {"gpt2": gpt2_config, "llama": llama_config, "bert": bert_config,
+             "bert-causal": bert_causal_config}[family]
     return build(n_layer, WIDTH, HEADS, SEQ, VOCAB, dropout=dropout)
 
 
@@ -125,7 +142,8 @@ def assert_all_close(got, want) -> None:
 
 
 def make_env(cache_dir, family: str, **overrides: Any) -> gym.Env:
-    return gym.make(TINY_IDS[family], cache_dir=cache_dir, **{**FAST, **overrides})
+    preset = {"preset": TINY_PRESETS[family]} if family in TINY_PRESETS else {}
+    return gym.make(TINY_IDS[family], cache_dir=cache_dir, **{**preset, **FAST, **overrides})
 
 
 def data_of(env: gym.Env) -> Any:
@@ -172,7 +190,7 @@ def positions(ties: list[int]) -> dict[int, list[int]]:
 
 
 @pytest.mark.parametrize("ties", TIE_MAPS, ids=str)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TYING_FAMILIES)
 def test_copy_mode_root_gets_only_its_own_positions_gradient(family, ties):
     model = make_model(family, ties, "copy")
     x, y = batch(model)
@@ -208,7 +226,7 @@ def test_copy_mode_root_gets_only_its_own_positions_gradient(family, ties):
 
 
 @pytest.mark.parametrize("ties", TIE_MAPS, ids=str)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TYING_FAMILIES)
 def test_share_mode_root_gets_the_sum_over_its_positions(family, ties):
     model = make_model(family, ties, "share")
     x, y = batch(model)
@@ -229,7 +247,7 @@ def test_share_mode_root_gets_the_sum_over_its_positions(family, ties):
 
 
 # ------------------------------------------------------------------ counts and memory
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TYING_FAMILIES)
 def test_untying_adds_hugging_faces_block_count(family):
     cls = HF[family][0]
     torch.manual_seed(0)
@@ -252,7 +270,7 @@ def test_untying_adds_hugging_faces_block_count(family):
 
 
 @pytest.mark.parametrize("initial_ties", ["first", "frozen"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TYING_FAMILIES)
 def test_memory_bytes_equal_the_estimate(cache_dir, family, initial_ties):
     env = make_env(cache_dir, family, initial_ties=initial_ties, max_sweeps=1)
     _, info = env.reset(seed=0)
@@ -269,7 +287,7 @@ def test_memory_bytes_equal_the_estimate(cache_dir, family, initial_ties):
 
 
 # ------------------------------------------------------------------ export
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TYING_FAMILIES)
 def test_exports_give_the_same_logits(tmp_path, family):
     model = make_model(family, [0, 0, 2, 2]).eval()
     x, _ = batch(model)
@@ -310,7 +328,7 @@ def test_same_seed_same_numbers_other_seed_others(cache_dir, family):
     assert [t for _, t, _ in first] != [t for _, t, _ in run(4)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TYING_FAMILIES)
 def test_saved_state_continues_bit_for_bit(cache_dir, family):
     env = make_env(cache_dir, family)
     env.reset(seed=1)

@@ -49,8 +49,8 @@ class LayerTyingEnv(gym.Env):
     """Decide, layer after layer, whether each block trains or reuses an earlier block.
 
     An episode trains a fresh, seeded transformer from scratch (Hay & Wolf, ICLR 2024):
-    GPT-2 by default, or Llama, BERT or ViT (`family`, see docs/families.md; for BERT
-    "perplexity" is the masked-token perplexity, for ViT the exponential of the
+    GPT-2 by default, or Llama, BERT, ViT or causal BERT (`family`, see docs/families.md;
+    for BERT "perplexity" is the masked-token perplexity, for ViT the exponential of the
     validation cross-entropy, with `info["val_accuracy"]` beside it).
     Every step applies the agent's choice to the tie map, runs
     `steps_per_decision` AdamW steps on training batches, and evaluates the
@@ -97,6 +97,9 @@ class LayerTyingEnv(gym.Env):
     | `"ppl_delta"`               | `ppl_before - ppl_after`                    |
     | `"paper"`                   | minus the perplexity of one training batch    |
     |                               | after the steps (the published reward)        |
+    | `"paper-vit"` (image          | minus the accuracy on one training batch      |
+    | families only)                | after the steps (the published ViT reward:    |
+    |                               | it rewards *lower* accuracy)                  |
 
     With the default reward an episode's return telescopes to
     `log(ppl_start / ppl_end)`: maximising it minimises the final perplexity.
@@ -159,7 +162,9 @@ class LayerTyingEnv(gym.Env):
     ## Arguments
 
     `preset` (`tiny`, `small`, `gpt2`, `paper`, `paper-12`; for the other families
-    `llama-tiny`, `llama-small`, `bert-tiny`, `bert-small`, `vit-tiny`, `vit-small`) then
+    `llama-tiny`, `llama-small`, `bert-tiny`, `bert-small`, `vit-tiny`, `vit-small`,
+    `bert-causal-tiny`; the other families as published: `bert-paper`, `llama-2-7b`,
+    `vit-paper`) then
     any field of `tying_env.presets.EnvConfig` as a keyword; explicit arguments
     override the preset. `cache_dir` sets where tokenizers and tokenized
     corpora are cached. Every argument is checked up front: a mistake raises
@@ -461,9 +466,12 @@ class LayerTyingEnv(gym.Env):
             reward = prev_loss - val_loss
         elif cfg.reward == "ppl_delta":
             reward = math.exp(prev_loss) - math.exp(val_loss)
-        else:  # the published reward: minus the perplexity of one training batch
-            assert self.run is not None
+        elif cfg.reward == "paper":  # the published reward: minus the perplexity of one
+            assert self.run is not None  # training batch
             reward = -math.exp(min(self.run.train_batch_loss(), 50.0))
+        else:  # "paper-vit", the published ViT's: minus the accuracy on one training batch
+            assert self.run is not None
+            reward = 0.0 - float(self.run.train_batch_evaluation().accuracy)
         return float(reward - cfg.param_penalty * self.trainable_fraction)
 
     def _evaluate_test(self) -> None:
@@ -534,24 +542,33 @@ class LayerTyingEnv(gym.Env):
 
 
 def _check_images(cfg: EnvConfig, images: ImageSet) -> None:
-    """ViT cuts images into `patch_size` squares: it must divide the images' sides; a
-    config of one's own (`hf_config`) must be for images of this size and channel count."""
+    """ViT cuts images into `patch_size` squares: it must divide the sides of the images the
+    model sees (the dataset's, or `image_size`, to which only square images are resized); a
+    config of one's own (`hf_config`) must be for images of that size and channel count."""
+    if cfg.image_size and images.height != images.width:
+        raise SettingError("image_size", f"image_size={cfg.image_size} resizes square images; "
+                                         f"dataset={cfg.dataset!r} has {images.height}x"
+                                         f"{images.width} ones: leave it 0")
+    height, width = ((cfg.image_size, cfg.image_size) if cfg.image_size
+                     else (images.height, images.width))
     size = cfg.patch_size
-    if images.height % size or images.width % size:
-        raise SettingError("patch_size", f"patch_size={size} does not divide the "
-                                         f"{images.height}x{images.width} images of "
-                                         f"dataset={cfg.dataset!r}; use a divisor of both")
+    if height % size or width % size:
+        seen = (f"image_size={cfg.image_size}" if cfg.image_size else
+                f"the {height}x{width} images of dataset={cfg.dataset!r}")
+        raise SettingError("patch_size", f"patch_size={size} does not divide {seen}; use a "
+                                         "divisor of both sides")
     if cfg.hf_config is None:
         return
     side = cfg.hf_config.get("image_size")
     sides = tuple(side) if isinstance(side, list) else (side, side)
     channels = cfg.hf_config.get("num_channels")
-    want = images.height if images.height == images.width else [images.height, images.width]
-    if sides != (images.height, images.width) or channels != images.channels:
+    want = height if height == width else [height, width]
+    if sides != (height, width) or channels != images.channels:
+        seen = f" (resized to image_size={cfg.image_size})" if cfg.image_size else ""
         raise SettingError("hf_config", f"hf_config is for {channels}-channel images of size "
                                         f"{side}, but dataset={cfg.dataset!r} has "
                                         f"{images.channels}-channel {images.height}x"
-                                        f"{images.width} images; set image_size={want} "
+                                        f"{images.width} images{seen}; set image_size={want} "
                                         f"and num_channels={images.channels}")
 
 

@@ -21,12 +21,13 @@ In pure bf16 the activations add `2 * B*S*V` (the bfloat16 logits); under autoca
 `precision="fp32"` and `"bf16-autocast"` (float32 weights, gradients and optimizer state),
 2 and 2 in pure `"bf16"`. The loss is computed in float32 in every precision.
 
-For the other families (Llama, BERT, ViT) the parameter counts come from the Hugging Face
-model itself, built on PyTorch's `meta` device (no memory): `P = other + R * block`, and
-the activations take GPT-2's calibration per token and layer, with `S` the tokens of an
-example (ViT: its patches and the `[CLS]` token) and `S*V` replaced by the outputs of an
-example (ViT: its classes). That activation figure is an estimate by analogy, not
-measured per family.
+For the other families (Llama, BERT, ViT, causal BERT), and for GPT-2 with a `mlp_width`
+or an untied LM head (`tie_embeddings=False`), the parameter counts come from the Hugging
+Face model itself, built on PyTorch's `meta` device (no memory): `P = other + R * block`,
+and the activations take GPT-2's calibration per token and layer, with `S` the tokens of
+an example (ViT: the patches of the images the model sees, at `image_size` when they are
+resized, and the `[CLS]` token) and `S*V` replaced by the outputs of an example (ViT: its
+classes). That activation figure is an estimate by analogy, not measured per family.
 
 The first three parts use the arithmetic of `TiedModel.memory_bytes` (embeddings
 tied to the LM head and counted once, the blocks of roots only); they equal
@@ -157,14 +158,22 @@ class ModelCounts:
     outputs: int
 
 
+def by_formula(cfg: EnvConfig) -> bool:
+    """Whether `cfg`'s model is the GPT-2 of the module's formulas (the `4 * n_embd` MLP,
+    embeddings tied to the LM head)."""
+    return (cfg.family == "gpt2" and cfg.hf_config is None and cfg.mlp_width in (0, 4 * cfg.n_embd)
+            and cfg.tie_embeddings)
+
+
 def model_counts(cfg: EnvConfig, data: Any) -> ModelCounts:
     """`ModelCounts` of `cfg`'s model for `data` (a vocabulary size, a corpus or an image
     set): GPT-2's by formula, the others' from the model built on the `meta` device."""
     from tying_env.models import get_family
+    from tying_env.models.vit import image_size
     from tying_env.training import data_shape, model_config
 
     shape = data_shape(data)
-    if cfg.family == "gpt2" and cfg.hf_config is None:
+    if by_formula(cfg):
         E, V = cfg.n_embd, shape.vocab_size
         return ModelCounts(V * E + cfg.seq_len * E + 2 * E, block_numel(E), OTHER_TENSORS,
                            BLOCK_TENSORS, cfg.seq_len, cfg.seq_len * V)
@@ -178,7 +187,8 @@ def model_counts(cfg: EnvConfig, data: Any) -> ModelCounts:
     L = len(family.block_list(net))
     other = sum(p.numel() for p in params.values()) - L * n_block
     if family.data_kind == "images":
-        patches = (shape.height // config.patch_size) * (shape.width // config.patch_size)
+        height, width = image_size(config)  # what the model sees (resized or not)
+        patches = (height // config.patch_size) * (width // config.patch_size)
         tokens, outputs = patches + 1, shape.n_classes
     else:
         tokens, outputs = cfg.seq_len, cfg.seq_len * int(config.vocab_size)
@@ -218,7 +228,7 @@ def estimate_bytes(cfg: EnvConfig, vocab_size: Any, device: str | torch.device =
     if precision == "bf16":  # the bfloat16 logits, before the float32 loss
         activations += BF16_BYTES * outputs
     if precision == "bf16-autocast":
-        if cfg.family == "gpt2" and cfg.hf_config is None:  # the matrices' weights
+        if by_formula(cfg):  # the matrices' weights
             activations += AUTOCAST_BYTES * (L * 12 * E * E + (counts.outputs // S) * E)
         else:
             activations += AUTOCAST_BYTES * (L * counts.block + counts.other)
@@ -312,7 +322,7 @@ def check(cfg: EnvConfig, vocab_size: Any, device: str | torch.device) -> Memory
         argument,
         f"the model is too large for this machine: a training step of preset={cfg.preset!r} "
         f"(n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, seq_len={cfg.seq_len}, "
-        f"{_data_label(vocab_size)}, batch_size={cfg.batch_size}) needs about "
+        f"{_data_label(vocab_size, cfg.image_size)}, batch_size={cfg.batch_size}) needs about "
         f"{format_bytes(estimate.total)} ({estimate.describe()}), but "
         f"{torch.device(device).type} has {format_bytes(available)} available; "
         f"{_advice(argument, cfg, device, available)}, or pass "
@@ -322,14 +332,19 @@ def check(cfg: EnvConfig, vocab_size: Any, device: str | torch.device) -> Memory
 
 # settings that change the estimate, besides the preset itself
 SHAPE_SETTINGS = ("n_layer", "n_embd", "n_head", "seq_len", "vocab_size", "batch_size",
-                  "initial_ties", "dropout", "precision")
+                  "initial_ties", "dropout", "precision", "mlp_width", "tie_embeddings",
+                  "image_size")
+
+# shape settings most presets leave at these values (a preset proposed instead sets them)
+UNSET_BY_PRESETS = {"mlp_width": 0, "tie_embeddings": True, "image_size": 0}
 
 
-def _data_label(data: Any) -> str:
+def _data_label(data: Any, image_size: int = 0) -> str:
     if isinstance(data, int):
         return f"vocab_size={data}"
     if hasattr(data, "n_classes"):
-        return f"{data.height}x{data.width} images, {data.n_classes} classes"
+        resized = f" resized to {image_size}x{image_size}" if image_size else ""
+        return f"{data.height}x{data.width} images{resized}, {data.n_classes} classes"
     return f"vocab_size={data.vocab_size}"
 
 
@@ -357,8 +372,8 @@ def _advice(argument: str, cfg: EnvConfig, device: str | torch.device, available
         fit = [name for name, values in PRESETS.items() if name != cfg.preset
                and values.get("family", "gpt2") == cfg.family
                and "vocab_size" in values
-               and estimate_bytes(replace(cfg, **values), values["vocab_size"],
-                                  device).total <= available]
+               and estimate_bytes(replace(cfg, **{**UNSET_BY_PRESETS, **values}),
+                                  values["vocab_size"], device).total <= available]
         presets = f"a preset that fits ({', '.join(fit)})" if fit else "a smaller preset"
         return f"use {presets} or a smaller batch_size, seq_len, n_embd or n_layer"
     if argument == "initial_ties":

@@ -22,17 +22,20 @@ INITIAL_TIES = ("first", "none", "frozen")
 TIE_SEMANTICS = ("ours", "published")
 PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
 OBSERVATIONS = ("ties", "choices")
-REWARDS = ("log_ppl_delta", "ppl_delta", "paper")
+REWARDS = ("log_ppl_delta", "ppl_delta", "paper", "paper-vit")
+IMAGE_REWARDS = ("paper-vit",)  # rewards of image classification only
 ACTION_MODES = ("layer", "vector")
 DEVICES = ("auto", "cpu", "cuda")
 ACTIVATIONS = ("gelu", "gelu_new")
 # the model families (`tying_env.models.FAMILIES`) and the kind of data each trains on
-FAMILY_DATA = {"gpt2": "text", "llama": "text", "bert": "text", "vit": "images"}
+FAMILY_DATA = {"gpt2": "text", "llama": "text", "bert": "text", "vit": "images",
+               "bert-causal": "text"}
 
 
 # settings added after runs and states were first saved: one without such a setting ran
 # with this value (checkpoints, and the benchmark's comparison of recorded settings)
-ADDED_SETTINGS = {"tie_semantics": "ours"}
+ADDED_SETTINGS = {"tie_semantics": "ours", "mlp_width": 0, "tie_embeddings": True,
+                  "image_size": 0}
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,15 @@ class EnvConfig:
     map, resolved to roots) or `"choices"` (the raw last choice per layer, what the
     published Q-learner sees; also in `info["choices"]`).
 
-    `family`: the model family (`"gpt2"`, `"llama"`, `"bert"` or `"vit"`, see
+    `family`: the model family (`"gpt2"`, `"llama"`, `"bert"` (masked LM), `"vit"` or
+    `"bert-causal"` (BERT as a causal LM, the published `CustomBert`), see
     `tying_env.models`), built from the shape settings (`n_layer`, `n_embd`, `n_head`,
     `seq_len`, `dropout`; `activation` is GPT-2's, `patch_size` ViT's; ViT ignores `seq_len`
-    and `vocab_size`, its images and classes come from the dataset). `hf_config` (a dict
+    and `vocab_size`, its images and classes come from the dataset). `mlp_width` (0: the
+    family's own, `4 * n_embd`, Llama's `8/3 * n_embd`) sets the MLP's hidden width;
+    `tie_embeddings=False` gives a text family an LM head of its own (Llama-2's layout);
+    `image_size` (0: the dataset's) resizes a square image set for ViT (bilinear, on the
+    model's device). `hf_config` (a dict
     of a Hugging Face config of a supported family, or the config object, turned into its
     dict) brings your own architecture: it sets `family` and the shape (`n_layer`,
     `n_embd`, `n_head` are read from it), and the data sets its vocabulary or classes.
@@ -77,6 +85,10 @@ class EnvConfig:
     `test_eval_every` (sweeps; 0: never): evaluate the whole test split after every that
     many sweeps, for the published metric, the best test perplexity over sweeps
     (`info["best_test_ppl"]`), which is selected on the test split.
+
+    `reward="paper-vit"` (image families only): the published ViT reward, minus the
+    accuracy on one training batch after the steps (so it rewards *lower* accuracy, as the
+    published code's does).
     """
 
     preset: str = "tiny"
@@ -91,6 +103,9 @@ class EnvConfig:
     dropout: float = 0.2
     activation: str = "gelu"
     patch_size: int = 2
+    mlp_width: int = 0  # 0: the family's own
+    tie_embeddings: bool = True
+    image_size: int = 0  # 0: the dataset's own
     # data
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -160,6 +175,26 @@ PRESETS: dict[str, dict[str, Any]] = {
                      batch_size=32, lr=1e-3, dropout=0.1, dataset="digits", max_sweeps=10),
     "vit-small": dict(family="vit", n_layer=12, n_embd=128, n_head=4, patch_size=4,
                       batch_size=32, lr=1e-3, dropout=0.1, dataset="cifar10", max_sweeps=20),
+    # BERT as a causal LM (the published CustomBert) at the shape of `tiny`
+    "bert-causal-tiny": dict(family="bert-causal", n_layer=6, n_embd=64, n_head=4, seq_len=64,
+                             vocab_size=64, batch_size=16, lr=1e-3, dataset="synthetic",
+                             max_sweeps=10),
+    # the families as the published code builds them (docs/method.md lists what differs):
+    # CustomBert, BERT-base's shape with BertConfig's dropout, on the GPT-2 launches' data
+    "bert-paper": dict(family="bert-causal", n_layer=12, n_embd=768, n_head=12, seq_len=256,
+                       vocab_size=50257, batch_size=16, lr=1e-4, dropout=0.1,
+                       dataset="wikitext-2-v1", tokenizer="gpt2", max_sweeps=300),
+    # CustomLLAMA2: LlamaConfig's defaults (Llama-2-7B's shape, untied embeddings), GPT-2's
+    # tokenizer as published (`LlamaConfig(len(tokenizer))`), the Llama launches' settings
+    "llama-2-7b": dict(family="llama", n_layer=32, n_embd=4096, n_head=32, mlp_width=11008,
+                       tie_embeddings=False, seq_len=256, vocab_size=50257, batch_size=16,
+                       lr=1e-4, dropout=0.0, dataset="wikitext-2-v1", tokenizer="gpt2",
+                       max_sweeps=300),
+    # CustomVit: vit_trainer.py's defaults, 12 x 1600, 16 heads, MLP 5120, 16-px patches on
+    # CIFAR-10 resized to 224 px, batch 20, 10 steps a decision, 200 sweeps
+    "vit-paper": dict(family="vit", n_layer=12, n_embd=1600, n_head=16, mlp_width=5120,
+                      patch_size=16, image_size=224, batch_size=20, lr=1e-4, dropout=0.0,
+                      dataset="cifar10", steps_per_decision=10, max_sweeps=200),
 }
 
 _FIELD_TYPES = {f.name: f.type for f in fields(EnvConfig)}
@@ -227,7 +262,7 @@ def validate(cfg: EnvConfig) -> None:
     """Raise `SettingError` naming the first bad setting."""
     ints = dict(n_layer=1, n_embd=1, n_head=1, seq_len=2, vocab_size=2, batch_size=1,
                 warmup_steps=0, steps_per_decision=1, max_sweeps=1, eval_batches=1,
-                test_eval_every=0, patch_size=1)
+                test_eval_every=0, patch_size=1, mlp_width=0, image_size=0)
     for name, low in ints.items():
         _check_int(name, getattr(cfg, name), low)
     floats = dict(dropout=(0.0, 1.0, True), lr=(0.0, float("inf"), False),
@@ -266,6 +301,7 @@ def validate(cfg: EnvConfig) -> None:
         raise SettingError("dataset", f"dataset={cfg.dataset!r} is not {kind}, which "
                                       f"family={cfg.family!r} trains on; allowed: "
                                       f"{', '.join(allowed)}")
+    _check_family_settings(cfg, kind)
     if cfg.hf_config is not None:
         if not isinstance(cfg.hf_config, dict):
             raise SettingTypeError("hf_config", f"hf_config={cfg.hf_config!r} must be a dict "
@@ -278,7 +314,7 @@ def validate(cfg: EnvConfig) -> None:
         if kind == "text" and limit is not None and cfg.seq_len > limit:
             raise SettingError("seq_len", f"seq_len={cfg.seq_len} is longer than hf_config's "
                                           f"{limit} positions")
-    for name in ("cosine_schedule", "memory_check"):
+    for name in ("cosine_schedule", "memory_check", "tie_embeddings"):
         if not isinstance(getattr(cfg, name), bool):
             raise SettingTypeError(name, f"{name}={getattr(cfg, name)!r} must be a bool")
     for name in ("data_dir", "tokenizer"):
@@ -289,6 +325,33 @@ def validate(cfg: EnvConfig) -> None:
         raise SettingError("dataset", "dataset='text' needs data_dir=FOLDER holding train.txt, "
                                        "valid.txt, test.txt")
     check_device(cfg.device)
+
+
+def _check_family_settings(cfg: EnvConfig, kind: str) -> None:
+    """The settings that apply to one kind of family only, and those `hf_config` decides."""
+    images = [f for f, k in FAMILY_DATA.items() if k == "images"]
+    if cfg.reward in IMAGE_REWARDS and kind != "images":
+        allowed = [r for r in REWARDS if r not in IMAGE_REWARDS]
+        raise SettingError("reward", f"reward={cfg.reward!r} (minus the accuracy of a training "
+                                     f"batch) is for image classification (family "
+                                     f"{', '.join(images)}), not family={cfg.family!r}; "
+                                     f"allowed: {', '.join(allowed)}")
+    if cfg.image_size and kind != "images":
+        raise SettingError("image_size", f"image_size={cfg.image_size} resizes images, for "
+                                         f"family {', '.join(images)}; family={cfg.family!r} "
+                                         "reads text: leave it 0")
+    if cfg.tie_embeddings is False and kind == "images":
+        raise SettingError("tie_embeddings", f"tie_embeddings=False unties an LM head from "
+                                             f"the input embeddings; family={cfg.family!r} "
+                                             "has none: leave it True")
+    if cfg.hf_config is not None:
+        given = [f"{name}={getattr(cfg, name)!r}" for name, default in
+                 (("mlp_width", 0), ("tie_embeddings", True)) if getattr(cfg, name) != default]
+        if given:
+            raise SettingError(given[0].partition("=")[0],
+                               f"{given[0]} does not apply with hf_config, which shapes the "
+                               "model itself: set it in the config (intermediate_size, "
+                               "tie_word_embeddings)")
 
 
 def check_device(device: Any) -> None:

@@ -348,6 +348,13 @@ class TrainingRun:
                                  self.cfg.seq_len)
         return self.evaluate_loss(windows)
 
+    def train_batch_evaluation(self) -> Evaluation:
+        """The model (eval mode) on one random training batch: loss and, for images,
+        accuracy (the published ViT reward's batch, drawn as `train_batch_loss` draws)."""
+        windows = sample_windows(self.corpus.train, self.data_rng, self.cfg.batch_size,
+                                 self.cfg.seq_len)
+        return self.evaluate(windows)
+
     def _batch(self, windows: np.ndarray,
                rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.model.task.batch(windows, rng)

@@ -141,7 +141,7 @@ def _reset_fraction(cfg: Any, records: Sequence[Record], roots: int, frozen: int
     if idle == 0:
         return 1.0
     block: int | None = None
-    if cfg.family == "gpt2" and cfg.hf_config is None:
+    if memory.by_formula(cfg):  # GPT-2 of the formula's shape
         block = memory.block_numel(cfg.n_embd)
     elif frozen == 0:  # no block is ever frozen: a record with fewer roots tells the block
         for r in records:

@@ -10,14 +10,14 @@ walks its block list, giving each block what it needs (GPT-2 and BERT an attenti
 Llama the rotary position embeddings), and a tied position's stand-in passes those
 arguments on to its root's block unchanged.
 
-Three tasks cover the four families. Each turns examples (rows of a 2-D integer array:
+Three tasks cover the five families. Each turns examples (rows of a 2-D integer array:
 token windows, or image rows with the label last) into `(inputs, targets)`, and the loss
 is always the mean cross-entropy of the logits against the targets that are not
 `IGNORE` (-100), so its exponential is the perplexity:
 
 | task | inputs | targets | metric |
 |---|---|---|---|
-| `CausalLM` (GPT-2, Llama) | `window[:-1]` | `window[1:]` | perplexity |
+| `CausalLM` (GPT-2, Llama, causal BERT) | `window[:-1]` | `window[1:]` | perplexity |
 | `MaskedLM` (BERT) | `window[:-1]`, masked | the masked tokens | masked-token perplexity |
 | `ImageClassification` (ViT) | pixels in [-1, 1] | the label | cross-entropy |
 
@@ -32,11 +32,13 @@ To add a family: write a module like `tying_env/models/llama.py` (a config build
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -90,7 +92,14 @@ class MaskedLM:
 
 @dataclass(frozen=True)
 class ImageClassification:
-    """Classify rows of `channels * height * width` uint8 pixels followed by the label."""
+    """Classify rows of uint8 pixels followed by the label, for a model of `channels x
+    height x width` images.
+
+    Rows of `channels * height * width` pixels are such images. Rows of another size must
+    be square images of `channels` channels (a dataset the model sees resized, ViT's
+    `image_size`): they keep their own size here, and the family's `prepare_inputs`
+    resizes them on the model's device.
+    """
 
     channels: int
     height: int
@@ -101,7 +110,16 @@ class ImageClassification:
     def batch(self, examples: np.ndarray,
               rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         pixels = examples[:, :-1].astype(np.float32) * (2.0 / 255.0) - 1.0
-        shape = (len(examples), self.channels, self.height, self.width)
+        n = pixels.shape[1]
+        side = math.isqrt(n // self.channels)
+        if n == self.channels * self.height * self.width:
+            size = (self.height, self.width)
+        elif n == self.channels * side * side:
+            size = (side, side)
+        else:
+            raise ValueError(f"rows of {n} pixels are neither {self.channels}x{self.height}x"
+                             f"{self.width} images nor square {self.channels}-channel ones")
+        shape = (len(examples), self.channels, *size)
         return pixels.reshape(shape), examples[:, -1].astype(np.int64)
 
 
@@ -124,7 +142,8 @@ class DataShape:
 class Family:
     """One model family's adapter (see the module docstring).
 
-    - `name`: the `family` setting and the Hugging Face `model_type` of its configs;
+    - `name`: the `family` setting, and the `model_type` this package writes in the
+      configs it saves (`hf_config`, compact exports);
     - `label`: its name for people (model cards, pages): `"GPT-2"`, `"BERT"`, ...;
     - `model_class`, `config_class`: the Hugging Face classes trained from scratch;
     - `blocks`: the dotted paths where `model_class` may hold its block list
@@ -135,7 +154,14 @@ class Family:
     - `make_task(config)`: the task, which may depend on the config (BERT's mask id);
     - `task`: the task's name (`"causal-lm"`, `"masked-lm"`, `"image-classification"`);
     - `data_kind`: `"text"` or `"images"`, the corpora it trains on;
-    - `extra_tokens`: ids the family adds to the corpus's vocabulary (BERT: `[MASK]`).
+    - `extra_tokens`: ids the family adds to the corpus's vocabulary (BERT: `[MASK]`);
+    - `model_type`: the Hugging Face `model_type` of its configs when it is not `name`
+      (the causal BERT's configs are `"bert"` ones), and `config_flags`: what such a
+      config must say to be of this family (`{"is_decoder": True}`): `family_of` picks
+      the family whose flags a config has, `as_config` sets missing flags of a dict and
+      refuses contradicting ones;
+    - `prepare_inputs(inputs, config)`: what the inputs need on the model's device before
+      the model (ViT: images resized to the config's `image_size`); None: nothing.
     """
 
     name: str
@@ -154,6 +180,19 @@ class Family:
     shape_fields: dict[str, str] = field(default_factory=lambda: {
         "n_layer": "num_hidden_layers", "n_embd": "hidden_size",
         "n_head": "num_attention_heads"})
+    model_type: str = ""  # the Hugging Face model_type, when it is not `name`
+    config_flags: dict[str, Any] = field(default_factory=dict)
+    prepare_inputs: Callable[[torch.Tensor, PretrainedConfig], torch.Tensor] | None = None
+
+    @property
+    def hf_model_type(self) -> str:
+        """The `model_type` of this family's Hugging Face configs."""
+        return self.model_type or self.name
+
+    def fits(self, config: PretrainedConfig | dict[str, Any]) -> bool:
+        """Whether `config` (object or dict) says what `config_flags` ask."""
+        get = config.get if isinstance(config, dict) else lambda k: getattr(config, k, None)
+        return all(get(k) == v for k, v in self.config_flags.items())
 
     def blocks_path(self, model: nn.Module) -> str:
         """The first path of `blocks` that exists in `model` (releases of Hugging Face

@@ -1,9 +1,9 @@
 """The tied transformer: a Hugging Face model whose block list follows a tie map.
 
-The model is any family of `tying_env.models.FAMILIES` (GPT-2, Llama, BERT, ViT), known
-here only through its adapter (`tying_env.models.family.Family`): where its block list
-is, what its inputs are called, its task. Only *root* positions own a block. A tied position holds a
-`TiedBlock`, a parameter-free stand-in that runs its root's block:
+The model is any family of `tying_env.models.FAMILIES` (GPT-2, Llama, BERT, ViT, causal
+BERT), known here only through its adapter (`tying_env.models.family.Family`): where its
+block list is, what its inputs are called, its task. Only *root* positions own a block. A
+tied position holds a `TiedBlock`, a parameter-free stand-in that runs its root's block:
 
 - `copy` mode (the published behaviour): the position runs a twin of the
   root whose parameters are detached views of the root's storage, so
@@ -113,7 +113,10 @@ class FamilyModel(nn.Module):
     config: PretrainedConfig
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits: (batch, seq, vocab) for language models, (batch, classes) for images."""
+        """Logits: (batch, seq, vocab) for language models, (batch, classes) for images
+        (inputs first through the family's `prepare_inputs`: ViT resizes images)."""
+        if self.family.prepare_inputs is not None:
+            inputs = self.family.prepare_inputs(inputs, self.config)
         return self.net(**{self.family.input_name: inputs}).logits
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
