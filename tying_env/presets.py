@@ -149,14 +149,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2": dict(n_layer=12, n_embd=768, n_head=12, seq_len=1024, vocab_size=50257,
                  batch_size=8, lr=1e-4, dataset="wikitext-2", max_sweeps=100),
     # the published GPT-2 run on WikiText-2 (every WikiText-2 launch script of the published
-    # code): 48 x 1600, 16 heads, GPT-2's tokenizer, WikiText-2 with <unk> tokens
+    # code): 48 x 1600, 16 heads, GPT-2's tokenizer, WikiText-2 with <unk> tokens, 300
+    # sweeps (every committed Q-learning launch: `dqn_trainer.py --epochs=300`)
     "paper": dict(n_layer=48, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
                   batch_size=16, lr=1e-4, dropout=0.2, dataset="wikitext-2-v1",
-                  tokenizer="gpt2", max_sweeps=100),
+                  tokenizer="gpt2", max_sweeps=300),
     # the same at 12 layers: the shape of the published Shakespeare "reverse" ablation
     "paper-12": dict(n_layer=12, n_embd=1600, n_head=16, seq_len=256, vocab_size=50257,
                      batch_size=16, lr=1e-4, dropout=0.2, dataset="wikitext-2-v1",
-                     tokenizer="gpt2", max_sweeps=100),
+                     tokenizer="gpt2", max_sweeps=300),
     # the other families, each at the shapes of `tiny` and `small`
     "llama-tiny": dict(family="llama", n_layer=6, n_embd=64, n_head=4, seq_len=64,
                        vocab_size=64, batch_size=16, lr=1e-3, dataset="synthetic",
