@@ -310,3 +310,21 @@ def test_api_raises_setting_error_naming_the_setting(tmp_path):
     with pytest.raises(SettingError) as error:
         run_benchmark("LayerTying-GPT2-Tiny-v0", {}, ["vanilla"], [0], 0, tmp_path)
     assert error.value.argument == "workers"
+
+
+def test_a_setting_added_since_a_request_was_recorded_reads_as_its_default():
+    """A results folder recorded before a setting existed (neither its request nor its
+    cells name it) keeps its finished cells; a cell that ran another value does not."""
+    from agents.benchmark.cells import differences
+    from agents.runs.result import RunResult
+    from tying_env.presets import ADDED_SETTINGS
+
+    name, default = next(iter(ADDED_SETTINGS.items()))
+    old = {"n_layer": 2}
+    result = RunResult(agent="random", seed=0, env_id="E", env_kwargs=old)
+    assert differences(result, {"env_kwargs": old}) == []
+    assert differences(result, {"env_kwargs": {**old, name: default}}) == []
+    other = "published" if name == "tie_semantics" else 1
+    changed = RunResult(agent="random", seed=0, env_id="E", env_kwargs={**old, name: other})
+    assert differences(changed, {"env_kwargs": old}) == [
+        f"env_kwargs.{name}: {other!r} -> {default!r}"]

@@ -332,8 +332,9 @@ def differences(result: RunResult, expected: Json) -> list[str]:
     for key, want in expected.items():
         got = plain(getattr(result, key))
         if isinstance(want, dict) and isinstance(got, dict):
-            if key == "env_kwargs":  # a setting added since: the result ran with its default
-                got = {**ADDED_SETTINGS, **got}
+            if key == "env_kwargs":  # a setting added since: the result ran (or the
+                # request, recorded before it existed, asked for) its default
+                got, want = {**ADDED_SETTINGS, **got}, {**ADDED_SETTINGS, **want}
             diffs += [f"{key}.{k}: {got.get(k, '(absent)')!r} -> {want.get(k, '(absent)')!r}"
                       for k in sorted(set(got) | set(want))
                       if got.get(k) != want.get(k) and k not in NOT_COMPUTED]
