@@ -12,9 +12,10 @@ missing tag would otherwise hand the students the answers.
 
 Only the standard library is used, so the script runs without Jupyter installed.
 
-The file is also an MkDocs hook (`hooks:` in mkdocs.yml). mkdocs-jupyter turns
-`docs/tutorial.ipynb` into the page `tutorial/`; the hook keeps the notebook file itself on the
-site at `tutorial.ipynb`, as before, and adds the student copy at `tutorial-student.ipynb`.
+The file is also an MkDocs hook (`hooks:` in mkdocs.yml). mkdocs-jupyter turns each course
+notebook (`docs/tutorial.ipynb`, the surrogate lab `docs/surrogate-lab.ipynb`) into a page;
+the hook keeps the notebook file itself on the site under its name, and adds its student copy
+(`tutorial-student.ipynb`, `surrogate-lab-student.ipynb`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
 STUDENT_NAME = "tutorial-student.ipynb"
+# the course notebooks on the site (under docs/), each with the name of its student copy
+SITE_NOTEBOOKS = {"tutorial.ipynb": STUDENT_NAME,
+                  "surrogate-lab.ipynb": "surrogate-lab-student.ipynb"}
 SOLUTION, EXERCISE, STUB = "solution", "exercise", "stub"
 STUB_SOURCE = "# your code here\n"
 
@@ -142,23 +146,24 @@ _generated: tempfile.TemporaryDirectory | None = None
 
 
 def on_files(files: Any, config: Any) -> Any:
-    """Add the student copy of docs/tutorial.ipynb to the site as a plain file."""
+    """Add the student copy of each course notebook (`SITE_NOTEBOOKS`) as a plain file."""
     from mkdocs.structure.files import File
 
     global _generated
     _generated = tempfile.TemporaryDirectory(prefix="student-copy-")
-    write_student_copy(Path(config["docs_dir"]) / "tutorial.ipynb",
-                       Path(_generated.name) / STUDENT_NAME)
-    files.append(File(STUDENT_NAME, _generated.name, config["site_dir"],
-                      config["use_directory_urls"]))
+    for name, student in SITE_NOTEBOOKS.items():
+        write_student_copy(Path(config["docs_dir"]) / name, Path(_generated.name) / student)
+        files.append(File(student, _generated.name, config["site_dir"],
+                          config["use_directory_urls"]))
     return files
 
 
 def on_post_build(config: Any) -> None:
-    """Keep the notebook file at tutorial.ipynb: mkdocs-jupyter made it a page."""
+    """Keep each notebook file at its name: mkdocs-jupyter made it a page."""
     global _generated
-    source = Path(config["docs_dir"]) / "tutorial.ipynb"
-    (Path(config["site_dir"]) / "tutorial.ipynb").write_bytes(source.read_bytes())
+    for name in SITE_NOTEBOOKS:
+        source = Path(config["docs_dir"]) / name
+        (Path(config["site_dir"]) / name).write_bytes(source.read_bytes())
     if _generated is not None:
         _generated.cleanup()
         _generated = None

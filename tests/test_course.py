@@ -37,6 +37,8 @@ from agents.course import grade as grader
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
+LAB = ROOT / "docs" / "surrogate-lab.ipynb"  # lab 2, ungraded: exercises 8 and 9
+LAB_EXERCISES = [8, 9]
 SCRIPT = ROOT / "scripts" / "student_copy.py"
 N_EXERCISES = 7
 NOTEBOOK_TIMEOUT_S = 300  # per cell
@@ -53,8 +55,8 @@ def load_script():
 sc = load_script()
 
 
-def notebook() -> dict:
-    return json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+def notebook(path: Path = NOTEBOOK) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def source(cell: dict) -> str:
@@ -81,6 +83,21 @@ def test_every_exercise_has_a_prompt_and_a_solution() -> None:
     assert all(c["cell_type"] == "code" for c in solutions)
     for number, word in RL_EXERCISES.items():  # the reinforcement-learning exercises
         assert word in source(found[number - 1]).split("\n")[0].lower(), number
+
+
+def test_the_lab_has_a_prompt_and_a_solution_per_exercise() -> None:
+    nb = notebook(LAB)
+    found = prompts(nb)
+    assert [int(re.match(r"### Exercise (\d+):", source(c)).group(1)) for c in found] == (
+        LAB_EXERCISES)
+    sc.check(nb)
+    solutions = [c for c in nb["cells"] if sc.is_solution(c)]
+    assert len(solutions) == len(LAB_EXERCISES)
+    assert all(source(c).startswith("# Solution") for c in solutions)
+    assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    # it trains on the surrogate and checks on the real track's environment
+    text = "\n".join(source(c) for c in nb["cells"])
+    assert '"LayerTying-Surrogate-Deep-v0"' in text and 'get_track("deep")' in text
 
 
 def code_tree(cell: dict) -> ast.Module:
@@ -113,9 +130,10 @@ def solution_only_names(nb: dict) -> set[str]:
     return bound[True] - bound[False]
 
 
-def test_no_cell_depends_on_a_solution() -> None:
+@pytest.mark.parametrize("path", [NOTEBOOK, LAB], ids=["tutorial", "lab"])
+def test_no_cell_depends_on_a_solution(path: Path) -> None:
     """Names bound only in solution cells are not read by any other cell."""
-    nb = notebook()
+    nb = notebook(path)
     loads = [(k, {n.id for n in ast.walk(code_tree(cell))
                   if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)})
              for k, cell in enumerate(nb["cells"])
@@ -209,13 +227,15 @@ def test_mkdocs_hook_puts_both_notebooks_on_the_site(tmp_path: Path) -> None:
     files_module = pytest.importorskip("mkdocs.structure.files")
     site = tmp_path / "site"
     config = {"docs_dir": str(ROOT / "docs"), "site_dir": str(site), "use_directory_urls": True}
-    files = sc.on_files(files_module.Files([]), config)
-    (student,) = files
-    assert student.src_uri == sc.STUDENT_NAME and student.dest_uri == sc.STUDENT_NAME
-    student.copy_file()
+    files = list(sc.on_files(files_module.Files([]), config))
+    assert [f.src_uri for f in files] == [sc.STUDENT_NAME, "surrogate-lab-student.ipynb"]
+    for student in files:
+        assert student.dest_uri == student.src_uri
+        student.copy_file()
     sc.on_post_build(config)
-    assert json.loads((site / sc.STUDENT_NAME).read_text()) == sc.student_copy(notebook())
-    assert (site / "tutorial.ipynb").read_bytes() == NOTEBOOK.read_bytes()
+    for path, student in ((NOTEBOOK, sc.STUDENT_NAME), (LAB, "surrogate-lab-student.ipynb")):
+        assert json.loads((site / student).read_text()) == sc.student_copy(notebook(path))
+        assert (site / path.name).read_bytes() == path.read_bytes()
 
 
 # ------------------------------------------------------------------ running and grading it
@@ -385,3 +405,11 @@ def test_the_real_student_copy_scores_zero(tmp_path: Path) -> None:
                                    env=docs_env(tmp_path / "cache"))
     assert result.failure is None and result.errors == []  # it runs top to bottom
     assert result.points == 0 and result.max_points > 0
+
+
+@pytest.mark.slow
+def test_the_lab_runs_top_to_bottom(tmp_path: Path) -> None:
+    """Lab 2 trains on the surrogate and plays two real episodes (about 10 minutes)."""
+    pytest.importorskip("nbclient", reason="nbclient comes with nbmake (dev extra)")
+    execution = grader.execute(LAB, timeout=900, env=docs_env(tmp_path))
+    assert execution.errors == []

@@ -218,8 +218,23 @@ def render(report: Mapping[str, Any], source: str) -> str:
         f"![real and surrogate validation perplexity per agent]({IMAGES['curves']})", "",
         "## Ranking", "", *ranking_lines(report), "",
         f"![real and surrogate mean returns]({IMAGES['ranks']})", "",
-        "## Speed", "", *speed_lines(report, speed), ""]
+        "## Speed", "", *speed_lines(report, speed), "",
+        *USING]
     return "\n".join(lines)
+
+
+USING = [
+    "## Using it", "",
+    "- **Its own leaderboard section:** `python -m agents.surrogate.board --out "
+    "docs/results/leaderboard/deep-surrogate.json` plays every agent of the track on its "
+    "seeds on the surrogate, with the track's paired statistics; the "
+    "[Leaderboard](leaderboard.md) shows it apart from the real tracks, marks episodes "
+    "outside the logged data invalid, and re-checks its top 3 agents on the real track.",
+    "- **Sim-to-real:** `--train-env LayerTying-Surrogate-Deep-v0` on `train_agent.py`, "
+    "the benchmark and `agents.benchmark.tune` trains (or tunes) on the surrogate and "
+    "evaluates on the real environment ([Quick start](quickstart.md)).",
+    "- **In class:** [Lab 2](surrogate-lab.ipynb) watches an agent learn over hundreds of "
+    "surrogate episodes, then checks the learned policy on the real environment.", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
