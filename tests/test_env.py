@@ -25,7 +25,8 @@ def test_tiny_passes_gymnasium_and_sb3_checkers(cache_dir, action_mode):
     sb3_check_env(make(cache_dir, action_mode=action_mode).unwrapped, warn=True)
 
 
-@pytest.mark.parametrize("action_mode", ["layer", "vector"])
+# vector mode on WikiText-2 (15 s) is slow: the tiny env's checkers cover vector mode
+@pytest.mark.parametrize("action_mode", ["layer", pytest.param("vector", marks=pytest.mark.slow)])
 def test_gpt2_id_on_offline_wikitext_passes_checkers(cache_dir, wikitext_dir, action_mode):
     kwargs = dict(data_dir=str(wikitext_dir), action_mode=action_mode, n_layer=12,
                   steps_per_decision=1, eval_batches=1, batch_size=2, vocab_size=512)
