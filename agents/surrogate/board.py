@@ -112,7 +112,7 @@ def board(env_id: str, command: str, names: Sequence[str] | None = None,
              "env_kwargs": {"model": SURROGATE_IDS[env_id]}, "seeds": seeds,
              "agents": chosen, "label": f"{real.name}-surrogate/v{real.version}",
              "surrogate_of": real.name,
-             "description": f"the `{real.name}` track emulated by the surrogate `{env_id}` "
+             "description": f"The `{real.name}` track emulated by the surrogate `{env_id}` "
                             f"(the same agents, seeds and objective; {real.description})"}
     reference, hypothesis = judged_by(real.to_json())
     table = aggregate(cells, chosen)
