@@ -313,3 +313,14 @@ def test_the_leaderboard_shows_a_v2_track_first_with_its_paired_statistics():
     assert "- Which agent learns (beats its random agent)? `learner`, `plain`, `static`, " \
            "`tier`" in page
     assert "met by `tier`" in page
+
+
+def test_intervals_over_too_few_seeds_are_marked_on_the_page():
+    from agents.benchmark.paired_page import _few_seeds, _interval
+
+    few = {"value": 0.5, "low": 0.1, "high": 0.9, "n": 3}
+    assert _interval(few, 2) == "0.50 [0.10, 0.90] (n=3)"
+    assert _interval({**few, "n": 10}, 2) == "0.50 [0.10, 0.90]"
+    assert _interval({**few, "n": 1, "low": 0.5, "high": 0.5}, 2) == "0.50 [0.50, 0.50]"
+    assert _few_seeds({"a": {"difference": few}}, {"scores": {"b": {**few, "n": 4}}}) == [3, 4]
+    assert _few_seeds({"a": {"difference": {**few, "n": 6}}}) == []

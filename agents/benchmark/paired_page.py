@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.benchmark.report import fmt, track_of
+from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT
 
 Json = dict[str, Any]
 # an agent's action semantics, told by its random agent of the same semantics
@@ -22,13 +23,29 @@ VERDICT_WORDS = {"better": "yes", "worse": "no (worse)", "no difference": "no", 
 
 
 def _interval(estimate: Json | None, digits: int) -> str:
-    """`value [low, high] (confidence)` of a paired estimate; `—` without one."""
+    """`value [low, high]` of a paired estimate, `(n=K)` after it when it rests on fewer
+    than `MIN_SEEDS_FOR_VERDICT` seeds; `—` without one."""
     if not estimate or estimate.get("value") is None:
         return "—"
     text = f"{fmt(estimate['value'], digits)}"
     if estimate.get("low") is not None:
         text += f" [{fmt(estimate['low'], digits)}, {fmt(estimate['high'], digits)}]"
+    n = estimate.get("n")
+    if isinstance(n, int) and 1 < n < MIN_SEEDS_FOR_VERDICT:
+        text += f" (n={n})"
     return text
+
+
+def _few_seeds(*blocks: Json | None) -> list[int]:
+    """The seed counts below `MIN_SEEDS_FOR_VERDICT` among the estimates of `blocks`."""
+    counts = set()
+    for block in blocks:
+        for row in (block or {}).values():
+            for estimate in (row or {}).values() if isinstance(row, dict) else ():
+                n = estimate.get("n") if isinstance(estimate, dict) else None
+                if isinstance(n, int) and 1 < n < MIN_SEEDS_FOR_VERDICT:
+                    counts.add(n)
+    return sorted(counts)
 
 
 def _answer(row: Json | None) -> str:
@@ -98,6 +115,13 @@ def paired_section(meta: Json) -> list[str]:
             f" | {fmt(_mean(row, 'final_val_ppl'), 3)} | "
             f"{fmt(_mean(row, 'trainable_fraction'), 3)} | {len(row.get('seeds') or [])} |")
     lines.append("")
+    few = _few_seeds(comparisons, learns, static, {"scores": scores})
+    if few:
+        lines += [f"**Too few seeds for the intervals marked (n=K).** A bootstrap over "
+                  f"{' or '.join(map(str, few))} per-seed values is too narrow to trust, and "
+                  f"the signed-rank test cannot reject with fewer than 6 (its smallest exact "
+                  f"two-sided p is 0.125 at n = 4): read those intervals as orientation, and "
+                  f"the verdicts, not the intervals, as the answer.", ""]
     claim = paired.get("hypothesis")
     if claim:
         meeting = ", ".join(f"`{a}`" for a in claim["meeting"]) or "no agent"
