@@ -226,3 +226,17 @@ def test_model_card_of_a_diverged_run():
                       has_tokenizer=False, n_positions=8)
     assert card.count("not finite") == 2 and "Training diverged" in card
     assert "layers [1, 2] are tied" in card and "load_compact" not in card
+
+
+def test_model_card_shows_the_hyperparameters_the_agent_was_built_with():
+    """The values a hyperparameter file gave (not only the run's own agent_kwargs)."""
+    result = RunResult(agent="qlearning", env_id="E", seed=0, agent_kwargs={"gamma": 0.5},
+                       env_kwargs={"dataset": "synthetic"}, tie_map=[0, 1])
+    card = model_card(result, folder="run/model", compact=None, tokenizer_note="none",
+                      has_tokenizer=False, n_positions=8,
+                      hyperparameters={"lr": 0.001, "gamma": 0.5})
+    assert '| agent settings | `{"gamma": 0.5}` |' in card
+    assert '| agent hyperparameters (as built) | `{"lr": 0.001, "gamma": 0.5}` |' in card
+    bare = model_card(result, folder="run/model", compact=None, tokenizer_note="none",
+                      has_tokenizer=False, n_positions=8)
+    assert "as built" not in bare

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ def _ppl(value: Any) -> str:
 
 def model_card(result: RunResult, *, folder: str | Path, compact: str | Path | None,
                tokenizer_note: str, has_tokenizer: bool, n_positions: int | None,
-               family: str = "gpt2") -> str:
+               family: str = "gpt2", hyperparameters: Mapping[str, Any] | None = None) -> str:
     """The `README.md` of a run's `model/` folder, from the run's result.
 
     It names the agent, seed, environment id and settings, the tie map, the final
@@ -42,7 +43,9 @@ def model_card(result: RunResult, *, folder: str | Path, compact: str | Path | N
     the untied copy of a tied model and how the compact folder relates to it; says how to
     load it (text generation when there is a tokenizer, token ids otherwise, as for the
     synthetic corpus); and gives the license and the method's citation. `folder` and
-    `compact` are the paths the loading examples use.
+    `compact` are the paths the loading examples use; `hyperparameters`, when given, are
+    the values the agent was built with (its hyperparameter file's, then the run's
+    `agent_kwargs` on top), shown beside the settings the run named.
     """
     env = dict(result.env_kwargs)
     ties = list(result.tie_map or [])
@@ -81,6 +84,8 @@ def model_card(result: RunResult, *, folder: str | Path, compact: str | Path | N
         "|---|---|",
         f"| agent | `{result.agent}` |",
         f"| agent settings | `{json.dumps(result.agent_kwargs)}` |",
+        *([f"| agent hyperparameters (as built) | `{json.dumps(dict(hyperparameters))}` |"]
+          if hyperparameters is not None else []),
         f"| seed | {result.seed} |",
         f"| environment id | `{result.env_id}` |",
         f"| dataset, tokenizer | `{dataset}`, "

@@ -232,7 +232,8 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
                           tokenizer_note=note, has_tokenizer=tokenizer is not None,
                           n_positions=getattr(env.model.config, "max_position_embeddings",
                                               None),
-                          family=env.model.family.name)
+                          family=env.model.family.name,
+                          hyperparameters=spec.agent_hyperparameters())
         save_expanded(env.model, out / "model", tokenizer=tokenizer, card=card)
     save_compact(env.model, out / "compact")
     agent.save(out / "agent")
