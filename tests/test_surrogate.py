@@ -368,7 +368,7 @@ def test_the_surrogate_section_stands_apart_and_rechecks_its_top_agents(surrogat
     text = "\n".join(surrogate_lines(meta, [real]))
     assert "**Emulated, not trained.**" in text and "| `random` |" in text
     # random is the only scored agent on this small board: 1st there, 3rd of 3 for real
-    assert "| `random` | 0.00 [0.00, 0.00] | 1 | 0.00 [0.00, 0.00] | 3 |" in text
+    assert "| `random` | 0.00 [0.00, 0.00] (n=3) | 1 | 0.00 [0.00, 0.00] | 3 |" in text
     assert "1 of the surrogate's top 3 are in the real track's top 3 (3 agents" in text
     assert "not re-checked" in "\n".join(surrogate_lines(meta, []))
     page = render([meta], "python -m agents.benchmark.leaderboard X --out Y", {})
