@@ -24,7 +24,6 @@ The whole board's wall time is printed when it ends and recorded in the file
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -35,15 +34,13 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from gymnasium.wrappers import RecordEpisodeStatistics
 
-import agents
-from agents.base import OneEpisode
 from agents.benchmark.paired import paired_statistics
 from agents.benchmark.report import aggregate, code_version
 from agents.benchmark.tracks import get as get_track
 from agents.benchmark.tracks import judged_by
 from agents.runs.result import RunResult
+from agents.surrogate.validate import play
 from tying_env import SURROGATE_IDS
 from tying_env.errors import SettingError
 from tying_env.files import write_json
@@ -66,30 +63,22 @@ def emulated_track(env_id: str) -> str:
 
 
 def play_cell(env_id: str, agent: str, seed: int) -> Json:
-    """One online episode of `agent` on the surrogate from `reset(seed=seed)`: a cell of
-    the benchmark's results format."""
-    env = gym.make(env_id, **agents.env_settings(agent))
-    recorded = RecordEpisodeStatistics(env)
-    player = agents.make(agent, OneEpisode(recorded), seed=seed)
-    start = time.perf_counter()
-    player.run()
-    seconds = time.perf_counter() - start
-    base = env.unwrapped
-    ood = base.ood_steps / max(base.decision, 1)
+    """One online episode of `agent` on the surrogate from `reset(seed=seed)`
+    (`agents.surrogate.validate.play`): a cell of the benchmark's results format."""
+    (row,) = play(SURROGATE_IDS[env_id], agent, [seed])
+    ood = row["ood_steps"] / max(row["decisions"], 1)
     result = RunResult(
-        agent=agent, seed=seed, env_id=env_id, env_kwargs=base.cfg.to_dict(),
-        protocol="online", device="cpu", final_val_ppl=math.exp(base.val_loss),
-        final_test_ppl=None, optimal_ppl=base.optimal_ppl,
-        last_val_ppl=math.exp(base.val_loss), trainable_fraction=base.trainable_fraction,
-        tie_map=[int(t) for t in base.ties], decisions=base.decision, budget=base.budget,
-        all_decisions=True, diverged=False, wall_seconds=seconds, total_seconds=seconds,
+        agent=agent, seed=seed, env_id=env_id, env_kwargs=row["env_kwargs"],
+        protocol="online", device="cpu", final_val_ppl=row["last_val_ppl"],
+        final_test_ppl=None, optimal_ppl=row["optimal_ppl"], last_val_ppl=row["last_val_ppl"],
+        trainable_fraction=row["trainable_fraction"], tie_map=row["tie_map"],
+        decisions=row["decisions"], budget=row["budget"], all_decisions=True, diverged=False,
+        wall_seconds=row["seconds"], total_seconds=row["seconds"],
         notes=[f"emulated by the surrogate {env_id}: {ood:.1%} of the decisions outside "
                "the logged data"])
-    env.close()
     return {"name": f"{agent}-s{seed}", "agent": agent, "seed": seed, "status": "finished",
             "path": None, "result": result.to_json(), "failure": None,
-            "episode_return": float(recorded.return_queue[-1]), "ood_share": ood,
-            "invalid": ood > MAX_OOD_SHARE}
+            "episode_return": row["return"], "ood_share": ood, "invalid": ood > MAX_OOD_SHARE}
 
 
 def board(env_id: str, command: str, names: Sequence[str] | None = None,

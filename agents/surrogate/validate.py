@@ -98,9 +98,10 @@ class LossTrace(gym.Wrapper):
         return out
 
 
-def play(ensemble_path: Path, agent: str, seeds: Sequence[int]) -> list[Json]:
-    """`agent` on the surrogate, one episode per seed: return, last ppl, fraction, time,
-    and the validation loss after each decision."""
+def play(ensemble_path: str | Path, agent: str, seeds: Sequence[int]) -> list[Json]:
+    """`agent` on the surrogate (a fitted model's path, or a shipped model's name), one
+    online episode per seed: return, last ppl, fraction, tie map, time, the validation
+    loss after each decision, and the env's settings, budget and optimal perplexity."""
     out = []
     for seed in seeds:
         env = SurrogateEnv(ensemble_path,
@@ -113,6 +114,8 @@ def play(ensemble_path: Path, agent: str, seeds: Sequence[int]) -> list[Json]:
         out.append({"seed": seed, "return": float(recorded.return_queue[-1]),
                     "last_val_ppl": math.exp(env.val_loss),
                     "trainable_fraction": env.trainable_fraction,
+                    "tie_map": [int(t) for t in env.ties], "env_kwargs": env.cfg.to_dict(),
+                    "budget": env.budget, "optimal_ppl": env.optimal_ppl,
                     "ood_steps": env.ood_steps, "decisions": env.decision,
                     "seconds": time.perf_counter() - start, "losses": trace.losses})
     return out
