@@ -230,6 +230,8 @@ class RandomAgent(Agent):
         space = self.env.action_space
         if isinstance(space, gym.spaces.MultiDiscrete):
             return self.rng.integers(space.nvec)
+        if "layer" in info:  # the env it plays says which layer it decides (0..i are valid)
+            return int(self.rng.choice(np.arange(int(info["layer"]) + 1)))
         masks = self.env.get_wrapper_attr("action_masks")()
         return int(self.rng.choice(np.flatnonzero(masks)))
 

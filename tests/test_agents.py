@@ -280,6 +280,15 @@ def test_random_agent_uses_the_masks_and_its_seed(make_env):
     assert play(0) != play(1)
 
 
+def test_random_agent_takes_its_choices_from_the_env_it_plays(make_env):
+    """Built on one env, it follows the layer the played env's `info` names (sim-to-real)."""
+    built = make_env(n_layer=6, max_sweeps=3)
+    built.reset(seed=0)  # at layer 1: only choices 0 and 1 are valid there
+    agent = agents.make("random", built, seed=0)
+    draws = {agent.act(np.zeros(1), {"layer": 4}) for _ in range(200)}
+    assert draws == {0, 1, 2, 3, 4}
+
+
 # ------------------------------------------------------------------ static baselines
 TABLES: dict[tuple[str, int, int | None], tuple[int, ...]] = {
     # L = 6, default n_unique = max(1, 6 // 4) = 1
