@@ -324,3 +324,13 @@ def test_intervals_over_too_few_seeds_are_marked_on_the_page():
     assert _interval({**few, "n": 1, "low": 0.5, "high": 0.5}, 2) == "0.50 [0.50, 0.50]"
     assert _few_seeds({"a": {"difference": few}}, {"scores": {"b": {**few, "n": 4}}}) == [3, 4]
     assert _few_seeds({"a": {"difference": {**few, "n": 6}}}) == []
+
+
+def test_the_learns_column_names_what_a_row_without_a_verdict_is():
+    from agents.benchmark.paired_page import _learns_cell
+
+    random_for = {"dqn": "random-unmasked", "qlearning": "random"}
+    assert _learns_cell("random", None, random_for) == "(a random agent)"
+    assert _learns_cell("static-4", None, random_for) == "(a schedule)"
+    assert _learns_cell("dqn", None, random_for) == "—"  # its random agent has no cells
+    assert _learns_cell("dqn", {"verdict": "better", "p": 0.01}, random_for).startswith("yes")

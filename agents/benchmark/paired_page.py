@@ -10,7 +10,7 @@ hypothesis as an equivalence test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.benchmark.report import fmt, track_of
@@ -34,6 +34,17 @@ def _interval(estimate: Json | None, digits: int) -> str:
     if isinstance(n, int) and 1 < n < MIN_SEEDS_FOR_VERDICT:
         text += f" (n={n})"
     return text
+
+
+def _learns_cell(agent: str, random_row: Json | None, random_for: Mapping[str, str]) -> str:
+    """The *learns?* cell: the verdict against the agent's random agent, or what it is."""
+    if random_row:
+        return _answer(random_row)
+    if agent in random_for:
+        return "—"  # its random agent has no cells on these seeds
+    if agent in random_for.values():
+        return "(a random agent)"
+    return "(a schedule)"
 
 
 def _few_seeds(*blocks: Json | None) -> list[int]:
@@ -110,7 +121,7 @@ def paired_section(meta: Json) -> list[str]:
         lines.append(
             f"| `{agent}` | {SEMANTICS.get(random_for.get(agent), 'fixed')} | "
             f"{_interval(scores.get(agent), 2)} | {difference}"
-            f" | {_answer(random_row) if random_row else '(a random agent)'}"
+            f" | {_learns_cell(agent, random_row, random_for)}"
             f" | {_answer(static.get(agent)) if agent != best else '(the best static)'}"
             f" | {fmt(_mean(row, 'final_val_ppl'), 3)} | "
             f"{fmt(_mean(row, 'trainable_fraction'), 3)} | {len(row.get('seeds') or [])} |")
