@@ -25,7 +25,13 @@ from tying_env.data.corpus import Corpus, load_corpus
 from tying_env.data.images import ImageSet, load_images
 from tying_env.errors import SettingError, SettingTypeError
 from tying_env.models import PublishedModel, TiedModel, get_family
-from tying_env.presets import ADDED_SETTINGS, FAMILY_DATA, EnvConfig, make_config
+from tying_env.presets import (
+    ADDED_SETTINGS,
+    FAMILY_DATA,
+    EnvConfig,
+    make_config,
+    resolve_device,
+)
 from tying_env.training import Evaluation, TrainingRun, model_config, split_windows, spread_windows
 
 ENV_STATE_FORMAT = "layer-tying-gym/env-state-v3"
@@ -198,9 +204,7 @@ class LayerTyingEnv(gym.Env):
                                                 "(str or Path) or None")
         self.render_mode = render_mode
         cfg = self.cfg
-        self.device = torch.device(
-            cfg.device if cfg.device.startswith("cuda")
-            else "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(cfg.device)
         self.family = get_family(cfg.family)
         if FAMILY_DATA[cfg.family] == "images":
             self.corpus: Corpus | ImageSet = load_images(cfg.dataset, data_dir=cfg.data_dir,

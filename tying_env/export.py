@@ -339,3 +339,20 @@ def run_tokenizer(model: TiedModel, corpus: Corpus, cfg: EnvConfig,
         note += (f" The model's `[MASK]` token is id {model.task.mask_id}, the last row of its "
                  "embedding, which this tokenizer does not know: put the id in by hand.")
     return hf_tok, note
+
+
+@contextlib.contextmanager
+def quiet_hf() -> Iterator[None]:
+    """Hugging Face's warnings and progress bars hidden, for code whose result or its own
+    progress bar reports what they would say (the export, the fine-tune)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

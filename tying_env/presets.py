@@ -375,6 +375,16 @@ def check_device(device: Any) -> None:
                                          f"'cuda', 'cuda:0' to 'cuda:{count - 1}'")
 
 
+def resolve_device(device: str) -> Any:
+    """The `torch.device` a checked `device` setting names: `auto` is CUDA where there is
+    a GPU, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SettingTypeError(name, f"{name}={value!r} must be an int >= {low}")

@@ -31,12 +31,10 @@ A run that diverges is not an error: it ends early and says so in `result.json`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
@@ -221,11 +219,11 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
     own format, which pickles, for interoperability only); other agents print a note and
     write no zip.
     """
-    from tying_env.export import run_tokenizer, save_compact, save_expanded
+    from tying_env.export import quiet_hf, run_tokenizer, save_compact, save_expanded
 
     assert env.model is not None
     out = spec.folder
-    with _quiet_hf():
+    with quiet_hf():
         tokenizer, note = run_tokenizer(env.model, env.corpus, env.cfg,
                                         spec.make_kwargs.get("cache_dir"))
         card = model_card(result, folder=out / "model", compact=out / "compact",
@@ -255,17 +253,3 @@ def save_outputs(spec: RunSpec, env: LayerTyingEnv, recorder: RunLog, agent: Age
     files = ["log.jsonl", "tb", "model", "compact", "agent", "tie_map.png", "curves.png"]
     tracked = tracking.FOLDERS.get(spec.tracker or "")  # where the tracker wrote, if here
     return [*files, tracked] if tracked is not None and (out / tracked).is_dir() else files
-
-
-@contextlib.contextmanager
-def _quiet_hf() -> Iterator[None]:
-    """Hide Hugging Face's own progress bars (ours is the one that matters)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()

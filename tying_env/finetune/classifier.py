@@ -30,10 +30,8 @@ token between them (none for `"ids"`); the longer text is cut first to fit
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +87,7 @@ def load_classifier(path: str | Path, n_labels: int, ties: str | None = None) ->
     defaults to `"keep"` for a compact folder and `"untie"` for an HF one."""
     from transformers import AutoConfig
 
-    from tying_env.export import COMPACT_FORMAT, load_compact
+    from tying_env.export import COMPACT_FORMAT, load_compact, quiet_hf
 
     folder = model_folder(path)
     try:
@@ -129,22 +127,6 @@ def load_classifier(path: str | Path, n_labels: int, ties: str | None = None) ->
         _keep_ties(model, tie_map, tie_mode)
     return Classifier(model, model.config.model_type, "compact" if compact else "hf", ties,
                       tie_map, tie_mode, untied, new)
-
-
-@contextlib.contextmanager
-def quiet_hf() -> Iterator[None]:
-    """Hugging Face's warnings and progress bars hidden (what they say is in the result)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def model_folder(path: str | Path) -> Path:

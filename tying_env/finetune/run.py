@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from tying_env.errors import SettingError
+from tying_env.export import quiet_hf
 from tying_env.files import write_json, write_text
 from tying_env.finetune.classifier import (
     Classifier,
     load_classifier,
     load_tokenizer,
-    quiet_hf,
 )
 from tying_env.finetune.glue import (
     Examples,
@@ -112,7 +112,7 @@ def _positive_int(name: str, value: Any, low: int = 1) -> None:
 
 def finetune(settings: FinetuneSettings) -> dict[str, Any]:
     """Run `settings` (see the module docstring); returns what `finetune.json` holds."""
-    from tying_env.presets import check_device
+    from tying_env.presets import check_device, resolve_device
 
     settings.check()
     check_device(settings.device)
@@ -137,7 +137,7 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
         train_ids, train_cut = encoder.encode(train, max_length)
         dev_ids, dev_cut = encoder.encode(dev, max_length)
 
-    device = torch.device(_device(settings.device))
+    device = resolve_device(settings.device)
     clf.model.to(device)
     history = _train(clf, settings, train_ids, train.labels, dev_ids, dev.labels, task,
                      encoder.pad_id, device)
@@ -192,12 +192,6 @@ def _context(config: Any) -> int:
             return int(getattr(config, name))
     raise SettingError("model", f"the model's config ({config.model_type}) names no context "
                                 "length (n_positions or max_position_embeddings)")
-
-
-def _device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _batches(ids: list[list[int]], labels: list[int], order: np.ndarray, size: int, pad: int,
