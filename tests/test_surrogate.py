@@ -178,6 +178,29 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
     assert "| vanilla |" not in page and "| `vanilla` |" in page
 
 
+def test_one_step_error_by_hand_split_by_whether_the_tie_map_changed():
+    from agents.surrogate.transitions import Transitions
+    from agents.surrogate.validate import one_step
+    from tying_env.surrogate.model import FEATURES
+
+    x = np.zeros((4, len(FEATURES)))
+    x[:2, FEATURES.index("changed")] = 1.0
+    held_out = Transitions(x, np.array([0.3, -0.3, 0.1, 0.0]), np.zeros(4, int), [{}])
+
+    class Ensemble:  # one member predicting 0 with variance 0.01 (sd 0.1)
+        def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return np.zeros((1, len(rows))), np.full((1, len(rows)), 0.01)
+
+    report = one_step(Ensemble(), held_out, {"train_noise_std": 0.1})
+    changed, kept = report["by_change"]["changed"], report["by_change"]["kept"]
+    assert changed["decisions"] == 2 and math.isclose(changed["rmse"], 0.3)
+    assert kept["decisions"] == 2 and math.isclose(kept["rmse"], math.sqrt(0.005))
+    assert changed["within_replicate"] is False and kept["within_replicate"] is True
+    # intervals: 50% is +-0.067, 90% is +-0.164 around 0
+    assert kept["coverage_50"] == 0.5 and kept["coverage_90"] == 1.0
+    assert changed["coverage_90"] == 0.0
+
+
 def test_ranking_statistics_by_hand():
     from agents.surrogate.validate import halves_tau, rank_of, ranking
 

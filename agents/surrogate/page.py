@@ -42,8 +42,11 @@ def _f(value: Any, digits: int = 4) -> str:
 
 
 def one_step_lines(one: Mapping[str, Any]) -> list[str]:
-    rows = [("all held-out decisions", one), *((f"phase {p}", v) for p, v in
-                                               (one.get("phases") or {}).items())]
+    change = one.get("by_change") or {}
+    rows = [("all held-out decisions", one),
+            *((name, change[key]) for key, name in (("changed", "that change the tie map"),
+                                                    ("kept", "that keep it")) if key in change),
+            *((f"phase {p}", v) for p, v in (one.get("phases") or {}).items())]
     lines = ["| decisions | n | RMSE of the reward | two real replicates | within? | "
              "50% interval covers | 90% interval covers |", "|---|---|---|---|---|---|---|"]
     for name, row in rows:

@@ -50,7 +50,7 @@ from agents.surrogate.fit import FitSettings, fit
 from agents.surrogate.transitions import Transitions
 from tying_env.files import read_json, write_json
 from tying_env.surrogate.env import SurrogateEnv
-from tying_env.surrogate.model import Ensemble
+from tying_env.surrogate.model import FEATURES, Ensemble
 
 Json = dict[str, Any]
 PHASE_WIDTH = 0.05  # decisions within this share of the episode count at a noise phase
@@ -58,8 +58,9 @@ PHASE_WIDTH = 0.05  # decisions within this share of the episode count at a nois
 
 def one_step(ensemble: Ensemble, held_out: Transitions, noise: Json) -> Json:
     """Prediction error and interval coverage of `ensemble` on `held_out` decisions,
-    overall and at the phases where the track's replicate noise was measured (decisions
-    within `PHASE_WIDTH` of each phase's share of the episode)."""
+    overall, for the decisions that change the tie map and those that keep it, and at the
+    phases where the track's replicate noise was measured (decisions within `PHASE_WIDTH`
+    of each phase's share of the episode)."""
     if not len(held_out.delta):
         return {"decisions": 0, "phases": {}}
     means, variances = ensemble.predict(held_out.x)
@@ -79,6 +80,9 @@ def one_step(ensemble: Ensemble, held_out: Transitions, noise: Json) -> Json:
                    if rows.any() else None for q in (0.5, 0.9)}}
 
     out = summary(np.ones(len(error), bool), noise.get("train_noise_std"))
+    changed = held_out.x[:, FEATURES.index("changed")] > 0.5
+    out["by_change"] = {"changed": summary(changed, noise.get("train_noise_std")),
+                        "kept": summary(~changed, noise.get("train_noise_std"))}
     out["phases"] = {phase: summary(np.abs(progress - float(phase)) <= PHASE_WIDTH,
                                     row.get("train_noise_std"))
                      for phase, row in (noise.get("per_phase") or {}).items()}
