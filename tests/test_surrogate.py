@@ -169,6 +169,9 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
     assert set(report["left_out"]) == {"qlearning", "random", "static"}
     assert report["left_out"]["static"]["ranks"]["vanilla"]["real"] in (1, 2, 3)
     assert report["speed"]["speedup"] > 1 and report["speed"]["real_decisions"] == 22
+    versus = report["reference_vs_random"]
+    assert (versus["reference"], versus["random"]) == ("qlearning", "random")
+    assert versus["real"]["pairs"] == 1 and versus["real"]["p"] is None and versus["met"]
     # the page states each check's verdict; one seed per agent: no seed sd, no decided pair
     from agents.surrogate.page import render
 
@@ -176,6 +179,8 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
     assert "Every agent within one real seed standard deviation: not measurable." in page
     assert "Pairs the real runs decide (95% intervals apart): 0;" in page
     assert "| vanilla |" not in page and "| `vanilla` |" in page
+    assert "The surrogate says it beats random only if the real track does: met." in page
+    assert "Every family left out fairly:" in page
 
 
 def test_one_step_error_by_hand_split_by_whether_the_tie_map_changed():
@@ -199,6 +204,19 @@ def test_one_step_error_by_hand_split_by_whether_the_tie_map_changed():
     # intervals: 50% is +-0.067, 90% is +-0.164 around 0
     assert kept["coverage_50"] == 0.5 and kept["coverage_90"] == 1.0
     assert changed["coverage_90"] == 0.0
+
+
+def test_beats_is_a_paired_one_sided_signed_rank_test():
+    from agents.surrogate.validate import beats
+
+    better = {s: 1.0 + 0.1 * s for s in range(8)}
+    worse = {s: 0.5 for s in range(8)}
+    found = beats(better, worse)
+    # 8 positive differences: the smallest exact one-sided p, 1 / 2^8
+    assert found["beats"] and math.isclose(found["p"], 1 / 256)
+    assert math.isclose(found["mean_difference"], 0.85) and found["pairs"] == 8
+    assert not beats(worse, better)["beats"]
+    assert beats({0: 1.0, 9: 2.0}, {0: 0.0})["pairs"] == 1  # only shared seeds pair
 
 
 def test_ranking_statistics_by_hand():

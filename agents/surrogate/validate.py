@@ -176,6 +176,39 @@ def ranking(real: dict[str, list[float]], surrogate: dict[str, float]) -> Json:
             "decided_agreement": agree / decided if decided else None}
 
 
+def beats(first: dict[int, float], second: dict[int, float], alpha: float = 0.05) -> Json:
+    """Whether `first` beats `second` (returns per seed, paired on the seeds both have):
+    the mean difference and a one-sided Wilcoxon signed-rank p (None under 2 pairs)."""
+    shared = sorted(set(first) & set(second))
+    diffs = [first[s] - second[s] for s in shared]
+    p = (float(stats.wilcoxon(diffs, alternative="greater").pvalue)
+         if len(diffs) > 1 and any(diffs) else None)
+    return {"pairs": len(diffs), "mean_difference": float(np.mean(diffs)) if diffs else None,
+            "p": p, "beats": p is not None and p < alpha}
+
+
+def reference_versus_random(track: str, real: dict[str, list[Json]],
+                            played: dict[str, list[Json]]) -> Json | None:
+    """Does the track's reference agent (the paper's Q-learner) beat its random agent, for
+    real and on the surrogate? The surrogate must not say yes unless the real track does."""
+    from agents.benchmark.tracks import get
+
+    settings = get(track)
+    reference = settings.reference_agent
+    random = (settings.random_for or {}).get(reference, "random")
+    if not {reference, random} <= set(real) & set(played):
+        return None
+
+    def by_seed(rows: list[Json]) -> dict[int, float]:
+        return {int(r["seed"]): float(r["return"]) for r in rows}
+
+    real_test = beats(by_seed(real[reference]), by_seed(real[random]))
+    surrogate_test = beats(by_seed(played[reference]), by_seed(played[random]))
+    return {"reference": reference, "random": random, "real": real_test,
+            "surrogate": surrogate_test,
+            "met": not surrogate_test["beats"] or real_test["beats"]}
+
+
 def halves_tau(real: dict[str, list[Json]]) -> float | None:
     """Kendall's tau_b between the agents' mean returns on two halves of the real seeds."""
     seeds = sorted({r["seed"] for rows in real.values() for r in rows})
@@ -243,6 +276,7 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
     real_returns = {a: [r["return"] for r in real[a]] for a in real}
     surrogate_returns = {a: v["surrogate_return"] for a, v in per_agent.items()}
     report["ranking"] = ranking(real_returns, surrogate_returns)
+    report["reference_vs_random"] = reference_versus_random(track, real, played)
     report["track_seconds"] = float(sum(r["seconds"] for rows in played.values() for r in rows))
     report["speed"] = speed(track, work / "all", cache_dir)
     if leave_out:
