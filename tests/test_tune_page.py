@@ -1,0 +1,61 @@
+"""The equal-tuning page: built from tuning records and sim-to-real results files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.benchmark.tune_page import main
+
+
+def record(agent: str, trials: int = 4) -> dict:
+    return {"agent": agent, "track": "deep/v1", "env": "LayerTying-Surrogate-Deep-v0",
+            "budget": {"trials": trials, "train_episodes": 20, "validation_episodes": 2},
+            "sampler": {"name": "TPESampler", "seed": 0},
+            "trials": [{"number": k, "values": {"lr": 0.001 * (k + 1)}, "score": 1.0 + k / 10}
+                       for k in range(trials)],
+            "best": {"number": trials - 1, "values": {"lr": 0.001 * trials},
+                     "score": 1.0 + (trials - 1) / 10}, "seconds": 12.0}
+
+
+def cell(agent: str, returns: list[float], agent_kwargs: dict | None = None) -> dict:
+    episodes = [{"seed": 1_000_000 + k, "return": r, "final_val_ppl": 10.0,
+                 "trainable_fraction": 0.5} for k, r in enumerate(returns)]
+    return {"status": "finished", "result": {
+        "agent": agent, "env_id": "LayerTying-GPT2-Tiny-v0", "agent_kwargs": agent_kwargs or {},
+        "train_env_id": "LayerTying-Surrogate-Deep-v0", "train_episodes": 20,
+        "eval": episodes}}
+
+
+def test_the_page_pairs_each_agent_with_random_by_test_seed(tmp_path: Path):
+    files = {"q.json": record("qlearning"), "d.json": record("dqn"),
+             "real.json": {"cells": [cell("random", [1.0, 2.0]),
+                                     cell("qlearning", [1.5, 2.1], {"lr": 0.004}),
+                                     cell("dqn", [0.5, 1.0])]}}
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    out = tmp_path / "tuning.md"
+    main([str(tmp_path / "q.json"), str(tmp_path / "d.json"), "--sim-to-real",
+          str(tmp_path / "real.json"), "--out", str(out)])
+    page = out.read_text()
+    assert "with the same budget for every agent" in page
+    assert "| `qlearning` | `LayerTying-Surrogate-Deep-v0` | 4 x 20 (+ 2) |" in page
+    assert "1.000 / 1.150 / 1.300" in page  # trial scores: min / median / max
+    tuned = next(line for line in page.splitlines() if line.startswith("| `qlearning` (tuned)"))
+    assert "| 0.3000 |" in tuned  # (0.5 + 0.1) / 2 above random on the same seeds
+    untuned = next(line for line in page.splitlines() if line.startswith("| `dqn` (defaults)"))
+    assert "| -0.7500 |" in untuned
+    assert "| `random` (defaults) | — (does not learn) |" in page
+
+
+def test_unequal_budgets_are_said_and_a_foreign_file_is_refused(tmp_path: Path):
+    (tmp_path / "a.json").write_text(json.dumps(record("qlearning", trials=4)))
+    (tmp_path / "b.json").write_text(json.dumps(record("dqn", trials=8)))
+    out = tmp_path / "tuning.md"
+    main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)])
+    assert "**budgets differ between agents**" in out.read_text()
+    (tmp_path / "c.json").write_text(json.dumps({"cells": []}))
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "c.json"), "--out", str(out)])
