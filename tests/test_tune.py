@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import agents
+import tying_env
 from agents.base import check_hyperparameters
 from agents.benchmark import tracks, tune
 from agents.runs.protocol import eval_seed, train_seed
@@ -59,7 +60,7 @@ def test_tune_writes_trials_and_best_deterministically(quick: tracks.Track, tmp_
     assert len(doc["trials"]) == 2 and doc["best"]["values"].keys() == {"exploration"}
     assert doc["budget"] == {"trials": 2, "train_episodes": 1, "validation_episodes": 2}
     assert doc["sampler"] == {"name": "TPESampler", "seed": 3}
-    assert doc["test_seeds_used"] is False
+    assert doc["test_seeds_used"] is False and doc["env_model"] is None  # not a surrogate
     assert doc["seeds"]["train"] == [train_seed(tune.TUNE_SEED, 0)]
     assert doc["best"]["score"] == max(t["score"] for t in doc["trials"])
     second = tune.main([*argv, "--out", str(tmp_path / "b.json")])
@@ -80,6 +81,9 @@ def test_tuning_runs_on_the_tracks_surrogate(tmp_path: Path) -> None:
                        "--episodes", "1", "--train-env", "LayerTying-Surrogate-Deep-v0",
                        "--threads", "1", "--out", str(tmp_path / "b.json")])
     assert record["env"] == "LayerTying-Surrogate-Deep-v0" and len(record["trials"]) == 2
+    shipped = json.loads((Path(tying_env.__file__).parent / "surrogate" / "deep-v1.json")
+                         .read_text())
+    assert record["env_model"] == shipped["data_sha256"]  # the model it tuned on
     assert record["trials"] == again["trials"]
     assert all(math.isfinite(t["score"]) for t in record["trials"])
     with pytest.raises(SettingError, match="does not emulate"):

@@ -18,7 +18,8 @@ seeds. The default budget, the same for every learning agent: `DEFAULT_TRIALS` t
 `DEFAULT_EPISODES` training episodes (plus the validation episodes).
 
 The output JSON (written atomically; an existing file is refused without `--overwrite`)
-records the track's label, the agent, the budget, the sampler seed, every trial's values
+records the track's label, the agent, the environment tuned on (with a surrogate's data
+hash, `env_model`), the budget, the sampler seed, every trial's values
 and score, the best values, the seeds used and that no test seed was used.
 """
 
@@ -149,6 +150,22 @@ def _validate(env: Any, agent: Any, seed: int, metric: str) -> float:
     return total if metric == "episode_return" else float(env.unwrapped.evaluate_split("valid"))
 
 
+def surrogate_data(env_id: str | None) -> str | None:
+    """The SHA-256 of the data the surrogate `env_id` was fitted on (None for another env):
+    a refit surrogate is another environment, so a tuning record names the one it used."""
+    from tying_env import SURROGATE_IDS
+
+    if env_id not in SURROGATE_IDS:
+        return None
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    try:
+        return str(env.unwrapped.ensemble.meta["data_sha256"])
+    finally:
+        env.close()
+
+
 def tune(track: tracks.Track, agent: str, trials: int = DEFAULT_TRIALS,
          episodes: int = DEFAULT_EPISODES, seed: int = 0,
          cache_dir: Path | None = None, train_env_id: str | None = None) -> dict[str, Any]:
@@ -183,7 +200,7 @@ def tune(track: tracks.Track, agent: str, trials: int = DEFAULT_TRIALS,
 
     study.optimize(objective, n_trials=trials)
     return {"track": track.label, "agent": agent, "rank_metric": track.rank_metric,
-            "env": train_env_id or track.env_id,
+            "env": train_env_id or track.env_id, "env_model": surrogate_data(train_env_id),
             "direction": METRICS[track.rank_metric],
             "budget": {"trials": trials, "train_episodes": episodes,
                        "validation_episodes": len(valid)},

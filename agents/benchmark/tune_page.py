@@ -49,7 +49,9 @@ def tuning_lines(records: Sequence[Json]) -> list[str]:
         values = ", ".join(f"{k} {fmt(v, 4) if isinstance(v, float) else v}"
                            for k, v in record["best"]["values"].items())
         lines.append(
-            f"| `{record['agent']}` | `{record.get('env') or record['track']}` | "
+            f"| `{record['agent']}` | `{record.get('env') or record['track']}`"
+            + (f" (data `{record['env_model'][:8]}`)" if record.get("env_model") else "")
+            + " | "
             f"{budget['trials']} x {budget['train_episodes']} (+ "
             f"{budget['validation_episodes']}) | {record['sampler']['name']}, seed "
             f"{record['sampler']['seed']} | {values} | {fmt(record['best']['score'], 3)} | "
