@@ -96,9 +96,11 @@ def sim_to_real_lines(files: Sequence[Json], best: dict[str, Json]) -> list[str]
             f"{fmt(statistics.mean(returns.values()), 4)} | {diff} | "
             f"{fmt(statistics.mean(e['final_val_ppl'] for e in r['eval']), 3)} | "
             f"{fmt(statistics.mean(e['trainable_fraction'] for e in r['eval']), 3)} |")
+    commands = [(meta.get("request") or {}).get("command") for meta in files]
     return [*lines, "", f"Test seeds {', '.join(map(str, seeds))}: {len(seeds)} episodes per "
                         "agent, paired by seed with `random`. Too few for an interval or a "
-                        "test: read the differences as orientation only."]
+                        "test: read the differences as orientation only.", "",
+            "The runs:", "", "```bash", *(c for c in commands if c), "```"]
 
 
 def render(records: Sequence[Json], sim_to_real: Sequence[Json], command: str) -> str:
