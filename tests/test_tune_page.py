@@ -30,7 +30,8 @@ def cell(agent: str, returns: list[float], agent_kwargs: dict | None = None) -> 
 
 
 def test_the_page_pairs_each_agent_with_random_by_test_seed(tmp_path: Path):
-    files = {"q.json": record("qlearning"), "d.json": record("dqn"),
+    files = {"q.json": {**record("qlearning"), "env_model": "abcdef0123456789"},
+             "d.json": record("dqn"),
              "real.json": {"cells": [cell("random", [1.0, 2.0]),
                                      cell("qlearning", [1.5, 2.1], {"lr": 0.004}),
                                      cell("dqn", [0.5, 1.0])]}}
@@ -41,7 +42,10 @@ def test_the_page_pairs_each_agent_with_random_by_test_seed(tmp_path: Path):
           str(tmp_path / "real.json"), "--out", str(out)])
     page = out.read_text()
     assert "with the same budget for every agent" in page
-    assert "| `qlearning` | `LayerTying-Surrogate-Deep-v0` | 4 x 20 (+ 2) |" in page
+    assert "| `qlearning` | `LayerTying-Surrogate-Deep-v0` (data `abcdef01`) | 4 x 20 (+ 2) |" \
+        in page
+    assert "| `dqn` | `LayerTying-Surrogate-Deep-v0` (which fit: not recorded) |" in page
+    assert "lr 0.004 |" in page  # the best values, 3 significant digits
     assert "1.000 / 1.150 / 1.300" in page  # trial scores: min / median / max
     tuned = next(line for line in page.splitlines() if line.startswith("| `qlearning` (tuned)"))
     assert "| 0.3000 |" in tuned  # (0.5 + 0.1) / 2 above random on the same seeds

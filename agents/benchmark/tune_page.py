@@ -46,11 +46,12 @@ def tuning_lines(records: Sequence[Json]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for record in sorted(records, key=lambda r: r["agent"]):
         budget, scores = record["budget"], [t["score"] for t in record["trials"]]
-        values = ", ".join(f"{k} {fmt(v, 4) if isinstance(v, float) else v}"
+        values = ", ".join(f"{k} {f'{v:.3g}' if isinstance(v, float) else v}"
                            for k, v in record["best"]["values"].items())
         lines.append(
             f"| `{record['agent']}` | `{record.get('env') or record['track']}`"
-            + (f" (data `{record['env_model'][:8]}`)" if record.get("env_model") else "")
+            + (f" (data `{record['env_model'][:8]}`)" if record.get("env_model") else
+               " (which fit: not recorded)" if "Surrogate" in str(record.get("env")) else "")
             + " | "
             f"{budget['trials']} x {budget['train_episodes']} (+ "
             f"{budget['validation_episodes']}) | {record['sampler']['name']}, seed "
