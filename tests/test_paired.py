@@ -329,7 +329,7 @@ def test_intervals_over_too_few_seeds_are_marked_on_the_page():
 def test_the_learns_column_names_what_a_row_without_a_verdict_is():
     from agents.benchmark.paired_page import _learns_cell
 
-    random_for = {"dqn": "random-unmasked", "qlearning": "random"}
+    random_for = {"dqn": "random-unmasked", "qlearning": "random", "random": "random"}
     assert _learns_cell("random", None, random_for) == "(a random agent)"
     assert _learns_cell("static-4", None, random_for) == "(a schedule)"
     assert _learns_cell("dqn", None, random_for) == "—"  # its random agent has no cells

@@ -40,10 +40,10 @@ def _learns_cell(agent: str, random_row: Json | None, random_for: Mapping[str, s
     """The *learns?* cell: the verdict against the agent's random agent, or what it is."""
     if random_row:
         return _answer(random_row)
-    if agent in random_for:
-        return "—"  # its random agent has no cells on these seeds
     if agent in random_for.values():
         return "(a random agent)"
+    if agent in random_for:
+        return "—"  # its random agent has no cells on these seeds
     return "(a schedule)"
 
 
