@@ -26,16 +26,16 @@ from typing import Any
 
 import agents
 from agents.benchmark.report import code_version, fmt
-from tying_env.files import write_text
+from tying_env.files import read_json, write_text
 
 Json = dict[str, Any]
 
 
 def _read(path: Path) -> Json:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot read a JSON results file ({e})") from e
+    value = read_json(path)
+    if value is None:
+        raise SystemExit(f"{path}: missing, unreadable or not a JSON object")
+    return value
 
 
 def tuning_lines(records: Sequence[Json]) -> list[str]:

@@ -179,8 +179,9 @@ def ranking(real: dict[str, list[float]], surrogate: dict[str, float]) -> Json:
 def beats(first: dict[int, float], second: dict[int, float], alpha: float = 0.05) -> Json:
     """Whether `first` beats `second` (returns per seed, paired on the seeds both have):
     the mean difference and a one-sided Wilcoxon signed-rank p (None under 2 pairs)."""
-    shared = sorted(set(first) & set(second))
-    diffs = [first[s] - second[s] for s in shared]
+    from agents.benchmark.paired import paired_differences
+
+    diffs = list(paired_differences(first, second, relative=False).values())
     p = (float(stats.wilcoxon(diffs, alternative="greater").pvalue)
          if len(diffs) > 1 and any(diffs) else None)
     return {"pairs": len(diffs), "mean_difference": float(np.mean(diffs)) if diffs else None,
