@@ -13,7 +13,8 @@ from agents.surrogate.fit import FitSettings, fit
 from agents.surrogate.transitions import Transitions, collect, family_of
 from tying_env.env import LayerTyingEnv
 from tying_env.surrogate.env import SurrogateEnv
-from tying_env.surrogate.model import Ensemble, feature_names
+from tying_env.surrogate.features import feature_names
+from tying_env.surrogate.model import Ensemble
 
 ENV_KWARGS = SMALL_BENCHMARK_ENV
 
@@ -186,7 +187,7 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
 def test_one_step_error_by_hand_split_by_whether_the_tie_map_changed():
     from agents.surrogate.transitions import Transitions
     from agents.surrogate.validate import one_step
-    from tying_env.surrogate.model import FEATURES
+    from tying_env.surrogate.features import FEATURES
 
     x = np.zeros((4, len(FEATURES)))
     x[:2, FEATURES.index("changed")] = 1.0
@@ -204,6 +205,61 @@ def test_one_step_error_by_hand_split_by_whether_the_tie_map_changed():
     # intervals: 50% is +-0.067, 90% is +-0.164 around 0
     assert kept["coverage_50"] == 0.5 and kept["coverage_90"] == 1.0
     assert changed["coverage_90"] == 0.0
+
+
+def test_replicate_error_adds_evaluation_noise_and_averages_variances():
+    """sqrt(2 * mean(train^2 + eval^2)) over a phase's points, the evaluation noise at the
+    track's size; without points, sqrt(2) times the file's training noise."""
+    from agents.surrogate.validate import replicate_rmse
+
+    rows = [{"phase": 0.1, "train_noise_std": 0.3, "eval_noise_std": {"4": 9.0, "16": 0.4}},
+            {"phase": 0.1, "train_noise_std": 0.0, "eval_noise_std": {"4": 9.0, "16": 0.0}},
+            {"phase": 0.9, "train_noise_std": 0.1, "eval_noise_std": {"4": 9.0, "16": None}}]
+    noise = {"track_eval_batches": 16, "rows": rows, "train_noise_std": 7.0,
+             "per_phase": {"0.1": {}, "0.9": {}}}
+    assert math.isclose(replicate_rmse(noise, "0.1"), math.sqrt(2 * (0.25 + 0.0) / 2))
+    assert math.isclose(replicate_rmse(noise, "0.9"), math.sqrt(2) * 0.1)
+    assert math.isclose(replicate_rmse(noise), math.sqrt(2 * (0.25 + 0.01) / 3))
+    assert math.isclose(replicate_rmse({"train_noise_std": 0.2}), math.sqrt(2) * 0.2)
+    assert replicate_rmse({}) is None
+
+
+def test_lineage_counts_how_long_two_weight_vectors_trained_apart():
+    from tying_env.surrogate.features import Lineage
+
+    lineage = Lineage((0, 0, 0, 0))  # the copy start: one vector
+    assert lineage.decide(1, (0, 0, 0, 0), (0, 1, 0, 0), now=0) == 0  # untie: a clone
+    # layer 1 trained on its own since 0, then runs block 0 again
+    assert lineage.decide(1, (0, 1, 0, 0), (0, 0, 0, 0), now=5) == 5
+    assert lineage.decide(2, (0, 0, 0, 0), (0, 0, 2, 0), now=6) == 0
+    assert lineage.decide(3, (0, 0, 2, 0), (0, 0, 2, 3), now=8) == 0
+    # 3 and 2 are clones of block 0 born at 8 and 6: apart since 6
+    assert lineage.decide(3, (0, 0, 2, 3), (0, 0, 2, 2), now=10) == 4
+    # a root others run is tied: its heir keeps its vector, so 3 runs what it ran
+    assert lineage.decide(2, (0, 0, 2, 2), (0, 0, 0, 3), now=12) == 12 - 6
+    assert lineage.decide(3, (0, 0, 0, 3), (0, 0, 0, 3), now=13) == 0
+    assert lineage.decide(3, (0, 0, 0, 3), (0, 0, 0, 0), now=14) == 14 - 6
+
+
+def test_history_features_follow_the_episode():
+    from tying_env.surrogate.features import FEATURES, History
+
+    history = History(n_layer=4, budget=6, ties=(0, 0, 0, 0), val_loss=2.0)
+    x = history.features(1, (0, 1, 0, 0))
+    f = dict(zip(FEATURES, x, strict=False))
+    assert (f["progress"], f["changed"], f["own"], f["last_delta"], f["jump"]) == (
+        0, 1, 1, 0, 0)
+    for loss in (1.5, 1.7, 1.6):
+        history.observe(loss)
+        x = history.features(1, (0, 1, 0, 0))
+    history.observe(1.4)
+    f = dict(zip(FEATURES, history.features(1, (0, 0, 0, 0)), strict=False))
+    assert math.isclose(f["last_delta"], -0.2) and math.isclose(f["delta_2"], -0.1)
+    assert math.isclose(f["delta_3"], 0.2)
+    assert math.isclose(f["sweep_delta"], 0.2 - 0.1 - 0.2)  # a sweep: L - 1 = 3 decisions
+    assert math.isclose(f["above_best"], 0.0) and math.isclose(f["jump"], 4 / 6)
+    assert math.isclose(f["since_change"], 0.0) and f["progress"] == 4 / 6
+    assert history.deltas == pytest.approx([-0.5, 0.2, -0.1, -0.2])
 
 
 def test_beats_is_a_paired_one_sided_signed_rank_test():

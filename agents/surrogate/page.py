@@ -56,7 +56,11 @@ def one_step_lines(one: Mapping[str, Any]) -> list[str]:
                      f" | {_f(row.get('coverage_50'), 3)} | {_f(row.get('coverage_90'), 3)} |")
     covered = [lo <= one[k] <= hi for k, (lo, hi) in COVERAGE.items()
                if one.get(k) is not None]
-    return [*lines, "", f"One step within replicate error: "
+    return [*lines, "", "Two real replicates: the RMS difference between two real runs of one "
+            "decision from one state, sqrt(2 * mean(training noise^2 + evaluation noise^2)) "
+            "over the points of the track's reward-noise file (evaluation noise at the "
+            "track's evaluation size; a phase: decisions within 0.05 of it).", "",
+            f"One step within replicate error: "
             f"{verdict(one.get('within_replicate'))}; intervals calibrated (50% within "
             f"45-55%, 90% within 85-95%): {verdict(all(covered) if covered else None)}."]
 

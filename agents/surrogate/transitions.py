@@ -33,7 +33,7 @@ from agents.benchmark.cells import CELLS
 from agents.runs.plots import read_log
 from agents.runs.result import ONLINE, read_result
 from tying_env import ties as tm
-from tying_env.surrogate.model import History, feature_names
+from tying_env.surrogate.features import History, feature_names
 
 # behaviour policies by family: what a leave-one-family-out refit leaves out
 FAMILIES = {"random": ("random", "random-unmasked"),
@@ -95,16 +95,12 @@ def episode_rows(records: Sequence[dict[str, Any]], start_ties: tuple[int, ...],
                  start_loss: float) -> tuple[np.ndarray, np.ndarray]:
     """Features and loss changes of one logged episode."""
     n_layer, budget = len(start_ties), int(records[0]["budget"])
-    history = History(n_layer, budget)
-    before, loss, last = start_ties, start_loss, 0.0
-    xs, deltas = [], []
+    history = History(n_layer, budget, start_ties, start_loss)
+    xs = []
     for r in records:
-        after = tuple(int(t) for t in r["tie_map"])
-        xs.append(history.features(int(r["layer"]), before, after, loss, last))
-        last = float(r["val_loss"]) - loss
-        deltas.append(last)
-        before, loss = after, float(r["val_loss"])
-    return np.array(xs), np.array(deltas)
+        xs.append(history.features(int(r["layer"]), tuple(int(t) for t in r["tie_map"])))
+        history.observe(float(r["val_loss"]))
+    return np.array(xs), np.array(history.deltas)
 
 
 def collect(folders: Sequence[Path]) -> Transitions:

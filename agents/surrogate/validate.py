@@ -7,8 +7,8 @@
 |----------------|----------------------------------------------------------------------|
 | one step       | a model fitted without the held-out seeds predicts their decisions:  |
 |                | RMSE of the predicted reward (the mean of the ensemble) against the  |
-|                | error between two real replicates of one decision (`sqrt(2)` times   |
-|                | the track's training noise, from its reward-noise file)              |
+|                | error between two real replicates of one decision (from the track's  |
+|                | reward-noise file: training and evaluation noise, `replicate_rmse`)  |
 | intervals      | coverage of the 50% and 90% predictive intervals (the ensemble's     |
 |                | mixture, moment-matched) on the held-out decisions                   |
 | per agent      | each agent plays the surrogate on the track's seeds: its mean return |
@@ -50,7 +50,8 @@ from agents.surrogate.fit import FitSettings, fit
 from agents.surrogate.transitions import Transitions
 from tying_env.files import read_json, write_json
 from tying_env.surrogate.env import SurrogateEnv
-from tying_env.surrogate.model import FEATURES, Ensemble
+from tying_env.surrogate.features import FEATURES
+from tying_env.surrogate.model import Ensemble
 
 Json = dict[str, Any]
 PHASE_WIDTH = 0.05  # decisions within this share of the episode count at a noise phase
@@ -69,8 +70,7 @@ def one_step(ensemble: Ensemble, held_out: Transitions, noise: Json) -> Json:
     error = held_out.delta - mean
     progress = held_out.x[:, 0]
 
-    def summary(rows: np.ndarray, train_noise: float | None) -> Json:
-        replicate = math.sqrt(2) * train_noise if train_noise else None
+    def summary(rows: np.ndarray, replicate: float | None) -> Json:
         rmse = float(np.sqrt(np.mean(error[rows] ** 2))) if rows.any() else None
         return {"decisions": int(rows.sum()), "rmse": rmse, "replicate_rmse": replicate,
                 "within_replicate": None if replicate is None or rmse is None
@@ -79,14 +79,33 @@ def one_step(ensemble: Ensemble, held_out: Transitions, noise: Json) -> Json:
                     np.abs(error[rows]) <= stats.norm.ppf(0.5 + q / 2) * sd[rows]))
                    if rows.any() else None for q in (0.5, 0.9)}}
 
-    out = summary(np.ones(len(error), bool), noise.get("train_noise_std"))
+    overall = replicate_rmse(noise)
+    out = summary(np.ones(len(error), bool), overall)
     changed = held_out.x[:, FEATURES.index("changed")] > 0.5
-    out["by_change"] = {"changed": summary(changed, noise.get("train_noise_std")),
-                        "kept": summary(~changed, noise.get("train_noise_std"))}
+    out["by_change"] = {"changed": summary(changed, overall),
+                        "kept": summary(~changed, overall)}
     out["phases"] = {phase: summary(np.abs(progress - float(phase)) <= PHASE_WIDTH,
-                                    row.get("train_noise_std"))
-                     for phase, row in (noise.get("per_phase") or {}).items()}
+                                    replicate_rmse(noise, phase))
+                     for phase in (noise.get("per_phase") or {})}
     return out
+
+
+def replicate_rmse(noise: Json, phase: str | None = None) -> float | None:
+    """The RMS difference between two real replicates of one decision's change, from the
+    track's reward-noise file: `sqrt(2 * mean(train^2 + eval^2))` over its points (those
+    of `phase`, or all), with each point's training noise and the evaluation noise at the
+    track's evaluation size, as the change an agent gets carries both. A file without
+    points gives `sqrt(2)` times its (median) training noise."""
+    size = str(noise.get("track_eval_batches"))
+    rows = [r for r in noise.get("rows") or []
+            if phase is None or math.isclose(float(r["phase"]), float(phase))]
+    if not rows:
+        train = (noise.get("per_phase") or {}).get(phase, {}) if phase else noise
+        return math.sqrt(2) * train["train_noise_std"] if train.get("train_noise_std") \
+            else None
+    variances = [r["train_noise_std"] ** 2 + (r["eval_noise_std"].get(size) or 0.0) ** 2
+                 for r in rows]
+    return math.sqrt(2 * float(np.mean(variances)))
 
 
 class LossTrace(gym.Wrapper):

@@ -41,7 +41,8 @@ from tying_env import memory
 from tying_env import ties as tm
 from tying_env.errors import SettingError
 from tying_env.presets import make_config
-from tying_env.surrogate.model import Ensemble, History
+from tying_env.surrogate.features import History, feature_names
+from tying_env.surrogate.model import Ensemble
 from tying_env.training import lr_factor
 
 HERE = Path(__file__).resolve().parent  # the shipped models lie beside this module
@@ -76,6 +77,11 @@ class SurrogateEnv(gym.Env):
         if self.cfg.action_mode != "layer":
             raise SettingError("model", "the surrogate emulates layer mode only")
         L = self.cfg.n_layer
+        if meta.get("features") != feature_names(L):
+            raise SettingError("model", f"model={str(model)!r} was fitted on the features "
+                                        f"{meta.get('features')}; this version computes "
+                                        f"{feature_names(L)}: refit it "
+                                        "(python -m agents.surrogate.fit)")
         self.counts = memory.model_counts(self.cfg, self.cfg.vocab_size)
         # the memory of parameters, gradients and AdamW state by number of roots
         self.memory = {r: memory.estimate_bytes(self.cfg, self.cfg.vocab_size, "cpu",
@@ -104,10 +110,9 @@ class SurrogateEnv(gym.Env):
         self.member = int(self.np_random.integers(self.ensemble.members))
         start = self.ensemble.meta["initial_val_loss"]
         self.val_loss = float(start["mean"] + start["std"] * self.np_random.standard_normal())
-        self.last_delta = 0.0
         self.train_loss = float("nan")  # no training step yet, as in the real env
         self.layer, self.sweep, self.decision = 1, 0, 0
-        self.history = History(L, self.budget)
+        self.history = History(L, self.budget, self.ties, self.val_loss)
         self.disagreement, self.ood_steps = 0.0, 0
         return self._obs(), self._info(changed=False)
 
@@ -123,13 +128,14 @@ class SurrogateEnv(gym.Env):
         self.ties = tm.apply_choice(before, self.layer, int(action)).after
         self.choices[self.layer] = min(int(action), self.layer)
         changed = self.ties != before
-        x = self.history.features(self.layer, before, self.ties, self.val_loss, self.last_delta)
+        x = self.history.features(self.layer, self.ties)
         means, variances = self.ensemble.predict(x)
         self.disagreement = float(means.std())
         self.ood_steps += self.disagreement > self.ensemble.meta["ood_threshold"]
         k = self.member
         delta = float(means[k] + math.sqrt(variances[k]) * self.np_random.standard_normal())
-        prev_loss, self.val_loss, self.last_delta = self.val_loss, self.val_loss + delta, delta
+        prev_loss, self.val_loss = self.val_loss, self.val_loss + delta
+        self.history.observe(self.val_loss)
         self.train_loss = self.val_loss + self.ensemble.meta.get("train_val_gap", 0.0)
         reward = prev_loss - self.val_loss - self.cfg.param_penalty * self.trainable_fraction
         self.decision += 1
