@@ -470,3 +470,18 @@ def test_the_surrogate_section_stands_apart_and_rechecks_its_top_agents(surrogat
     assert "not re-checked" in "\n".join(surrogate_lines(meta, []))
     page = render([meta], "python -m agents.benchmark.leaderboard X --out Y", {})
     assert "## Track `deep-surrogate` (version 1): the surrogate of `deep`" in page
+
+
+def test_the_page_says_whether_the_shipped_model_is_the_validated_one():
+    from agents.surrogate.page import shipped_lines
+    from tying_env.files import read_json
+    from tying_env.surrogate.env import HERE
+
+    data = read_json(HERE / "deep-v1.json")["data_sha256"]
+    same = shipped_lines({"track": "deep", "data_sha256": data})[0]
+    assert "`LayerTying-Surrogate-Deep-v0`" in same and "fitted on the same data" in same
+    assert "python -m agents.surrogate.fit" in same
+    other = shipped_lines({"track": "deep", "data_sha256": "0" * 64})[0]
+    assert "**other data**" in other and "does not validate it" in other
+    assert shipped_lines({"track": "small", "data_sha256": data})[0].startswith(
+        "No surrogate id ships")

@@ -224,6 +224,27 @@ def provisional_lines(report: Mapping[str, Any]) -> list[str]:
             "is regenerated when the track completes.", ""]
 
 
+def shipped_lines(report: Mapping[str, Any]) -> list[str]:
+    """Whether the model that the track's surrogate id ships is fitted on the validated
+    data (the validation's `all` model is fitted the same way), and how it was fitted."""
+    from tying_env import SURROGATE_IDS
+    from tying_env.surrogate.env import HERE
+
+    for env_id, model in SURROGATE_IDS.items():
+        meta = read_json(HERE / f"{model}.json") or {}
+        if str(meta.get("track", "")).split("/")[0] != report["track"]:
+            continue
+        same = meta.get("data_sha256") == report["data_sha256"]
+        return [f"The model that `{env_id}` ships (`tying_env/surrogate/{model}`) is fitted on "
+                + ("the same data, as the validation's model of every episode is: "
+                   if same else f"**other data** (`{str(meta.get('data_sha256'))[:16]}`): "
+                                "this page does not validate it; it was fitted by ")
+                + f"`{meta.get('command', '(not recorded)')}`. The data are the transitions "
+                "of the real track's finished cells (`python -m agents.surrogate.transitions "
+                "BENCHMARK_FOLDER --out DATA.npz`).", ""]
+    return [f"No surrogate id ships a model of track `{report['track']}`.", ""]
+
+
 def render(report: Mapping[str, Any], source: str) -> str:
     code = code_version()
     head = code.get("commit")
@@ -238,7 +259,7 @@ def render(report: Mapping[str, Any], source: str) -> str:
         f"`{report['data_sha256'][:16]}`), the one-step model fitted without seeds "
         f"{report['holdout_seeds']}. See `tying_env.surrogate` for the model and "
         "`agents.surrogate.validate` for how each number is measured.", "",
-        *provisional_lines(report),
+        *shipped_lines(report), *provisional_lines(report),
         "## One step: the predicted reward against real outcomes", "", *one_step_lines(
             report["one_step"]), "",
         "## Per agent: whole episodes on the surrogate against the real track", "",
