@@ -4,9 +4,11 @@ Plays `--decisions` decisions of a uniformly random agent on the track's environ
 (one process, `--threads` torch threads, as one benchmark worker runs) and splits each
 `env.step` into the inner training steps, the evaluation and everything else (the
 environment's bookkeeping), by the training run's own clock (`TrainingRun.seconds`).
-From the mean decision it estimates one cell (the track's decisions per episode plus
-the final evaluation of the whole validation and test splits) and the whole track
-(its main agents x seeds over `--workers` workers). Agents add their own time on top
+From the mean decision it estimates one episode (the track's decisions plus the final
+evaluation of the whole validation and test splits) and the whole track: its main agents
+x seeds over `--workers` workers, each cell one episode online, and on a
+train-then-test track its test episodes plus, for an agent that learns
+(`Agent.learns`), its training episodes. Agents add their own time on top
 (e.g. an SB3 update); the benchmark's `results.json` has the measured wall time.
 
     python -m perf.tracktime --track tiny [--decisions 60] [--threads 1] [--workers 2]
@@ -60,6 +62,16 @@ def measure(track: tracks.Track, decisions: int, cache_dir: str | None = None) -
                 final_evaluation=final)
 
 
+def cell_episodes(track: tracks.Track, agent: str) -> int:
+    """The episodes one cell of `agent` plays on `track`: one online; on a train-then-test
+    track the test episodes, and the training episodes before them if the agent learns."""
+    if not track.train_episodes:
+        return 1
+    import agents
+
+    return (track.train_episodes if agents.factory(agent).learns else 0) + track.eval_episodes
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--track", default="tiny", help=f"one of {', '.join(tracks.TRACKS)}")
@@ -74,13 +86,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load = os.getloadavg()[0]
     result = measure(track, args.decisions, args.cache_dir)
     m = result["mean"]
-    episodes = track.train_episodes + track.eval_episodes if track.train_episodes else 1
-    cell = episodes * (result["budget"] * m["total"] + result["final_evaluation"])
+    episode = result["budget"] * m["total"] + result["final_evaluation"]
+    per_agent = {a: cell_episodes(track, a) for a in track.agents}
+    episodes = sum(per_agent.values()) * len(track.seeds)
     cells = len(track.agents) * len(track.seeds)
     result.update(track=track.label, threads=args.threads, workers=args.workers,
-                  load_average_before=load, cell_seconds=cell, main_cells=cells,
-                  episodes_per_cell=episodes,
-                  track_hours=cells * cell / args.workers / 3600)
+                  load_average_before=load, episode_seconds=episode, main_cells=cells,
+                  episodes_per_cell=per_agent, episodes=episodes,
+                  track_hours=episodes * episode / args.workers / 3600)
     print(f"track {track.label}, {args.threads} thread(s), load average before {load:.2f}: "
           f"mean of {result['decisions']} decisions")
     print("| part | ms per decision | share |\n|---|---|---|")
@@ -88,9 +101,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {part} | {1e3 * m[part]:.1f} | {m[part] / m['total']:.1%} |")
     print(f"final evaluation (whole validation and test splits): "
           f"{result['final_evaluation']:.1f} s")
-    print(f"one cell: {episodes} episode(s) of {result['budget']} decisions -> about "
-          f"{cell / 60:.1f} min; the main agents "
-          f"x seeds ({cells} cells) on {args.workers} workers: about "
+    counts = sorted(set(per_agent.values()))
+    print(f"one episode of {result['budget']} decisions: about {episode / 60:.1f} min; a cell "
+          f"plays {' or '.join(map(str, counts))} episode(s); the main agents x seeds "
+          f"({cells} cells, {episodes} episodes) on {args.workers} workers: about "
           f"{result['track_hours']:.2f} h (the environment's share; agents add their own)")
     if args.json is not None:
         write_json(args.json, result)  # atomic: never half-written

@@ -128,9 +128,18 @@ def test_tracktime_splits_a_decision_and_estimates_the_track(monkeypatch, capsys
     assert result["decisions"] == 3 and result["budget"] == 4
     assert m["train"] > 0 and m["evaluate"] > 0
     assert m["total"] == pytest.approx(m["train"] + m["evaluate"] + m["other"], rel=1e-6)
-    assert result["cell_seconds"] == pytest.approx(4 * m["total"] + result["final_evaluation"])
-    assert result["main_cells"] == 2
+    episode = 4 * m["total"] + result["final_evaluation"]
+    assert result["episode_seconds"] == pytest.approx(episode)
+    assert result["main_cells"] == 2 and result["episodes"] == 2
+    assert result["track_hours"] == pytest.approx(2 * episode / 2 / 3600)
     assert "| train |" in capsys.readouterr().out
+    # train-then-test: a learner's cell plays its training episodes too, a schedule's not
+    transfer = tracks.Track(**{**quick.__dict__, "name": "quick-transfer",
+                               "agents": ("albert", "qlearning"), "train_episodes": 3,
+                               "eval_episodes": 2})
+    assert tracktime.cell_episodes(transfer, "albert") == 2
+    assert tracktime.cell_episodes(transfer, "qlearning") == 5
+    assert tracktime.cell_episodes(quick, "qlearning") == 1
 
 
 # ---------------------------------------------------------------- perf.families
