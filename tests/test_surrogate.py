@@ -145,6 +145,13 @@ def test_bad_settings_name_the_value(model, tmp_path):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the action space"):
         env.step(7)
+    # a model fitted on features this version no longer computes is refused
+    old = tmp_path / "old"
+    old.with_suffix(".safetensors").write_bytes(model.with_suffix(".safetensors").read_bytes())
+    meta = json.loads(model.with_suffix(".json").read_text())
+    old.with_suffix(".json").write_text(json.dumps({**meta, "features": meta["features"][:10]}))
+    with pytest.raises(ValueError, match="fitted on the features .*refit it"):
+        SurrogateEnv(old)
 
 
 def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypatch,
