@@ -104,6 +104,23 @@ def test_cells_record_the_track_and_versions_never_mix(quick: tracks.Track, tmp_
     assert len(found) == 1 and "track: 'quick/v1' -> 'quick/v2'" in found[0]
 
 
+def test_a_train_then_test_cell_records_the_track_and_counts_as_finished(
+        quick: tracks.Track, tmp_path: Path, cache_dir: Path) -> None:
+    """The train-then-test protocol writes the track's label too: without it a finished
+    cell does not match its request and the benchmark calls it failed."""
+    from agents.benchmark.attempt import run_cell
+    from agents.benchmark.cells import cell_status
+
+    out = tmp_path / "bench"
+    request = make_request(quick.env_id, quick.env_kwargs, ("albert",), quick.seeds, 1, out,
+                           cache_dir=cache_dir, track=quick.to_json(), train_episodes=1,
+                           eval_episodes=1)
+    assert run_cell(request.spec("albert", 0)) == 0
+    result = json.loads((out / "cells" / "albert-s0" / "result.json").read_text())
+    assert (result["protocol"], result["track"]) == ("train-evaluate", "quick/v1")
+    assert cell_status(out, "albert", 0, request.expected("albert", 0)) == "finished"
+
+
 def test_reward_noise_is_measured_from_replayed_states(quick: tracks.Track,
                                                        cache_dir: Path) -> None:
     result = noise.measure(quick, points=1, replicas=2, eval_batches=(1, 2), seeds=(0, 1),

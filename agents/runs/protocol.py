@@ -192,7 +192,7 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
                      "training episodes")
     result = RunResult(
         protocol=TRAIN_EVALUATE, agent=spec.agent, agent_kwargs=spec.agent_kwargs,
-        env_id=spec.env_id, env_kwargs=base.cfg.to_dict(), seed=spec.seed,
+        env_id=spec.env_id, env_kwargs=base.cfg.to_dict(), seed=spec.seed, track=spec.track,
         device=str(base.device), budget=base.budget, train_episodes=spec.train_episodes,
         eval_episodes=spec.eval_episodes, **means,
         best_test_ppl=_mean([e["best_test_ppl"] for e in evaluations]) if published else None,
