@@ -63,3 +63,44 @@ def test_unequal_budgets_are_said_and_a_foreign_file_is_refused(tmp_path: Path):
     (tmp_path / "c.json").write_text(json.dumps({"cells": []}))
     with pytest.raises(SystemExit):
         main([str(tmp_path / "c.json"), "--out", str(out)])
+
+
+def test_agents_trained_on_the_surrogate_get_paired_intervals_against_real_comparators(
+        tmp_path: Path):
+    from agents.benchmark.tracks import get
+
+    track = get("deep-transfer")
+    settings = {**track.env_kwargs, "lr": 0.001}  # a resolved setting the track leaves out
+
+    def tested(agent: str, returns: list[float], train_env: str | None) -> dict:
+        c = cell(agent, returns)
+        c["result"] |= {"env_id": track.env_id, "env_kwargs": settings,
+                        "train_env_id": train_env, "train_episodes": 10}
+        return c
+
+    base = [1.70, 1.72, 1.71, 1.73, 1.69, 1.70]
+    real = {"cells": [tested("random", base, None),
+                      tested("qlearning", [b - 0.01 for b in base], None),
+                      tested("static-4", [b + 0.05 for b in base], None),
+                      tested("static-2", [b + 0.02 for b in base], None),
+                      tested("dqn", [b + 0.03 for b in base], None)]}
+    bandit = [b + 0.04 + 0.001 * k for k, b in enumerate(base)]
+    sim = {"cells": [tested("schedule-bandit", bandit, "LayerTying-Surrogate-Deep-v0")]}
+    files = {"real.json": real, "sim.json": sim, "q.json": record("qlearning")}
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    out = tmp_path / "tuning.md"
+    main([str(tmp_path / "q.json"), "--sim-to-real", str(tmp_path / "real.json"),
+          str(tmp_path / "sim.json"), "--out", str(out)])
+    page = out.read_text()
+    assert f"### Tested on the `{track.label}` track's environment" in page
+    assert "− the best static (`static-4`)" in page
+    assert "| `dqn`" not in page and "| `static-2`" not in page  # not a comparator here
+    row = next(line for line in page.splitlines() if line.startswith("| `schedule-bandit`"))
+    cells = [c.strip() for c in row.split("|")]
+    # 0.04 + 0.001 k above random: mean 0.0425; above qlearning 0.0525; below static-4
+    assert cells[5].startswith("0.0425 [") and cells[6].startswith("0.0525 [")
+    assert cells[7].startswith("-0.0075 [")
+    low, high = (float(x) for x in cells[5].split("[")[1].rstrip("]").split(","))
+    assert 0.040 <= low < 0.0425 < high <= 0.045  # a bootstrap interval within the range
+    assert "with its 95% bootstrap interval over seeds" in page

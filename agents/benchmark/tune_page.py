@@ -6,12 +6,18 @@ agents did when trained on the surrogate and tested on the real environment.
 
 The tuning records are `agents.benchmark.tune`'s output files (one per agent, the same
 budget for each); the sim-to-real files are benchmark results files of the train-then-test
-protocol (`--train-episodes`, `--eval-episodes`, `--train-env`). An agent's row is
-"tuned" when the values it ran with are its tuning record's best values, "defaults" when
-it ran without agent_kwargs. The evaluation episodes of every sim-to-real cell use the
-same test seeds (`eval_seed(seed, k)`), so the page pairs each agent with the random
-agent by test seed. A handful of episodes gives orientation, not a verdict: the page
-says how many there are and draws no conclusion from them.
+protocol (`--train-episodes`, `--eval-episodes`, `--train-env`), and may include a
+train-then-test track's results (e.g. `deep-transfer`), whose cells then serve as
+comparators. An agent's row is "tuned" when the values it ran with are its tuning
+record's best values, "defaults" when it ran without agent_kwargs.
+
+The cells are grouped by the environment they were tested on (a track's, when their
+settings are that track's). Within a group every cell's evaluation episodes use the same
+test seeds (`eval_seed(seed, k)`), so the page pairs each agent trained on a surrogate
+with `random`, with the paper's Q-learner trained on the real environment and with the
+best static schedule, by test seed: the mean difference of returns, with a 95% bootstrap
+interval over the seeds from `MIN_SEEDS_FOR_VERDICT` seeds on. Below that a difference is
+orientation, not a verdict, and the page says so.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import agents
-from agents.benchmark.report import code_version, fmt
+from agents.benchmark.paired import paired_differences, paired_interval
+from agents.benchmark.report import ci, code_version, fmt
+from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT
+from agents.benchmark.tracks import REFERENCE_AGENT
 from tying_env.files import read_json, write_text
 
 Json = dict[str, Any]
@@ -71,37 +80,98 @@ def _label(result: Json, best: dict[str, Json]) -> str:
     return f"`{agent}` ({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
 
 
+def _static_agents() -> set[str]:
+    from agents.benchmark.tracks import TRACKS
+
+    return {a for track in TRACKS.values() for a in track.static_agents}
+
+
+def _where(result: Json) -> str:
+    """The evaluation environment of a result: the track whose settings it ran with, else
+    its id and settings (`initial_ties` aside: `vanilla` starts untied on the same env)."""
+    from agents.benchmark.tracks import TRACKS
+
+    kwargs = result.get("env_kwargs") or {}
+    for track in TRACKS.values():
+        if track.env_id == result.get("env_id") and all(
+                kwargs.get(k) == v for k, v in track.env_kwargs.items()):
+            return f"the `{track.label}` track's environment"
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()) if k != "initial_ties")
+    return f"`{result.get('env_id')}`" + (f" ({settings})" if settings else "")
+
+
+def _trained(result: Json) -> str:
+    if not agents.factory(result["agent"]).learns:
+        return "— (does not learn)"
+    return f"`{result.get('train_env_id') or result['env_id']}`, " \
+           f"{result.get('train_episodes', 0)} episodes"
+
+
+def _difference(returns: dict[int, float], other: dict[int, float] | None, name: str) -> str:
+    """The mean paired difference of returns on the shared test seeds, with its 95%
+    bootstrap interval from `MIN_SEEDS_FOR_VERDICT` seeds on."""
+    if other is None or returns is other:
+        return "—"
+    shared = paired_differences(returns, other, relative=False)
+    if not shared:
+        return "—"
+    if len(shared) < MIN_SEEDS_FOR_VERDICT:
+        return fmt(statistics.mean(shared.values()), 4)
+    return ci(paired_interval(shared, name), 4)
+
+
 def sim_to_real_lines(files: Sequence[Json], best: dict[str, Json]) -> list[str]:
-    """Per sim-to-real cell: its test episodes' returns, and the paired difference to the
-    random agent on the same test seeds."""
+    """Per evaluation environment, the agents trained on a surrogate and tested there, beside
+    the comparators tested on the same seeds: `random`, the paper's Q-learner trained on the
+    real environment, the best static schedule, and the same agents trained for real. Each
+    difference is paired by test seed."""
     rows = [cell["result"] for meta in files for cell in meta.get("cells") or []
             if cell.get("status") == "finished" and cell.get("result")]
     if not rows:
         return ["No sim-to-real results were given."]
-    random = {e["seed"]: e["return"] for r in rows if r["agent"] == "random"
-              for e in r.get("eval") or []}
-    seeds = sorted({e["seed"] for r in rows for e in r.get("eval") or []})
-    lines = ["| agent | trained on | test episodes | return per test seed | mean return | "
-             "− `random` (same seeds) | final val ppl (mean) | trainable fraction (mean) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: -statistics.mean(e["return"] for e in r["eval"])):
-        returns = {e["seed"]: e["return"] for e in r["eval"]}
-        shared = [s for s in seeds if s in returns and s in random]
-        diff = (fmt(statistics.mean(returns[s] - random[s] for s in shared), 4)
-                if shared and r["agent"] != "random" else "—")
-        trained = (f"`{r.get('train_env_id') or r['env_id']}`, {r.get('train_episodes', 0)} "
-                   "episodes" if agents.factory(r["agent"]).learns else "— (does not learn)")
-        lines.append(
-            f"| {_label(r, best)} | {trained} | {len(returns)} | "
-            f"{', '.join(fmt(returns[s], 3) for s in sorted(returns))} | "
-            f"{fmt(statistics.mean(returns.values()), 4)} | {diff} | "
-            f"{fmt(statistics.mean(e['final_val_ppl'] for e in r['eval']), 3)} | "
-            f"{fmt(statistics.mean(e['trainable_fraction'] for e in r['eval']), 3)} |")
+    groups: dict[str, list[Json]] = {}
+    for r in rows:
+        groups.setdefault(_where(r), []).append(r)
+    statics, lines = _static_agents(), []
+    for where, group in groups.items():
+        returns = [{e["seed"]: e["return"] for e in r.get("eval") or []} for r in group]
+        means = [statistics.mean(v.values()) if v else float("-inf") for v in returns]
+        pairs = list(zip(group, returns, strict=True))
+        random = next((v for r, v in pairs if r["agent"] == "random"), None)
+        qlearning = next((v for r, v in pairs
+                          if r["agent"] == REFERENCE_AGENT and not r.get("train_env_id")), None)
+        static = max(((m, r["agent"], v) for r, v, m in zip(group, returns, means, strict=True)
+                      if r["agent"] in statics), key=lambda t: t[:2], default=None)
+        sim = {r["agent"] for r in group if r.get("train_env_id")}
+        keep = [k for k, r in enumerate(group)
+                if r.get("train_env_id") or r["agent"] in sim or r["agent"] == "random"
+                or r["agent"] == REFERENCE_AGENT or (static and r["agent"] == static[1])]
+        seeds = sorted({s for k in keep for s in returns[k]})
+        lines += [f"### Tested on {where}", "",
+                  "| agent | trained on | test episodes | mean return | − `random` | "
+                  f"− `{REFERENCE_AGENT}` trained for real | − the best static"
+                  + (f" (`{static[1]}`)" if static else "") + " | final val ppl (mean) | "
+                  "trainable fraction (mean) |", "|---|---|---|---|---|---|---|---|---|"]
+        for k in sorted(keep, key=lambda k: -means[k]):
+            r, v = group[k], returns[k]
+            name = "/".join([where, r["agent"], str(r.get("train_env_id")),
+                             json.dumps(r.get("agent_kwargs"), sort_keys=True)])
+            lines.append(
+                f"| {_label(r, best)} | {_trained(r)} | {len(v)} | {fmt(means[k], 4)} | "
+                f"{_difference(v, random, f'{name}/random')} | "
+                f"{_difference(v, qlearning, f'{name}/{REFERENCE_AGENT}')} | "
+                f"{_difference(v, static[2] if static else None, f'{name}/static')} | "
+                f"{fmt(statistics.mean(e['final_val_ppl'] for e in r['eval']), 3)} | "
+                f"{fmt(statistics.mean(e['trainable_fraction'] for e in r['eval']), 3)} |")
+        lines += ["", f"Test seeds {', '.join(map(str, seeds))}, the same for every row; "
+                  "each difference is the mean over the test seeds of the row's return "
+                  "minus the other agent's on the same seed"
+                  + (", with its 95% bootstrap interval over seeds (not adjusted for "
+                     "multiplicity)" if len(seeds) >= MIN_SEEDS_FOR_VERDICT else
+                     f": {len(seeds)} episodes are too few for an interval or a test, so "
+                     "read them as orientation only") + ".", ""]
     commands = [(meta.get("request") or {}).get("command") for meta in files]
-    return [*lines, "", f"Test seeds {', '.join(map(str, seeds))}: {len(seeds)} episodes per "
-                        "agent, paired by seed with `random`. Too few for an interval or a "
-                        "test: read the differences as orientation only.", "",
-            "The runs:", "", "```bash", *(c for c in commands if c), "```"]
+    return [*lines, "The runs:", "", "```bash", *(c for c in commands if c), "```"]
 
 
 def render(records: Sequence[Json], sim_to_real: Sequence[Json], command: str) -> str:
