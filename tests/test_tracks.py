@@ -223,3 +223,8 @@ def test_a_v2_track_runs_end_to_end_into_paired_statistics_and_the_leaderboard(
     text = "\n".join([*paired_section(meta), *answers(meta)])
     assert "ranked by return" in text and "| `vanilla` | fixed |" in text
     assert "- Which agent beats `random`?" in text
+    assert "**Protocol:** online (the paper's)" in text
+    # a train-then-test track with one training run per learner says what its intervals miss
+    meta["request"]["track"] |= {"train_episodes": 10, "eval_episodes": 10, "seeds": [0]}
+    text = "\n".join(paired_section(meta))
+    assert "then the frozen agent on 10 held-out seeds (one training run per learner" in text

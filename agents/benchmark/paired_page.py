@@ -89,8 +89,11 @@ def paired_section(meta: Json) -> list[str]:
     scores = (paired.get("normalised") or {}).get("agents") or {}
     agents = list(meta.get("agents") or {})
     order = sorted(agents, key=lambda a: -((scores.get(a) or {}).get("value") or -1e9))
+    runs = len(track.get("seeds") or [])
     protocol = (f"train-then-test: {track.get('train_episodes')} training episodes per "
                 f"agent, then the frozen agent on {track.get('eval_episodes')} held-out seeds"
+                + (" (one training run per learner: the intervals are over the test seeds "
+                   "and leave out the spread between training runs)" if runs == 1 else "")
                 if track.get("train_episodes") else
                 "online (the paper's): one episode per seed, learning while it plays")
     lines = [f"**Objective.** Agents are {track.get('objective', '(not stated)')}. "
