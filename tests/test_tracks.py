@@ -228,3 +228,7 @@ def test_a_v2_track_runs_end_to_end_into_paired_statistics_and_the_leaderboard(
     meta["request"]["track"] |= {"train_episodes": 10, "eval_episodes": 10, "seeds": [0]}
     text = "\n".join(paired_section(meta))
     assert "then the frozen agent on 10 held-out seeds (one training run per learner" in text
+    assert "| test seeds |" in text and "| `vanilla` | fixed |" in text
+    from agents.benchmark.leaderboard import setting_lines
+
+    assert "; seeds 0 (training runs; test seeds 1000000-1000009); " in setting_lines([meta])[0]

@@ -39,6 +39,7 @@ from agents.benchmark.stats import (
     verdicts,
 )
 from agents.benchmark.tracks import Hypothesis, judged_by
+from agents.runs.protocol import eval_seed
 from agents.runs.result import cell_result
 from tying_env.files import write_text
 
@@ -265,8 +266,13 @@ def setting_lines(members: Sequence[Json]) -> list[str]:
     if not track:
         return []
     kwargs = ", ".join(f"`{k}={v}`" for k, v in sorted(track.get("env_kwargs", {}).items()))
-    return [f"{track.get('description', '')}. Settings: {kwargs}; seeds "
-            f"{', '.join(map(str, track.get('seeds', [])))}; final metrics on "
+    seeds = ", ".join(map(str, track.get("seeds", [])))
+    if track.get("train_episodes"):  # train-then-test: a cell's seed trains, tests differ
+        last = int(track.get("eval_episodes") or 1) - 1
+        tests = "; ".join(f"{eval_seed(s, 0)}-{eval_seed(s, last)}" for s in track["seeds"])
+        seeds = f"{seeds} (training runs; test seeds {tests})"
+    return [f"{track.get('description', '')}. Settings: {kwargs}; seeds {seeds}; final "
+            "metrics on "
             f"{track.get('eval_split', 'the validation and test splits')}.", ""]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agents.benchmark.paired import seed_values
 from agents.benchmark.report import fmt, track_of
 from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT
 
@@ -112,9 +113,12 @@ def paired_section(meta: Json) -> list[str]:
              f"{method['alpha']}.", "",
              f"| agent | actions | normalised score | {metric} − `{reference}` | learns? (vs its "
              f"random) | beats `{best}`? | final val ppl (mean) | trainable fraction (mean) "
-             "| seeds |",
+             f"| {'test seeds' if track.get('train_episodes') else 'seeds'} |",
              "|---|---|---|---|---|---|---|---|---|"]
     random_for = track.get("random_for") or {}
+    # the unit every comparison pairs: a cell's seed online, a test seed train-then-test
+    units = {a: sum(v is not None for v in values.values()) for a, values in
+             seed_values(meta.get("cells") or [], agents, metric).items()}
     for agent in order:
         row = (meta.get("agents") or {}).get(agent) or {}
         versus = comparisons.get(agent) or {}
@@ -127,7 +131,7 @@ def paired_section(meta: Json) -> list[str]:
             f" | {_learns_cell(agent, random_row, random_for)}"
             f" | {_answer(static.get(agent)) if agent != best else '(the best static)'}"
             f" | {fmt(_mean(row, 'final_val_ppl'), 3)} | "
-            f"{fmt(_mean(row, 'trainable_fraction'), 3)} | {len(row.get('seeds') or [])} |")
+            f"{fmt(_mean(row, 'trainable_fraction'), 3)} | {units.get(agent, 0)} |")
     lines.append("")
     few = _few_seeds(comparisons, learns, static, {"scores": scores})
     if few:
