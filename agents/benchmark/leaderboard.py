@@ -271,7 +271,8 @@ def setting_lines(members: Sequence[Json]) -> list[str]:
         last = int(track.get("eval_episodes") or 1) - 1
         tests = "; ".join(f"{eval_seed(s, 0)}-{eval_seed(s, last)}" for s in track["seeds"])
         seeds = f"{seeds} (training runs; test seeds {tests})"
-    return [f"{track.get('description', '')}. Settings: {kwargs}; seeds {seeds}; final "
+    description = str(track.get("description", ""))
+    return [f"{description[:1].upper()}{description[1:]}. Settings: {kwargs}; seeds {seeds}; final "
             "metrics on "
             f"{track.get('eval_split', 'the validation and test splits')}.", ""]
 
