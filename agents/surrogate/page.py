@@ -281,7 +281,9 @@ USING = [
     "outside the logged data invalid, and re-checks its top 3 agents on the real track.",
     "- **Sim-to-real:** `--train-env LayerTying-Surrogate-Deep-v0` on `train_agent.py`, "
     "the benchmark and `agents.benchmark.tune` trains (or tunes) on the surrogate and "
-    "evaluates on the real environment ([Quick start](quickstart.md)).",
+    "evaluates on the real environment ([Quick start](quickstart.md)); agents trained "
+    "on it and tested on real held-out seeds, paired with the real track's agents, are "
+    "on [Equal tuning](results/tuning.md).",
     "- **In class:** [Lab 2](surrogate-lab.ipynb) watches an agent learn over hundreds of "
     "surrogate episodes, then checks the learned policy on the real environment.", ""]
 
