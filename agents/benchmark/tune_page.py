@@ -34,7 +34,7 @@ import agents
 from agents.benchmark.paired import paired_differences, paired_interval
 from agents.benchmark.report import ci, code_version, fmt
 from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT
-from agents.benchmark.tracks import REFERENCE_AGENT
+from agents.benchmark.tracks import REFERENCE_AGENT, TRACKS
 from tying_env.files import read_json, write_text
 
 Json = dict[str, Any]
@@ -81,16 +81,12 @@ def _label(result: Json, best: dict[str, Json]) -> str:
 
 
 def _static_agents() -> set[str]:
-    from agents.benchmark.tracks import TRACKS
-
     return {a for track in TRACKS.values() for a in track.static_agents}
 
 
 def _where(result: Json) -> str:
     """The evaluation environment of a result: the track whose settings it ran with, else
     its id and settings (`initial_ties` aside: `vanilla` starts untied on the same env)."""
-    from agents.benchmark.tracks import TRACKS
-
     kwargs = result.get("env_kwargs") or {}
     for track in TRACKS.values():
         if track.env_id == result.get("env_id") and all(
@@ -140,17 +136,19 @@ def sim_to_real_lines(files: Sequence[Json], best: dict[str, Json]) -> list[str]
         random = next((v for r, v in pairs if r["agent"] == "random"), None)
         qlearning = next((v for r, v in pairs
                           if r["agent"] == REFERENCE_AGENT and not r.get("train_env_id")), None)
-        static = max(((m, r["agent"], v) for r, v, m in zip(group, returns, means, strict=True)
-                      if r["agent"] in statics), key=lambda t: t[:2], default=None)
+        best_static = max((k for k, r in enumerate(group) if r["agent"] in statics),
+                          key=lambda k: (means[k], group[k]["agent"]), default=None)
+        static = None if best_static is None else group[best_static]["agent"]
+        static_returns = None if best_static is None else returns[best_static]
         sim = {r["agent"] for r in group if r.get("train_env_id")}
         keep = [k for k, r in enumerate(group)
-                if r.get("train_env_id") or r["agent"] in sim or r["agent"] == "random"
-                or r["agent"] == REFERENCE_AGENT or (static and r["agent"] == static[1])]
+                if r.get("train_env_id") or r["agent"] in {*sim, "random", REFERENCE_AGENT,
+                                                           static}]
         seeds = sorted({s for k in keep for s in returns[k]})
         lines += [f"### Tested on {where}", "",
                   "| agent | trained on | test episodes | mean return | − `random` | "
                   f"− `{REFERENCE_AGENT}` trained for real | − the best static"
-                  + (f" (`{static[1]}`)" if static else "") + " | final val ppl (mean) | "
+                  + (f" (`{static}`)" if static else "") + " | final val ppl (mean) | "
                   "trainable fraction (mean) |", "|---|---|---|---|---|---|---|---|---|"]
         for k in sorted(keep, key=lambda k: -means[k]):
             r, v = group[k], returns[k]
@@ -160,7 +158,7 @@ def sim_to_real_lines(files: Sequence[Json], best: dict[str, Json]) -> list[str]
                 f"| {_label(r, best)} | {_trained(r)} | {len(v)} | {fmt(means[k], 4)} | "
                 f"{_difference(v, random, f'{name}/random')} | "
                 f"{_difference(v, qlearning, f'{name}/{REFERENCE_AGENT}')} | "
-                f"{_difference(v, static[2] if static else None, f'{name}/static')} | "
+                f"{_difference(v, static_returns, f'{name}/static')} | "
                 f"{fmt(statistics.mean(e['final_val_ppl'] for e in r['eval']), 3)} | "
                 f"{fmt(statistics.mean(e['trainable_fraction'] for e in r['eval']), 3)} |")
         lines += ["", f"Test seeds {', '.join(map(str, seeds))}, the same for every row; "
