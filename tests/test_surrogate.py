@@ -136,6 +136,46 @@ def test_out_of_data_decisions_are_flagged(model):
     assert info["surrogate_disagreement"] >= 0
 
 
+def test_an_episode_can_run_a_chosen_member(model):
+    """`reset(options={"member": k})` runs member k; the seed's draws stay the same, so
+    members are compared on one noise, and a bad member names the value."""
+    env = SurrogateEnv(model)
+    paths = {}
+    for member in (0, 1, 1):
+        _, info = env.reset(seed=4, options={"member": member})
+        assert info["surrogate_member"] == member
+        paths.setdefault(member, []).append(
+            [env.step(int(env.layer))[4]["val_loss"] for _ in range(6)])
+    assert paths[1][0] == paths[1][1] and paths[0][0] != paths[1][0]
+    drawn = env.reset(seed=4)[1]["surrogate_member"]
+    assert env.reset(seed=4, options={"member": drawn})[0].tolist() == env.reset(
+        seed=4)[0].tolist()
+    for bad in (3, -1, True, "1"):
+        with pytest.raises(ValueError, match=rf"options\['member'\]={bad!r} .*0\.\.2"):
+            env.reset(seed=0, options={"member": bad})
+
+
+def test_member_spread_plays_each_member_beside_the_real_seed_sd(model):
+    from agents.surrogate.validate import member_spread, play
+
+    real = {"vanilla": [{"seed": 0, "last_val_ppl": 10.0}, {"seed": 1, "last_val_ppl": 10.4}],
+            "random": [{"seed": 0, "last_val_ppl": 11.0}]}  # one seed: no sd, left out
+    spread = member_spread(model, real, ["vanilla", "random"], seeds=(0, 1))
+    assert list(spread) == ["vanilla"]
+    row = spread["vanilla"]
+    assert math.isclose(row["real_seed_sd"], 0.4 / math.sqrt(2))
+    by_hand = [np.mean([r["last_val_ppl"] for r in play(model, "vanilla", (0, 1), member=m)])
+               for m in range(3)]
+    assert row["member_last_val_ppl"] == pytest.approx(by_hand, rel=0, abs=0)
+    assert math.isclose(row["member_sd"], float(np.std(by_hand, ddof=1)))
+    from agents.surrogate.page import member_lines
+
+    lines = member_lines(spread)
+    assert any(line.startswith("| `vanilla` | ") and f"{row['member_sd']:.3f}" in line
+               for line in lines)
+    assert member_lines({}) == []
+
+
 def test_bad_settings_name_the_value(model, tmp_path):
     with pytest.raises(ValueError, match="model='nope'.*allowed: deep-v1"):
         SurrogateEnv("nope")
@@ -189,6 +229,10 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
     assert "| vanilla |" not in page and "| `vanilla` |" in page
     assert "The surrogate says it beats random only if the real track does: met." in page
     assert "Every family left out fairly:" in page
+    assert report["members"] == {}  # one real seed: no seed sd to set the members against
+    assert "seed sd of last ppl: real, surrogate" in page
+    row = report["per_agent"]["vanilla"]
+    assert row["real_ppl_sd"] is None and row["surrogate_ppl_sd"] > 0
 
 
 def test_one_step_error_by_hand_split_by_whether_the_tie_map_changed():

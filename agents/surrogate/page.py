@@ -67,8 +67,9 @@ def one_step_lines(one: Mapping[str, Any]) -> list[str]:
 
 def agent_lines(per_agent: Mapping[str, Json]) -> list[str]:
     lines = ["| agent | real return | surrogate return | gap (real seed sd) | real last ppl | "
-             "surrogate last ppl | gap (real seed sd) | real seeds | out-of-data decisions |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "surrogate last ppl | gap (real seed sd) | seed sd of last ppl: real, surrogate "
+             "| real seeds | out-of-data decisions |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     gaps = []
     for agent, row in sorted(per_agent.items(), key=lambda kv: -kv[1]["real_return"]):
         for key in ("return_gap_sd", "ppl_gap_sd"):
@@ -77,10 +78,34 @@ def agent_lines(per_agent: Mapping[str, Json]) -> list[str]:
         lines.append(f"| `{agent}` | {_f(row['real_return'])} | {_f(row['surrogate_return'])} "
                      f"| {_f(row.get('return_gap_sd'), 2)} | {_f(row['real_last_val_ppl'], 3)} "
                      f"| {_f(row['surrogate_last_val_ppl'], 3)} | {_f(row.get('ppl_gap_sd'), 2)} "
+                     f"| {_f(row.get('real_ppl_sd'), 3)}, {_f(row.get('surrogate_ppl_sd'), 3)} "
                      f"| {row['real_seeds']} | {row['ood_share']:.1%} |")
     ok = all(gaps) if gaps and len(gaps) == 2 * len(per_agent) else (
         False if gaps and not all(gaps) else None)
     return [*lines, "", f"Every agent within one real seed standard deviation: {verdict(ok)}."]
+
+
+def member_lines(members: Mapping[str, Json]) -> list[str]:
+    """Why the episodes vary more on the surrogate: how far apart its members lead."""
+    if not members:
+        return []
+    lines = ["Where the surrogate's episodes vary more than real ones: an episode runs one "
+             "ensemble member, and the members, each fitted on a bootstrap of the logged "
+             "episodes, lead a static schedule to last perplexities further apart than the "
+             "real seeds' are (the mean over the seeds on each member in turn):", "",
+             "| agent | last ppl per member | sd over members | real seed sd | ratio |",
+             "|---|---|---|---|---|"]
+    for agent, row in members.items():
+        ratio = (row["member_sd"] / row["real_seed_sd"] if row.get("member_sd") is not None
+                 and row["real_seed_sd"] else None)
+        lines.append(f"| `{agent}` | {', '.join(f'{v:.3f}' for v in row['member_last_val_ppl'])}"
+                     f" | {_f(row.get('member_sd'), 3)} | {_f(row['real_seed_sd'], 3)} | "
+                     f"{_f(ratio, 1)} |")
+    return [*lines, "", "Biases per decision far below what the logged decisions resolve one "
+            "by one add up over an episode's hundreds of decisions: the members' spread is "
+            "the model's uncertainty about where a whole episode ends, and the per-agent "
+            "standard (one real seed standard deviation) asks to know that more closely than "
+            "the logged episodes tell.", ""]
 
 
 def ranking_lines(report: Mapping[str, Any]) -> list[str]:
@@ -264,6 +289,7 @@ def render(report: Mapping[str, Any], source: str) -> str:
             report["one_step"]), "",
         "## Per agent: whole episodes on the surrogate against the real track", "",
         *agent_lines(report["per_agent"]), "",
+        *member_lines(report.get("members") or {}),
         f"![real and surrogate validation perplexity per agent]({IMAGES['curves']})", "",
         "## Ranking", "", *ranking_lines(report), "",
         f"![real and surrogate mean returns]({IMAGES['ranks']})", "",

@@ -21,6 +21,8 @@
 | left out       | refit without one policy family: tau, and that family's agents'      |
 |                | rank on the surrogate against their real rank                        |
 | speed          | seconds per decision on the surrogate, against the real track's      |
+| members        | per static schedule: its mean last perplexity on each ensemble       |
+|                | member in turn, against the real seeds' standard deviation           |
 
 The per-agent, ranking and left-out checks use the model fitted on every episode, as the
 surrogate track ships it (left out: on every episode but that family's). Deterministic
@@ -121,15 +123,28 @@ class LossTrace(gym.Wrapper):
         return out
 
 
-def play(ensemble_path: str | Path, agent: str, seeds: Sequence[int]) -> list[Json]:
+class FixedMember(gym.Wrapper):
+    """Every episode runs ensemble member `member` (`reset(options={"member": ...})`)."""
+
+    def __init__(self, env: gym.Env, member: int):
+        super().__init__(env)
+        self.member = member
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        return self.env.reset(seed=seed, options={**(options or {}), "member": self.member})
+
+
+def play(ensemble_path: str | Path, agent: str, seeds: Sequence[int],
+         member: int | None = None) -> list[Json]:
     """`agent` on the surrogate (a fitted model's path, or a shipped model's name), one
-    online episode per seed: return, last ppl, fraction, tie map, time, the validation
-    loss after each decision, and the env's settings, budget and optimal perplexity."""
+    online episode per seed (on ensemble `member`, or one drawn per episode): return, last
+    ppl, fraction, tie map, time, the validation loss after each decision, and the env's
+    settings, budget and optimal perplexity."""
     out = []
     for seed in seeds:
         env = SurrogateEnv(ensemble_path,
                            initial_ties=agents.env_settings(agent).get("initial_ties"))
-        trace = LossTrace(env)
+        trace = LossTrace(env if member is None else FixedMember(env, member))
         recorded = RecordEpisodeStatistics(trace)
         player = agents.make(agent, OneEpisode(recorded), seed=seed)
         start = time.perf_counter()
@@ -141,6 +156,25 @@ def play(ensemble_path: str | Path, agent: str, seeds: Sequence[int]) -> list[Js
                     "budget": env.budget, "optimal_ppl": env.optimal_ppl,
                     "ood_steps": env.ood_steps, "decisions": env.decision,
                     "seconds": time.perf_counter() - start, "losses": trace.losses})
+    return out
+
+
+def member_spread(ensemble_path: str | Path, real: dict[str, list[Json]],
+                  names: Sequence[str], seeds: Sequence[int]) -> Json:
+    """For each agent of `names`: its mean last perplexity over `seeds` on every ensemble
+    member in turn, beside the real seeds' standard deviation of it. Members that disagree
+    by more than the real seeds do make the surrogate's episodes vary more than real ones."""
+    members = SurrogateEnv(ensemble_path).ensemble.members
+    out = {}
+    for agent in names:
+        if len(real.get(agent, [])) < 2:
+            continue
+        per_member = [float(np.mean([r["last_val_ppl"] for r in
+                                     play(ensemble_path, agent, seeds, member=m)]))
+                      for m in range(members)]
+        out[agent] = {"member_last_val_ppl": per_member,
+                      "member_sd": statistics.stdev(per_member) if members > 1 else None,
+                      "real_seed_sd": statistics.stdev(r["last_val_ppl"] for r in real[agent])}
     return out
 
 
@@ -286,6 +320,9 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
             "return_gap_sd": (s_ret - np.mean(r_ret)) / sd_ret if sd_ret else None,
             "real_last_val_ppl": float(np.mean(r_ppl)), "surrogate_last_val_ppl": s_ppl,
             "ppl_gap_sd": (s_ppl - np.mean(r_ppl)) / sd_ppl if sd_ppl else None,
+            "real_ppl_sd": sd_ppl,
+            "surrogate_ppl_sd": statistics.stdev(r["last_val_ppl"] for r in rows)
+            if len(rows) > 1 else None,
             "real_seeds": len(r_ret), "ood_share": float(np.mean(
                 [r["ood_steps"] / r["decisions"] for r in rows])),
             "seconds_per_decision": float(np.sum([r["seconds"] for r in rows])
@@ -298,6 +335,7 @@ def validate(data: Transitions, track: str, holdout: Sequence[int], work: Path,
     report["ranking"] = ranking(real_returns, surrogate_returns)
     report["reference_vs_random"] = reference_versus_random(track, real, played)
     report["track_seconds"] = float(sum(r["seconds"] for rows in played.values() for r in rows))
+    report["members"] = member_spread(work / "all", real, get(track).static_agents, seeds)
     report["speed"] = speed(track, work / "all", cache_dir)
     if leave_out:
         report["left_out"] = left_out(data, track, work, seeds, settings, real_returns)

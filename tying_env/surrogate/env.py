@@ -13,10 +13,13 @@ learning rate and the training steps. What is learned is the validation loss aft
 decision's training steps; `train_loss` is that loss plus the mean gap between the logged
 training and validation losses (NaN at reset, as in the real environment).
 
+An episode runs one ensemble member, drawn at reset (or `reset(options={"member": k})`);
+the same seed and actions give the same run.
+
 | info key                 | meaning                                                      |
 |--------------------------|--------------------------------------------------------------|
 | (every real info key)    | as in `LayerTyingEnv` (`train_loss`: see above)              |
-| `surrogate_member`       | the ensemble member this episode runs (drawn at reset)       |
+| `surrogate_member`       | the ensemble member this episode runs                        |
 | `surrogate_disagreement` | the spread of the members' mean predictions at this decision |
 | `surrogate_ood`          | whether that spread exceeds the model's threshold: the       |
 |                          | decision lies outside the logged data                        |
@@ -108,6 +111,14 @@ class SurrogateEnv(gym.Env):
         self.ties = tm.untied(L) if cfg.initial_ties == "none" else tm.all_first(L)
         self.choices = list(range(L)) if cfg.initial_ties == "none" else [0] * L
         self.member = int(self.np_random.integers(self.ensemble.members))
+        member = (options or {}).get("member")
+        if member is not None:
+            if isinstance(member, bool) or not isinstance(member, (int, np.integer)) or not (
+                    0 <= member < self.ensemble.members):
+                raise SettingError("member", f"options['member']={member!r} is not a member of "
+                                             f"the ensemble; allowed: an int in "
+                                             f"0..{self.ensemble.members - 1}")
+            self.member = int(member)
         start = self.ensemble.meta["initial_val_loss"]
         self.val_loss = float(start["mean"] + start["std"] * self.np_random.standard_normal())
         self.train_loss = float("nan")  # no training step yet, as in the real env
