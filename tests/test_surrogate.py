@@ -75,6 +75,50 @@ def test_saved_data_and_model_read_back_equal(logged, model, tmp_path):
     assert np.allclose(one, means[:, 2])
 
 
+def test_the_change_reverts_towards_the_level_of_the_schedule(logged, model):
+    """The mean change is mu + kappa * (level - (val_loss + mu)), the level from the
+    features that see no loss and the logged mean loss at the decision; kappa per tenth of
+    the episode lies in [0, 1]; the level travels with the saved model."""
+    import dataclasses
+
+    from agents.surrogate.fit import fit_level
+    from tying_env.surrogate.features import LOSS_FEATURES
+    from tying_env.surrogate.model import LEVEL, mlp
+
+    _, data = logged
+    ensemble = Ensemble.load(model)
+    level = ensemble.level
+    names = feature_names(ENV_KWARGS["n_layer"])
+    assert [names[k] for k in level.columns] == [n for n in names if n not in LOSS_FEATURES]
+    assert len(level.kappa) == 10 and all(0.0 <= k <= 1.0 for k in level.kappa)
+    budget = len(level.ref)
+    assert budget == ENV_KWARGS["max_sweeps"] * (ENV_KWARGS["n_layer"] - 1)
+    x = data.x[:7]
+    means, variances = ensemble.predict(x)
+    plain = dataclasses.replace(ensemble, level=None)
+    mu, plain_var = plain.predict(x)
+    assert np.array_equal(variances, plain_var)
+    z = (x[:, level.columns] - level.x_mean) / level.x_std
+    decision = np.rint(x[:, 0] * budget).astype(int)
+    lv = mlp(z, ensemble.weights, LEVEL)[..., 0] * level.y_std + level.y_mean + level.ref[
+        decision]
+    kappa = np.array(level.kappa)[(x[:, 0] * 10).astype(int)]
+    loss = x[:, names.index("val_loss")]
+    assert np.allclose(means, mu + kappa * (lv - loss - mu), rtol=0, atol=1e-12)
+    # the logged mean loss after each decision is the level's reference
+    after = data.x[:, names.index("val_loss")] + data.delta
+    first = np.rint(data.x[:, 0] * budget).astype(int) == 0
+    assert math.isclose(level.ref[0], after[first].mean(), rel_tol=1e-6)
+    # episodes of different lengths are not one track's
+    short = data.select(np.array([True, False, False]))
+    short.x, short.delta, short.episode = short.x[:-1], short.delta[:-1], short.episode[:-1]
+    mixed = Transitions(np.concatenate([short.x, data.x]), np.concatenate(
+        [short.delta, data.delta]), np.concatenate([short.episode, data.episode + 1]),
+        [*short.episodes, *data.episodes])
+    with pytest.raises(ValueError, match="episodes of .* decisions"):
+        fit_level(mixed, [np.arange(len(mixed.delta))], FitSettings(members=1, epochs=1))
+
+
 def test_exact_parts_equal_the_real_environment(model, cache_dir):
     """Spaces, masks, budget, tie maps, parameter counts, memory, lr and steps: computed as
     the real environment computes them, for the same actions."""

@@ -10,7 +10,9 @@ weighted by its predicted variance to the power `beta` (held constant in the gra
 Seitzer et al., ICLR 2022, "beta-NLL"): plain NLL (beta 0) lets a net explain the few
 large changes of an episode's first decisions by a wide variance instead of fitting
 their mean (on the deep track its error there was 0.055 in log-loss, with beta 0.5
-0.010). Then, on all the fitting episodes: the residuals' lag-1 autocorrelation within
+0.010). Each member also has a level net, fitted on the same bootstrap (`fit_level`; the
+model's docstring says why and how the change reverts to it). Then, on all the fitting
+episodes: the residuals' lag-1 autocorrelation within
 episodes is recorded (near 0 when the state carries what persists); the mean gap between
 the logged training and validation losses gives the emulated `train_loss`; the
 `OOD_QUANTILE` quantile of the members' disagreement (the standard deviation of their
@@ -30,10 +32,11 @@ import numpy as np
 
 from agents.benchmark.tracks import Track
 from agents.surrogate.transitions import Transitions
-from tying_env.surrogate.features import feature_names
-from tying_env.surrogate.model import LAYERS, Ensemble
+from tying_env.surrogate.features import LOSS_FEATURES, feature_names
+from tying_env.surrogate.model import LAYERS, LEVEL, Ensemble, Level, mlp
 
 OOD_QUANTILE = 0.99
+LEVEL_BINS = 10  # the rate of reverting to the level is measured per tenth of the episode
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,45 @@ def fit_member(x: np.ndarray, y: np.ndarray, settings: FitSettings, seed: int
     return dict(zip(LAYERS, arrays, strict=True))
 
 
+def fit_level(data: Transitions, samples: list[np.ndarray], settings: FitSettings
+              ) -> tuple[dict[str, np.ndarray], Level]:
+    """Per member (on its bootstrap `samples`), the level net: the loss after a decision
+    minus the logged episodes' mean loss after that decision, from the features that see
+    no loss; and the rate of reverting to it per tenth of the episode, one minus the lag-1
+    autocorrelation of the loss's gap to the members' mean level within episodes."""
+    names = feature_names(data.x.shape[1] - len(feature_names(0)))
+    lengths = {int(n) for n in np.bincount(data.episode)}
+    if len(lengths) != 1:
+        raise ValueError(f"episodes of {sorted(lengths)} decisions: a surrogate is fitted on "
+                         "the episodes of one track, which all have its budget")
+    budget = lengths.pop()
+    columns = [k for k, name in enumerate(names) if name not in LOSS_FEATURES]
+    val_loss = names.index("val_loss")
+    decision = np.minimum(np.rint(data.x[:, 0] * budget).astype(int), budget - 1)
+    after = data.x[:, val_loss] + data.delta
+    ref = np.bincount(decision, weights=after, minlength=budget) / np.maximum(
+        np.bincount(decision, minlength=budget), 1)
+    x = data.x[:, columns]
+    x_mean, x_std = x.mean(0), x.std(0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    target = after - ref[decision]
+    y_mean, y_std = float(target.mean()), float(target.std()) or 1.0
+    z, y = (x - x_mean) / x_std, (target - y_mean) / y_std
+    nets = [fit_member(z[rows], y[rows], settings, seed=settings.seed * 1000 + 500 + m)
+            for m, rows in enumerate(samples)]
+    weights = {f"level_{k}": np.stack([w[k] for w in nets]) for k in LAYERS}
+    level = Level(columns, x_mean, x_std, y_mean, y_std, ref, [0.0] * LEVEL_BINS, val_loss)
+    gap = after - (mlp(z, weights, LEVEL)[..., 0].mean(0) * y_std + y_mean + ref[decision])
+    same = data.episode[1:] == data.episode[:-1]
+    tenth = np.minimum((data.x[1:, 0] * LEVEL_BINS).astype(int), LEVEL_BINS - 1)
+    for k in range(LEVEL_BINS):
+        pairs = same & (tenth == k)
+        if pairs.sum() > 2 and gap[1:][pairs].std() > 0 and gap[:-1][pairs].std() > 0:
+            lag1 = float(np.corrcoef(gap[1:][pairs], gap[:-1][pairs])[0, 1])
+            level.kappa[k] = float(np.clip(1.0 - lag1, 0.0, 1.0))
+    return weights, level
+
+
 def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
     """The ensemble fitted on every episode of `data` (see the module's docstring)."""
     import torch
@@ -93,13 +135,15 @@ def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
     z, y = (data.x - x_mean) / x_std, (data.delta - y_mean) / y_std
     rng = np.random.default_rng(settings.seed)
     n_episodes = len(data.episodes)
-    members = []
+    members, samples = [], []
     for m in range(settings.members):
         drawn = rng.integers(n_episodes, size=n_episodes)
         rows = np.concatenate([np.flatnonzero(data.episode == e) for e in drawn])
+        samples.append(rows)
         members.append(fit_member(z[rows], y[rows], settings, seed=settings.seed * 1000 + m))
     weights = {k: np.stack([w[k] for w in members]) for k in LAYERS}
-    ensemble = Ensemble(weights, x_mean, x_std, y_mean, y_std)
+    level_weights, level = fit_level(data, samples, settings)
+    ensemble = Ensemble(weights | level_weights, x_mean, x_std, y_mean, y_std, level=level)
     means, _ = ensemble.predict(data.x)
     residual = data.delta - means.mean(0)
     same = data.episode[1:] == data.episode[:-1]
@@ -107,7 +151,7 @@ def fit(data: Transitions, settings: FitSettings = FitSettings()) -> Ensemble:
     initial = np.array([e["initial_val_loss"] for e in data.episodes])
     gaps = [e["train_val_gap"] for e in data.episodes if "train_val_gap" in e]
     ensemble.meta = {
-        "format": "layer-tying-gym/surrogate", "format_version": 2,
+        "format": "layer-tying-gym/surrogate", "format_version": 3,
         "features": feature_names(data.x.shape[1] - len(feature_names(0))),
         "data_sha256": data.content_hash, "episodes": n_episodes, "transitions": len(data.delta),
         "agents": sorted({e["agent"] for e in data.episodes}),

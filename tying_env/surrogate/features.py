@@ -41,6 +41,9 @@ FEATURES = ("progress", "layer", "roots", "root_change", "changed", "own", "mean
             "since_change", "val_loss", "last_delta", "delta_2", "delta_3", "sweep_delta",
             "above_best", "jump", "sweep_jumps")
 
+# the features that see a loss; the level (`tying_env.surrogate.model`) sees the others
+LOSS_FEATURES = ("val_loss", "last_delta", "delta_2", "delta_3", "sweep_delta", "above_best")
+
 
 def feature_names(n_layer: int) -> list[str]:
     return [*FEATURES, *(f"root_{k}" for k in range(n_layer))]
