@@ -6,8 +6,9 @@ features `x` of the decision and of the episode so far (`tying_env.surrogate.fea
 
 `mu` and `sigma` come from an ensemble of small MLPs, each fitted by (beta-weighted) Gaussian
 negative log-likelihood on a bootstrap of the logged episodes (`agents.surrogate.fit`). An
-episode runs one member, drawn at reset (trajectory sampling): members differ as runs of
-different seeds do. The spread of the members' means at a decision is the ensemble's
+episode runs one member, drawn at reset (trajectory sampling), so that what the model
+does not know about a whole episode shows as a spread of episodes. The spread of the
+members' means at a decision is the ensemble's
 disagreement: above the threshold recorded with the model (a high quantile over the
 logged decisions) the decision lies outside the logged data.
 
