@@ -427,8 +427,8 @@ def registered(model):
     del gym.registry[env_id]
 
 
-def test_sim_to_real_trains_on_the_surrogate_and_evaluates_for_real(registered, tmp_path,
-                                                                   cache_dir):
+def test_sim_to_real_trains_on_the_surrogate_and_evaluates_for_real(registered, model,
+                                                                   tmp_path, cache_dir):
     from agents.runs.driver import run
     from agents.runs.spec import RunSpec
 
@@ -437,6 +437,11 @@ def test_sim_to_real_trains_on_the_surrogate_and_evaluates_for_real(registered, 
                    train_env_id=registered)
     result = run(spec.check())
     assert result.train_env_id == registered and len(result.train) == 2
+    # the surrogate's model is named: its weights and sidecar, hashed
+    import hashlib
+
+    files = b"".join(model.with_suffix(x).read_bytes() for x in (".safetensors", ".json"))
+    assert result.train_env_model == hashlib.sha256(files).hexdigest()
     # the training episodes ran on the surrogate (its info has no real training loss), the
     # evaluation on the real environment (full-split perplexities)
     assert all(math.isfinite(e["final_val_ppl"]) for e in result.eval)

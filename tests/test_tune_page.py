@@ -85,7 +85,9 @@ def test_agents_trained_on_the_surrogate_get_paired_intervals_against_real_compa
                       tested("static-2", [b + 0.02 for b in base], None),
                       tested("dqn", [b + 0.03 for b in base], None)]}
     bandit = [b + 0.04 + 0.001 * k for k, b in enumerate(base)]
-    sim = {"cells": [tested("schedule-bandit", bandit, "LayerTying-Surrogate-Deep-v0")]}
+    sim = {"cells": [tested("schedule-bandit", bandit, "LayerTying-Surrogate-Deep-v0"),
+                     tested("qlearning", base, "LayerTying-Surrogate-Deep-v0")]}
+    sim["cells"][0]["result"]["train_env_model"] = "ab12cd34" + "0" * 56
     files = {"real.json": real, "sim.json": sim, "q.json": record("qlearning")}
     for name, content in files.items():
         (tmp_path / name).write_text(json.dumps(content))
@@ -104,3 +106,8 @@ def test_agents_trained_on_the_surrogate_get_paired_intervals_against_real_compa
     low, high = (float(x) for x in cells[5].split("[")[1].rstrip("]").split(","))
     assert 0.040 <= low < 0.0425 < high <= 0.045  # a bootstrap interval within the range
     assert "with its 95% bootstrap interval over seeds" in page
+    # a row trained on a surrogate names its model, or says it was not recorded
+    assert "`LayerTying-Surrogate-Deep-v0` (model `ab12cd34`), 10 episodes" in row
+    q = next(line for line in page.splitlines() if line.startswith("| `qlearning`")
+             and "Surrogate-Deep-v0` (model" in line)
+    assert "(model: not recorded)" in q

@@ -8,7 +8,9 @@ The tuning records are `agents.benchmark.tune`'s output files (one per agent, th
 budget for each); the sim-to-real files are benchmark results files of the train-then-test
 protocol (`--train-episodes`, `--eval-episodes`, `--train-env`), and may include a
 train-then-test track's results (e.g. `deep-transfer`), whose cells then serve as
-comparators. An agent's row is "tuned" when the values it ran with are its tuning
+comparators. A row trained on a surrogate names its model (`train_env_model`, the first
+digits of its SHA-256): a refit surrogate is another training environment. An agent's row
+is "tuned" when the values it ran with are its tuning
 record's best values, "defaults" when it ran without agent_kwargs.
 
 The cells are grouped by the environment they were tested on (a track's, when their
@@ -99,7 +101,11 @@ def _where(result: Json) -> str:
 def _trained(result: Json) -> str:
     if not agents.factory(result["agent"]).learns:
         return "— (does not learn)"
-    return f"`{result.get('train_env_id') or result['env_id']}`, " \
+    model = ""
+    if "Surrogate" in str(result.get("train_env_id")):
+        model = (f" (model `{result['train_env_model'][:8]}`)" if result.get("train_env_model")
+                 else " (model: not recorded)")
+    return f"`{result.get('train_env_id') or result['env_id']}`{model}, " \
            f"{result.get('train_episodes', 0)} episodes"
 
 

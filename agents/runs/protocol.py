@@ -135,6 +135,8 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
     env = make_env(spec)
     base: LayerTyingEnv = env.unwrapped
     trainer = make_train_env(spec) or env  # sim-to-real: training on another env
+    # a surrogate names its model: a refit one is another training environment
+    train_model = getattr(trainer.unwrapped, "model_sha256", None) if trainer is not env else None
     if trainer is not env and (trainer.observation_space != env.observation_space
                                or trainer.action_space != env.action_space):
         trainer.close()
@@ -200,6 +202,7 @@ def run_train_evaluate(spec: RunSpec) -> RunResult:
         train=train, eval=evaluations, train_seconds=train_seconds,
         n_outputs=base.n_outputs, optimal_ppl=base.optimal_ppl,
         agent_source=agent_source(spec.agent_class()), train_env_id=spec.train_env_id,
+        train_env_model=train_model,
         notes=[*notes, PUBLISHED_METRIC_NOTE] if published else notes)
     result = result.replace(total_seconds=time.perf_counter() - t_start)
     result.write(spec.folder)

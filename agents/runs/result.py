@@ -41,7 +41,7 @@ _WHEN_SET = frozenset({
     "track", "final_val_accuracy", "final_test_accuracy", "best_test_ppl", "best_test_sweep",
     "best_test_ppl_selected_on", "train_episodes", "eval_episodes", "train", "eval",
     "train_seconds", "files", "total_seconds", "agent_source", "published_trainable_params",
-    "train_env_id"})
+    "train_env_id", "train_env_model"})
 
 
 # the published metric, recorded beside the final-checkpoint ones when the environment
@@ -114,6 +114,7 @@ class RunResult:
     train_episodes: int | None = None
     eval_episodes: int | None = None
     train_env_id: str | None = None  # sim-to-real: the env the training episodes ran on
+    train_env_model: str | None = None  # ... and its model's SHA-256, for a surrogate
     train: list[dict[str, Any]] | None = None
     eval: list[dict[str, Any]] | None = None
     train_seconds: float | None = None

@@ -86,13 +86,14 @@ def agent_lines(per_agent: Mapping[str, Json]) -> list[str]:
 
 
 def member_lines(members: Mapping[str, Json]) -> list[str]:
-    """Why the episodes vary more on the surrogate: how far apart its members lead."""
+    """How far apart the ensemble's members lead each static schedule's episodes."""
     if not members:
         return []
-    lines = ["Where the surrogate's episodes vary more than real ones: an episode runs one "
-             "ensemble member, and the members, each fitted on a bootstrap of the logged "
-             "episodes, lead a static schedule to last perplexities further apart than the "
-             "real seeds' are (the mean over the seeds on each member in turn):", "",
+    lines = ["An episode runs one ensemble member, and each member is fitted on its own "
+             "bootstrap of the logged episodes: where members lead one schedule to last "
+             "perplexities further apart than the real seeds do, the surrogate's episodes vary "
+             "more than real ones, and a mean over few seeds depends on which members they "
+             "drew. Per static schedule, the mean over the seeds on each member in turn:", "",
              "| agent | last ppl per member | sd over members | real seed sd | ratio |",
              "|---|---|---|---|---|"]
     for agent, row in members.items():
@@ -101,11 +102,7 @@ def member_lines(members: Mapping[str, Json]) -> list[str]:
         lines.append(f"| `{agent}` | {', '.join(f'{v:.3f}' for v in row['member_last_val_ppl'])}"
                      f" | {_f(row.get('member_sd'), 3)} | {_f(row['real_seed_sd'], 3)} | "
                      f"{_f(ratio, 1)} |")
-    return [*lines, "", "Biases per decision far below what the logged decisions resolve one "
-            "by one add up over an episode's hundreds of decisions: the members' spread is "
-            "the model's uncertainty about where a whole episode ends, and the per-agent "
-            "standard (one real seed standard deviation) asks to know that more closely than "
-            "the logged episodes tell.", ""]
+    return [*lines, ""]
 
 
 def ranking_lines(report: Mapping[str, Any]) -> list[str]:

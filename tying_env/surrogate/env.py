@@ -25,13 +25,15 @@ the same seed and actions give the same run.
 |                          | decision lies outside the logged data                        |
 | `surrogate_ood_steps`    | such decisions so far in the episode                         |
 
-Training never diverges here (`terminated` is always False). `tying_env.SURROGATE_IDS`
-lists the shipped models by id; `gym.make("LayerTying-Surrogate-Deep-v0")` runs the `deep`
-track's.
+`env.model_sha256` identifies the model (its weights and sidecar), which a sim-to-real
+result records as `train_env_model`. Training never diverges here (`terminated` is always
+False). `tying_env.SURROGATE_IDS` lists the shipped models by id;
+`gym.make("LayerTying-Surrogate-Deep-v0")` runs the `deep` track's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ class SurrogateEnv(gym.Env):
                                               "allowed: None, 'ansi'")
         self.render_mode = render_mode
         self.ensemble = Ensemble.load(path.with_suffix(""))
+        self.model_sha256 = hashlib.sha256(b"".join(
+            path.with_suffix(suffix).read_bytes() for suffix in (".safetensors", ".json"))
+        ).hexdigest()
         meta = self.ensemble.meta
         start = {} if initial_ties is None else {"initial_ties": initial_ties}
         self.cfg = make_config(**{**meta["env_settings"], **start})
