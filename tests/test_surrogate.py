@@ -218,6 +218,9 @@ def test_member_spread_plays_each_member_beside_the_real_seed_sd(model):
     assert any(line.startswith("| `vanilla` | ") and f"{row['member_sd']:.3f}" in line
                for line in lines)
     assert member_lines({}) == []
+    from agents.surrogate.page import _gap
+
+    assert (_gap(1.004), _gap(-0.99), _gap(None)) == ("**1.00**", "-0.99", "—")
 
 
 def test_bad_settings_name_the_value(model, tmp_path):
@@ -268,7 +271,8 @@ def test_validation_runs_every_check_on_real_episodes(logged, tmp_path, monkeypa
     from agents.surrogate.page import render
 
     page = render(report, "runs/validation.json")
-    assert "Every agent within one real seed standard deviation: not measurable." in page
+    assert ("Every agent within one real seed standard deviation (a gap beyond it in bold): "
+            "not measurable.") in page
     assert "Pairs the real runs decide (95% intervals apart): 0;" in page
     assert "| vanilla |" not in page and "| `vanilla` |" in page
     assert "The surrogate says it beats random only if the real track does: met." in page

@@ -65,6 +65,12 @@ def one_step_lines(one: Mapping[str, Any]) -> list[str]:
             f"45-55%, 90% within 85-95%): {verdict(all(covered) if covered else None)}."]
 
 
+def _gap(value: float | None) -> str:
+    """A gap in real seed standard deviations, in bold beyond the standard."""
+    text = _f(value, 2)
+    return f"**{text}**" if value is not None and abs(value) > MAX_GAP_SD else text
+
+
 def agent_lines(per_agent: Mapping[str, Json]) -> list[str]:
     lines = ["| agent | real return | surrogate return | gap (real seed sd) | real last ppl | "
              "surrogate last ppl | gap (real seed sd) | seed sd of last ppl: real, surrogate "
@@ -76,13 +82,14 @@ def agent_lines(per_agent: Mapping[str, Json]) -> list[str]:
             if row.get(key) is not None:
                 gaps.append(abs(row[key]) <= MAX_GAP_SD)
         lines.append(f"| `{agent}` | {_f(row['real_return'])} | {_f(row['surrogate_return'])} "
-                     f"| {_f(row.get('return_gap_sd'), 2)} | {_f(row['real_last_val_ppl'], 3)} "
-                     f"| {_f(row['surrogate_last_val_ppl'], 3)} | {_f(row.get('ppl_gap_sd'), 2)} "
+                     f"| {_gap(row.get('return_gap_sd'))} | {_f(row['real_last_val_ppl'], 3)} "
+                     f"| {_f(row['surrogate_last_val_ppl'], 3)} | {_gap(row.get('ppl_gap_sd'))} "
                      f"| {_f(row.get('real_ppl_sd'), 3)}, {_f(row.get('surrogate_ppl_sd'), 3)} "
                      f"| {row['real_seeds']} | {row['ood_share']:.1%} |")
     ok = all(gaps) if gaps and len(gaps) == 2 * len(per_agent) else (
         False if gaps and not all(gaps) else None)
-    return [*lines, "", f"Every agent within one real seed standard deviation: {verdict(ok)}."]
+    return [*lines, "", f"Every agent within one real seed standard deviation (a gap beyond it in "
+            f"bold): {verdict(ok)}."]
 
 
 def member_lines(members: Mapping[str, Json]) -> list[str]:
