@@ -52,7 +52,8 @@ def mlp(z: np.ndarray, w: dict[str, np.ndarray], names: tuple[str, ...] = LAYERS
 
 @dataclass
 class Level:
-    """What the members' level nets need beside their weights."""
+    """What the members' level nets need beside their weights (the nets are fitted as the
+    change nets are, `(mean, log variance)`; only the mean is used)."""
 
     columns: list[int]  # the features it sees (none of them a loss)
     x_mean: np.ndarray
@@ -70,7 +71,8 @@ class Level:
 
 @dataclass
 class Ensemble:
-    """M heteroscedastic MLPs (`x -> (mean, log variance)` of the standardised change)."""
+    """M heteroscedastic MLPs (`x -> (mean, log variance)` of the standardised change), and
+    per member the level net its mean reverts to (`level`; see the module)."""
 
     weights: dict[str, np.ndarray]  # LAYERS (and LEVEL), each stacked over the M members
     x_mean: np.ndarray
@@ -85,8 +87,9 @@ class Ensemble:
         return int(self.weights["w1"].shape[0])
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per member, the mean and variance of the loss change for features `x` (`(F,)`
-        or `(N, F)`); arrays of shape `(M,)` or `(M, N)`."""
+        """Per member, the mean (reverting to the level, where there is one) and variance of
+        the loss change for features `x` (`(F,)` or `(N, F)`); arrays of shape `(M,)` or
+        `(M, N)`."""
         single, x = np.ndim(x) == 1, np.atleast_2d(x)
         out = mlp((x - self.x_mean) / self.x_std, self.weights)  # (M, N, 2)
         mean = out[..., 0] * self.y_std + self.y_mean
