@@ -585,6 +585,9 @@ def test_the_page_says_whether_the_shipped_model_is_the_validated_one():
     same = shipped_lines({"track": "deep", "data_sha256": data})[0]
     assert "`LayerTying-Surrogate-Deep-v0`" in same and "fitted on the same data" in same
     assert "python -m agents.surrogate.fit" in same
+    meta = read_json(HERE / "deep-v1.json")
+    assert f"lag-1 autocorrelation within the logged episodes: {meta['residual_lag1']:.3f}" \
+        in same and f"at rates {min(meta['level']['kappa']):.2f} to" in same
     other = shipped_lines({"track": "deep", "data_sha256": "0" * 64})[0]
     assert "**other data**" in other and "does not validate it" in other
     assert shipped_lines({"track": "small", "data_sha256": data})[0].startswith(

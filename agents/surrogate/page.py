@@ -253,6 +253,19 @@ def provisional_lines(report: Mapping[str, Any]) -> list[str]:
             "is regenerated when the track completes.", ""]
 
 
+def _lag_line(meta: Mapping[str, Any]) -> str:
+    """The shipped model's one-step residual autocorrelation, and its rates of reverting."""
+    lag = meta.get("residual_lag1")
+    if lag is None:
+        return ""
+    kappa = (meta.get("level") or {}).get("kappa")
+    rates = (f" Reverting to the level (at rates {min(kappa):.2f} to {max(kappa):.2f} a "
+             "decision, per tenth of the episode) acts on every step and raises it." if kappa
+             else "")
+    return (f" Its one-step residuals' lag-1 autocorrelation within the logged episodes: "
+            f"{lag:.3f} (near 0 when the features carry what persists).{rates}")
+
+
 def shipped_lines(report: Mapping[str, Any]) -> list[str]:
     """Whether the model that the track's surrogate id ships is fitted on the validated
     data (the validation's `all` model is fitted the same way), and how it was fitted."""
@@ -270,7 +283,7 @@ def shipped_lines(report: Mapping[str, Any]) -> list[str]:
                                 "this page does not validate it; it was fitted by ")
                 + f"`{meta.get('command', '(not recorded)')}`. The data are the transitions "
                 "of the real track's finished cells (`python -m agents.surrogate.transitions "
-                "BENCHMARK_FOLDER --out DATA.npz`).", ""]
+                "BENCHMARK_FOLDER --out DATA.npz`)." + _lag_line(meta), ""]
     return [f"No surrogate id ships a model of track `{report['track']}`.", ""]
 
 
