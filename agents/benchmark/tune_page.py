@@ -37,6 +37,7 @@ from agents.benchmark.paired import paired_differences, paired_interval
 from agents.benchmark.report import ci, code_version, fmt
 from agents.benchmark.stats import MIN_SEEDS_FOR_VERDICT
 from agents.benchmark.tracks import REFERENCE_AGENT, TRACKS
+from tying_env import SURROGATE_IDS
 from tying_env.files import read_json, write_text
 
 Json = dict[str, Any]
@@ -62,7 +63,7 @@ def tuning_lines(records: Sequence[Json]) -> list[str]:
         lines.append(
             f"| `{record['agent']}` | `{record.get('env') or record['track']}`"
             + (f" (data `{record['env_model'][:8]}`)" if record.get("env_model") else
-               " (which fit: not recorded)" if "Surrogate" in str(record.get("env")) else "")
+               " (which fit: not recorded)" if record.get("env") in SURROGATE_IDS else "")
             + " | "
             f"{budget['trials']} x {budget['train_episodes']} (+ "
             f"{budget['validation_episodes']}) | {record['sampler']['name']}, seed "
@@ -101,10 +102,9 @@ def _where(result: Json) -> str:
 def _trained(result: Json) -> str:
     if not agents.factory(result["agent"]).learns:
         return "— (does not learn)"
-    model = ""
-    if "Surrogate" in str(result.get("train_env_id")):
-        model = (f" (model `{result['train_env_model'][:8]}`)" if result.get("train_env_model")
-                 else " (model: not recorded)")
+    model = (f" (model `{result['train_env_model'][:8]}`)" if result.get("train_env_model")
+             else " (model: not recorded)" if result.get("train_env_id") in SURROGATE_IDS
+             else "")
     return f"`{result.get('train_env_id') or result['env_id']}`{model}, " \
            f"{result.get('train_episodes', 0)} episodes"
 

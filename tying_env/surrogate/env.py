@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,7 @@ class SurrogateEnv(gym.Env):
                                               "allowed: None, 'ansi'")
         self.render_mode = render_mode
         self.ensemble = Ensemble.load(path.with_suffix(""))
-        self.model_sha256 = hashlib.sha256(b"".join(
-            path.with_suffix(suffix).read_bytes() for suffix in (".safetensors", ".json"))
-        ).hexdigest()
+        self.model_path = path
         meta = self.ensemble.meta
         start = {} if initial_ties is None else {"initial_ties": initial_ties}
         self.cfg = make_config(**{**meta["env_settings"], **start})
@@ -104,6 +103,12 @@ class SurrogateEnv(gym.Env):
         self.decisions_per_sweep = L - 1
         self.ties: tm.TieMap = tm.all_first(L)
 
+    @cached_property
+    def model_sha256(self) -> str:
+        """SHA-256 of the model's weights and sidecar (read when first asked)."""
+        return hashlib.sha256(b"".join(self.model_path.with_suffix(suffix).read_bytes()
+                                       for suffix in (".safetensors", ".json"))).hexdigest()
+
     @property
     def budget(self) -> int:
         return self.cfg.max_sweeps * self.decisions_per_sweep
@@ -115,6 +120,7 @@ class SurrogateEnv(gym.Env):
         cfg, L = self.cfg, self.cfg.n_layer
         self.ties = tm.untied(L) if cfg.initial_ties == "none" else tm.all_first(L)
         self.choices = list(range(L)) if cfg.initial_ties == "none" else [0] * L
+        # drawn even when options name one, so that the seed's later draws stay the same
         self.member = int(self.np_random.integers(self.ensemble.members))
         member = (options or {}).get("member")
         if member is not None:
